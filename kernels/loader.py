@@ -1,0 +1,82 @@
+"""Compile the generated sweeps, cached on disk where possible.
+
+The generated module is written to the first writable cache folder (so Numba's ``cache=True``
+keeps the machine code beside it and a second process does not recompile): ``$TAPEGRAD_CACHE_DIR``,
+then ``__pycache__`` inside this package, then the user's cache folder, then the temp folder.
+Where nothing is writable the module is compiled in memory, uncached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+from .codegen import generate
+
+
+def cache_dirs() -> list[Path]:
+    """Candidate folders for the generated module and its Numba cache, in order of preference."""
+    dirs = []
+    if os.environ.get("TAPEGRAD_CACHE_DIR"):
+        dirs.append(Path(os.environ["TAPEGRAD_CACHE_DIR"]))
+    dirs.append(Path(__file__).resolve().parent / "__pycache__" / "tapegrad")
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    dirs.append(Path(xdg) / "tapegrad")
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    dirs.append(Path(tempfile.gettempdir()) / f"tapegrad-{uid}")
+    return dirs
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / "__pycache__").mkdir(parents=True, exist_ok=True)
+        probe = folder / "__pycache__" / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _import_file(path: Path, name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load(name: str = "tapegrad_sweeps") -> types.ModuleType:
+    """The compiled sweeps module (cached on disk if any cache folder is writable)."""
+    source = generate(cache=True)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    modname = f"{name}_{digest}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    for folder in cache_dirs():
+        if not _writable(folder):
+            continue
+        path = folder / f"{modname}.py"
+        try:
+            if not path.exists() or path.read_text() != source:
+                tmp = folder / f".{modname}.{os.getpid()}.tmp"
+                tmp.write_text(source)
+                os.replace(tmp, path)
+            return _import_file(path, modname)
+        except (OSError, RuntimeError):  # RuntimeError: Numba found no cache locator
+            continue
+    module = types.ModuleType(modname)
+    module.__file__ = f"<{modname}>"
+    exec(compile(generate(cache=False), module.__file__, "exec"), module.__dict__)
+    sys.modules[modname] = module
+    return module

@@ -1,0 +1,84 @@
+"""Scalar helpers that the op table's formulas call.
+
+Each function is written once and compiled three ways: by Numba inside the generated sweeps,
+and in plain Python twice for eager recording (fast, with :mod:`math`; and an IEEE fallback
+with NumPy for the rare inputs where :mod:`math` raises instead of returning inf or NaN). So the
+free names (``exp``, ``log``, ``pow``, ``isnan``) are bound by whoever compiles this source, and
+the module is not meant to be imported for its functions.
+"""
+
+# ruff: noqa: F821  (exp, log, pow are bound by the compiling namespace)
+
+
+def power(x, y):
+    return pow(x, y)
+
+
+def pow_dx(x, y):
+    # d(x**y)/dx = y * x**(y-1), and 0 when y == 0 even at x == 0 (torch)
+    return 0.0 if y == 0.0 else y * pow(x, y - 1.0)
+
+
+def pow_dy(x, y, z):
+    # d(x**y)/dy = x**y * log(x), and 0 at x == 0 for y >= 0 (torch)
+    return 0.0 if (x == 0.0 and y >= 0.0) else z * log(x)
+
+
+def sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+def relu(x):
+    return 0.0 if x <= 0.0 else x  # NaN passes through
+
+
+def step(x):
+    return 1.0 if x > 0.0 else 0.0
+
+
+def sign(x):
+    if x > 0.0:
+        return 1.0
+    if x < 0.0:
+        return -1.0
+    return x * 0.0  # 0 at 0, NaN at NaN
+
+
+def clamp(x, lo, hi):
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def inside(x, lo, hi):
+    return 1.0 if (x >= lo and x <= hi) else 0.0
+
+
+def maximum(x, y):
+    if isnan(x) or isnan(y):
+        return x + y
+    return x if x >= y else y
+
+
+def minimum(x, y):
+    if isnan(x) or isnan(y):
+        return x + y
+    return x if x <= y else y
+
+
+def tie_split(x, y):
+    # share of the gradient that the first argument of maximum(x, y) receives
+    if x > y:
+        return 1.0
+    if x == y:
+        return 0.5
+    return 0.0
+
+
+def truth(c):
+    return 1.0 if c else 0.0

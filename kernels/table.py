@@ -1,0 +1,177 @@
+"""The op table: every op tapegrad records, in one place.
+
+Each row gives an op's name, arity, forward formula and partial derivatives as expressions in
+``x`` (first operand), ``y`` (second operand), ``z`` (the op's result) and ``p0``/``p1`` (constant
+parameters from the pool). Everything else is derived from these rows:
+
+* the Numba sweeps (forward replay, reverse, tangent) are generated from the formulas
+  (:mod:`kernels.codegen`);
+* the eager recorder evaluates ``fwd`` in Python (:mod:`kernels.pyeval`);
+* the tests walk the whole table against finite differences and torch;
+* a binary op gets three opcodes: variable-variable, variable-constant and
+  constant-variable, so ``x * 2.0`` and ``2.0 ** x`` cost one row and no partial is computed
+  for a constant.
+
+Formulas may call the functions of :mod:`math` and of :mod:`kernels.scalar_math`.
+Conventions at kinks follow torch (float64); ``kink`` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One row of the op table."""
+
+    name: str
+    arity: int  # number of tape operands (1 or 2); 0 for structural rows
+    fwd: str
+    dx: str = "0.0"
+    dy: str = "0.0"
+    params: int = 0  # constant parameters read from the pool at operand b (unary ops only)
+    differentiable: bool = True
+    kink: str = ""  # convention at non-differentiable points, for docs and tests
+    torch: str = ""  # torch expression for oracle tests, in x, y, p0, p1 (torch as ``torch``)
+    domain: tuple[float, float] = (-2.0, 2.0)  # where tests sample ordinary points
+    kinks: tuple[tuple[float, ...], ...] = field(default_factory=tuple)  # points tested at kinks
+    symbol: str = ""  # infix symbol for listings (``+``), empty for function-style ops
+
+    @property
+    def saves(self) -> bool:
+        """Whether the reverse rule reads values saved in the forward pass (torch's 'saved tensors')."""
+        return any(v in _names(f) for f in (self.dx, self.dy) for v in ("x", "y", "z"))
+
+
+def _names(expr: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", expr))
+
+
+# Structural rows: the leaves of a tape.
+INPUT = OpSpec("input", 0, "inputs[a]", differentiable=False)  # a = index of the input
+CONST = OpSpec("const", 0, "consts[a]", differentiable=False)  # a = index in the constant pool
+GUARD = OpSpec("guard", 0, "b", differentiable=False)  # asserts truth(vals[a]) == b
+
+_TIE = "ties split the gradient evenly"
+
+OPS: tuple[OpSpec, ...] = (
+    OpSpec("add", 2, "x + y", dx="1.0", dy="1.0", symbol="+", torch="x + y"),
+    OpSpec("sub", 2, "x - y", dx="1.0", dy="-1.0", symbol="-", torch="x - y"),
+    OpSpec("mul", 2, "x * y", dx="y", dy="x", symbol="*", torch="x * y"),
+    OpSpec(
+        "div", 2, "x / y", dx="1.0 / y", dy="-x / (y * y)", symbol="/", torch="x / y",
+        kinks=((1.0, 0.0),),
+    ),
+    OpSpec(
+        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", symbol="**",
+        torch="x ** y", domain=(0.2, 2.0),
+        kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0",
+        kinks=((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (0.0, 0.5), (-1.5, 2.0)),
+    ),
+    OpSpec("neg", 1, "-x", dx="-1.0", torch="-x"),
+    OpSpec("exp", 1, "exp(x)", dx="z", torch="torch.exp(x)"),
+    OpSpec(
+        "log", 1, "log(x)", dx="1.0 / x", torch="torch.log(x)", domain=(0.1, 3.0),
+        kinks=((0.0,),),
+    ),
+    OpSpec("log1p", 1, "log1p(x)", dx="1.0 / (1.0 + x)", torch="torch.log1p(x)", domain=(-0.9, 3.0)),
+    OpSpec("expm1", 1, "expm1(x)", dx="z + 1.0", torch="torch.expm1(x)"),
+    OpSpec(
+        "sqrt", 1, "sqrt(x)", dx="0.5 / z", torch="torch.sqrt(x)", domain=(0.1, 3.0),
+        kink="sqrt'(0) = inf", kinks=((0.0,),),
+    ),
+    OpSpec("sin", 1, "sin(x)", dx="cos(x)", torch="torch.sin(x)"),
+    OpSpec("cos", 1, "cos(x)", dx="-sin(x)", torch="torch.cos(x)"),
+    OpSpec("tan", 1, "tan(x)", dx="1.0 + z * z", torch="torch.tan(x)", domain=(-1.2, 1.2)),
+    OpSpec(
+        "asin", 1, "asin(x)", dx="1.0 / sqrt(1.0 - x * x)", torch="torch.asin(x)",
+        domain=(-0.9, 0.9),
+    ),
+    OpSpec(
+        "acos", 1, "acos(x)", dx="-1.0 / sqrt(1.0 - x * x)", torch="torch.acos(x)",
+        domain=(-0.9, 0.9),
+    ),
+    OpSpec("atan", 1, "atan(x)", dx="1.0 / (1.0 + x * x)", torch="torch.atan(x)"),
+    OpSpec("sinh", 1, "sinh(x)", dx="cosh(x)", torch="torch.sinh(x)"),
+    OpSpec("cosh", 1, "cosh(x)", dx="sinh(x)", torch="torch.cosh(x)"),
+    OpSpec("tanh", 1, "tanh(x)", dx="1.0 - z * z", torch="torch.tanh(x)"),
+    OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)", torch="torch.sigmoid(x)"),
+    OpSpec(
+        "relu", 1, "relu(x)", dx="step(x)", torch="torch.relu(x)",
+        kink="relu'(0) = 0", kinks=((0.0,),),
+    ),
+    OpSpec(
+        "abs", 1, "fabs(x)", dx="sign(x)", torch="torch.abs(x)",
+        kink="abs'(0) = 0", kinks=((0.0,),),
+    ),
+    OpSpec(
+        "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)", torch="torch.erf(x)",
+    ),
+    OpSpec(
+        "clamp", 1, "clamp(x, p0, p1)", dx="inside(x, p0, p1)", params=2,
+        torch="torch.clamp(x, p0, p1)", kink="the boundaries get gradient 1",
+        kinks=((-0.5,), (0.5,)),
+    ),
+    OpSpec(
+        "maximum", 2, "maximum(x, y)", dx="tie_split(x, y)", dy="tie_split(y, x)",
+        torch="torch.maximum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
+    ),
+    OpSpec(
+        "minimum", 2, "minimum(x, y)", dx="tie_split(y, x)", dy="tie_split(x, y)",
+        torch="torch.minimum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
+    ),
+    OpSpec(
+        "atan2", 2, "atan2(x, y)", dx="y / (x * x + y * y)", dy="-x / (x * x + y * y)",
+        torch="torch.atan2(x, y)",
+    ),
+    # Comparisons: values 1.0/0.0, no gradient. Converting one to a Python bool records a guard.
+    OpSpec("lt", 2, "truth(x < y)", symbol="<", differentiable=False, torch="x < y"),
+    OpSpec("le", 2, "truth(x <= y)", symbol="<=", differentiable=False, torch="x <= y"),
+    OpSpec("gt", 2, "truth(x > y)", symbol=">", differentiable=False, torch="x > y"),
+    OpSpec("ge", 2, "truth(x >= y)", symbol=">=", differentiable=False, torch="x >= y"),
+    OpSpec("eq", 2, "truth(x == y)", symbol="==", differentiable=False, torch="x == y"),
+    OpSpec("ne", 2, "truth(x != y)", symbol="!=", differentiable=False, torch="x != y"),
+)
+
+STRUCTURAL: tuple[OpSpec, ...] = (INPUT, CONST, GUARD)
+
+BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}
+
+# Operand kinds of a binary op: both variables, a variable and a constant, a constant and a variable.
+VV, VC, CV = "vv", "vc", "cv"
+
+
+@dataclass(frozen=True)
+class Opcode:
+    """One opcode: an op of the table with its operand kinds."""
+
+    code: int
+    spec: OpSpec
+    kind: str  # "vv", "vc", "cv" for binary ops; "v" for unary ops; "" for structural rows
+
+    @property
+    def reads_a(self) -> bool:
+        """Operand a is a slot whose adjoint this row may update."""
+        return self.kind in ("v", VV, VC)
+
+    @property
+    def reads_b(self) -> bool:
+        return self.kind in (VV, CV)
+
+
+def _assign_opcodes() -> tuple[Opcode, ...]:
+    codes: list[Opcode] = []
+    for spec in STRUCTURAL:
+        codes.append(Opcode(len(codes), spec, ""))
+    for spec in OPS:
+        for kind in (VV, VC, CV) if spec.arity == 2 else ("v",):
+            codes.append(Opcode(len(codes), spec, kind))
+    assert len(codes) < 256, "opcodes are stored in one byte"
+    return tuple(codes)
+
+
+OPCODES: tuple[Opcode, ...] = _assign_opcodes()
+CODE: dict[tuple[str, str], int] = {(o.spec.name, o.kind): o.code for o in OPCODES}

@@ -1,0 +1,32 @@
+"""tapegrad: reverse-mode automatic differentiation on a flat Wengert tape with Numba sweeps.
+
+Eager, torch-like::
+
+    import tapegrad as tg
+    a = tg.tensor(1.0, requires_grad=True)
+    c = a ** 2 + tg.sqrt(a)
+    c.backward()
+    a.grad        # tensor(2.5000)
+
+micrograd-like: ``tg.Value``. See the README for the rest.
+"""
+
+from __future__ import annotations
+
+from . import autograd
+from .functions import *  # noqa: F403  (one function per op of the table)
+from .functions import __all__ as _op_names
+from .gradcheck import GradcheckError, gradcheck
+from .node import current_tape
+from .state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tape import Tape
+from .tensor import Tensor, backward, tensor
+from .value import Value
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "no_grad", "enable_grad",
+    "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape",
+    *_op_names,
+]

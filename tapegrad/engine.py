@@ -1,0 +1,97 @@
+"""The eager backward pass: one Numba reverse sweep per tape involved.
+
+Gradients flow from the outputs' slots down each tape; at its ``input`` rows they leave the tape,
+either into a leaf (accumulated into ``.grad``) or into a node of another tape, whose tape is swept
+next. Tapes are swept newest first (a tape only reads nodes that existed when it recorded them).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import kernels
+
+from .node import Node
+from .state import get_tape, set_tape
+from .tape import Tape
+
+_SECOND_BACKWARD = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you "
+    "call .backward() or autograd.grad(). Specify retain_graph=True if you need to backward "
+    "through the graph a second time."
+)
+
+
+def propagate(
+    seeds: Iterable[tuple[Node, float]],
+    retain_graph: bool,
+    wanted: Sequence[Node] = (),
+) -> dict[int, float]:
+    """Push the seed adjoints to every node they reach.
+
+    Returns the adjoint of each wanted node that was reached (by ``id``). When `wanted` is empty,
+    leaves accumulate their adjoints into ``.grad`` (as do nodes that ``retain_grad``).
+    """
+    sweeps = kernels.sweeps()
+    accumulate = not wanted
+    want_ids = {id(n) for n in wanted}
+    found: dict[int, float] = {}
+    pending: dict[Tape, list[tuple[int, float]]] = {}
+    order: list[tuple[int, int, Tape]] = []  # max-heap on tape serial
+
+    def reach(node: Node, g: float) -> None:
+        if node._tape is None:  # a leaf
+            if id(node) in want_ids:
+                found[id(node)] = found.get(id(node), 0.0) + g
+            if accumulate and node._rg:
+                node._accumulate_grad(g)
+            return
+        tape = node._tape
+        if tape not in pending:
+            pending[tape] = []
+            heapq.heappush(order, (-tape.serial, id(tape), tape))
+        pending[tape].append((node._slot, g))
+
+    for node, g in seeds:
+        reach(node, g)
+    while order:
+        _, _, tape = heapq.heappop(order)
+        adj, reached = _sweep(sweeps, tape, pending.pop(tape), retain_graph)
+        if accumulate:
+            for node in tape.retained:
+                if reached[node._slot]:
+                    node._accumulate_grad(float(adj[node._slot]))
+        for node in wanted:
+            if node._tape is tape and reached[node._slot]:
+                found[id(node)] = found.get(id(node), 0.0) + float(adj[node._slot])
+        for node, slot in zip(tape.inputs, tape.input_slots):
+            if reached[slot]:
+                reach(node, float(adj[slot]))
+    return found
+
+
+def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, float]], retain_graph: bool):
+    arrays = tape.arrays()
+    n = len(arrays.vals)
+    adj = np.zeros(n)
+    reached = np.zeros(n, dtype=np.uint8)
+    for slot, g in seeds:
+        adj[slot] += g
+        reached[slot] = 1
+    bad = sweeps.reverse_tracked(
+        arrays.op, arrays.a, arrays.b, arrays.vals, arrays.consts, adj, reached,
+        tape.freed_rows(), kernels.SAVES, kernels.OPERAND_MASK, not retain_graph,
+    )
+    if bad >= 0:
+        raise RuntimeError(_SECOND_BACKWARD)
+    tape.adj = adj if tape.adj is None or len(tape.adj) != n else tape.adj + adj
+    tape.closed = True  # new graphs go to a fresh tape, so this one can be freed with its nodes
+    if get_tape() is tape:
+        set_tape(None)
+    if not retain_graph and reached.all():
+        tape.release()
+    return adj, reached

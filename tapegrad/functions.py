@@ -1,0 +1,27 @@
+"""The op table as functions: ``tg.exp(x)``, ``tg.maximum(x, y)``, ``tg.clamp(x, min, max)``, ...
+
+Each takes tensors, Values or plain numbers (a plain number gives a tensor) and records on the
+tape when an operand requires grad. Generated from :mod:`kernels.table`.
+"""
+
+from __future__ import annotations
+
+from .kernels.table import OPS
+
+from .recorder import APPLY, clamp
+
+_DOC = "{name}({args}): {fwd} (recorded; derivative {partials}){kink}"
+
+__all__ = ["clamp"]
+for _spec in OPS:
+    if _spec.name == "clamp":
+        continue
+    _fn = APPLY[_spec.name]
+    _partials = f"d/dx = {_spec.dx}" + (f", d/dy = {_spec.dy}" if _spec.arity == 2 else "")
+    _fn.__doc__ = _DOC.format(
+        name=_spec.name, args="x, y" if _spec.arity == 2 else "x", fwd=_spec.fwd,
+        partials=_partials if _spec.differentiable else "none",
+        kink=f"; {_spec.kink}" if _spec.kink else "",
+    )
+    globals()[_spec.name] = _fn
+    __all__.append(_spec.name)

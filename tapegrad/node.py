@@ -1,0 +1,115 @@
+"""The base class of traced scalars (``Tensor`` and ``Value``) and the thread's current tape."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .kernels import OPCODES
+
+from .state import PAUSED, TAPE_ROWS_LIMIT, get_tape, set_tape
+from .tape import GUARD, Tape
+
+
+class Node:
+    """A traced scalar: a value, and (once recorded) the tape and slot that produced it."""
+
+    __slots__ = ("_v", "_tape", "_slot", "_reg", "_rg", "_grad", "__weakref__")
+
+    _v: Any
+    _tape: Tape | None  # tape of the row that produced this node; None for leaves
+    _slot: int
+    _reg: tuple[Tape, int] | None  # (tape, slot) where this node was last registered as an input
+    _rg: bool  # requires grad
+    _grad: Any
+
+    @classmethod
+    def _leaf(cls, value: Any, requires_grad: bool = False) -> Node:
+        node = object.__new__(cls)
+        node._v = value
+        node._tape = None
+        node._slot = -1
+        node._reg = None
+        node._rg = requires_grad
+        node._grad = None
+        return node
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for nodes created by the user, and for every node that does not require grad."""
+        return self._tape is None or not self._rg
+
+    @property
+    def tape(self) -> Tape | None:
+        """The tape that recorded this node (None for leaves)."""
+        return self._tape
+
+    def __bool__(self) -> bool:
+        truth = bool(self._v)
+        if self._tape is not None or self._rg:
+            record_guard(self, truth)
+        return truth
+
+    def __float__(self) -> float:
+        return float(self._v)
+
+    def __int__(self) -> int:
+        return int(self._v)
+
+    def __index__(self) -> int:
+        if isinstance(self._v, (bool, int)):
+            return int(self._v)
+        raise TypeError("only integer tensors can be converted to an index")
+
+    __hash__ = object.__hash__
+
+
+def current_tape() -> Tape | None:
+    """The calling thread's tape for new rows (started afresh when absent, closed or full), or
+    None while recording is paused (``no_grad``)."""
+    tape = get_tape()
+    if tape is PAUSED:
+        return None
+    if tape is None or tape.closed or len(tape.vals) >= TAPE_ROWS_LIMIT:
+        tape = Tape()
+        set_tape(tape)
+    return tape
+
+
+def slot_on(tape: Tape, node: Node) -> int:
+    """The slot of `node` on `tape`, registering it as an input row if the tape has not seen it."""
+    if node._tape is tape:
+        return node._slot
+    reg = node._reg
+    if reg is not None and reg[0] is tape:
+        return reg[1]
+    return tape.add_input(node)
+
+
+def record_guard(node: Node, truth: bool) -> None:
+    """Record that `node` was converted to a Python bool with result `truth`."""
+    tape = current_tape()
+    if tape is None:
+        return
+    slot = slot_on(tape, node)
+    tape.code += (GUARD, slot, int(truth))
+    tape.vals.append(float(truth))
+
+
+def as_number(value: Any, op: str) -> float | int | bool:
+    """A Python number from an operand that is not a node, or a TypeError naming the op."""
+    if isinstance(value, (float, int)):
+        return value
+    if isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item() if hasattr(value, "item") else float(value)
+    raise TypeError(f"{op}: expected a number or a tapegrad tensor, got {type(value).__name__}")
+
+
+def grad_fn_name(node: Node) -> str | None:
+    """torch-style name of the op that produced `node` (``MulBackward``), or None for leaves."""
+    if node._tape is None or not node._rg:
+        return None
+    spec = OPCODES[node._tape.opcode(node._slot)].spec
+    return spec.name.capitalize() + "Backward"

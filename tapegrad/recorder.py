@@ -1,0 +1,217 @@
+"""The recording functions: one per op of the table, generated with the op's formula inline.
+
+An op on operands that need gradients computes its value in Python, appends one row to the
+thread's tape (a constant operand written inline) and returns a new node holding its tape and
+slot. A leaf, or a node of another tape, is registered on the tape by an ``input`` row the first
+time the tape reads it. This is the hot path of eager recording: every line here costs
+nanoseconds per op, which is why the formula is spliced in rather than called.
+"""
+
+from __future__ import annotations
+
+import linecache
+import math
+import re
+import textwrap
+from typing import Any, Callable
+
+from .kernels import CODE
+from .kernels.pyeval import MATH_ERRORS, arguments, forward_functions
+from .kernels.table import CV, OPS, VC, VV, OpSpec
+
+from .node import Node, as_number, current_tape
+from .state import TAPE_ROWS_LIMIT, get_tape
+
+COMPARISONS = frozenset(s.name for s in OPS if not s.differentiable)
+# ops whose result keeps an integer dtype when every operand is an integer
+_INTEGER_OPS = frozenset({"add", "sub", "mul", "neg", "maximum", "minimum", "clamp"})
+
+_SLOT = """\
+            if {v}._tape is tape:
+                {s} = {v}._slot
+            else:
+                reg = {v}._reg
+                {s} = reg[1] if reg is not None and reg[0] is tape else tape.add_input({v})
+"""
+
+_TAIL = """\
+            vals = tape.vals
+            slot = len(vals)
+            tape.code += row
+            vals.append(z)
+            out = new(cls)
+            out._v = {value}
+            out._tape = tape
+            out._slot = slot
+            out._reg = None
+            out._rg = {rg}
+            out._grad = None
+            if slot >= LIMIT:
+                tape.closed = True  # full: the thread's next graph starts a new tape
+            return out
+"""
+
+_UNARY = """\
+def record_{name}(x{params}):
+    if not isinstance(x, Node):
+        return record_{name}(tensor(as_number(x, "{name}")){params})
+    cls = x.__class__
+    xv = x._v
+    try:
+        z = {fwd}
+    except MATH_ERRORS:
+        z = ieee(xv{params})
+    if x._rg or x._tape is not None:
+        tape = get_tape()
+        if tape is None or tape.closed:
+            tape = current_tape()
+        if tape is not None:
+{slot_a}\
+            b = len(tape.consts)
+            {store_params}
+            row = ({code}, a, b)
+{tail}\
+    return cls._leaf(plain(z, (xv,)))
+"""
+
+_BINARY = """\
+def record_{name}(x, y):
+    if isinstance(x, Node):
+        cls = x.__class__
+        xv = x._v
+        xt = x._rg or x._tape is not None
+        if isinstance(y, Node):
+            yv = y._v
+            yt = y._rg or y._tape is not None
+        else:
+            yv = y if (y.__class__ is float or y.__class__ is int) else as_number(y, "{name}")
+            yt = False
+    elif isinstance(y, Node):
+        cls = y.__class__
+        xv = x if (x.__class__ is float or x.__class__ is int) else as_number(x, "{name}")
+        xt = False
+        yv = y._v
+        yt = y._rg or y._tape is not None
+    else:
+        return record_{name}(tensor(as_number(x, "{name}")), y)
+    try:
+        z = {fwd}
+    except MATH_ERRORS:
+        z = ieee(xv, yv)
+    if xt or yt:
+        tape = get_tape()
+        if tape is None or tape.closed:
+            tape = current_tape()
+        if tape is not None:
+            if not yt:
+{slot_a_deep}\
+                row = ({vc}, a, yv)
+            elif not xt:
+{slot_b_deep}\
+                row = ({cv}, xv, b)
+            else:
+{slot_a_deep}\
+{slot_b_deep}\
+                row = ({vv}, a, b)
+{tail}\
+    return cls._leaf(plain(z, (xv, yv)))
+"""
+
+
+def _plain(spec: OpSpec) -> Callable[[float, tuple], Any]:
+    """The value of an unrecorded op, with the dtype torch would give it."""
+    if spec.name in COMPARISONS:
+        return lambda z, operands: z != 0.0
+    if spec.name in _INTEGER_OPS:
+        return lambda z, operands: (
+            int(z) if all(isinstance(v, int) for v in operands) else float(z)
+        )
+    return lambda z, operands: float(z)
+
+
+def _inline(formula: str) -> str:
+    """The formula in terms of the recorder's locals (operand values xv, yv)."""
+    return re.sub(r"\b([xy])\b", r"\1v", formula)
+
+
+def _source(spec: OpSpec) -> str:
+    rg = "x._rg" if spec.arity == 1 else "(xt and x._rg) or (yt and y._rg)"
+    tail = _TAIL.format(
+        value="z != 0.0" if spec.name in COMPARISONS else "z",
+        rg=rg if spec.differentiable else "False",
+    )
+    if spec.arity == 1:
+        params = "".join(f", p{k}" for k in range(spec.params))
+        return _UNARY.format(
+            name=spec.name, params=params, fwd=_inline(spec.fwd), code=CODE[(spec.name, "v")],
+            slot_a=_SLOT.format(v="x", s="a"), tail=tail,
+            store_params=f"tape.consts += ({params[2:]},)" if spec.params else "pass",
+        )
+    return _BINARY.format(
+        name=spec.name, fwd=_inline(spec.fwd), tail=tail,
+        vv=CODE[(spec.name, VV)], vc=CODE[(spec.name, VC)], cv=CODE[(spec.name, CV)],
+        slot_a_deep=textwrap.indent(_SLOT.format(v="x", s="a"), "    "),
+        slot_b_deep=textwrap.indent(_SLOT.format(v="y", s="b"), "    "),
+    )
+
+
+def _compile(spec: OpSpec) -> Callable[..., Node]:
+    from . import tensor as tensor_module
+
+    fast, ieee = forward_functions(spec)
+    namespace = dict(fast.__globals__)  # the formula's math functions and helpers
+    namespace.update(
+        Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
+        MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
+        LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v),
+    )
+    source = _source(spec)
+    filename = f"<tapegrad recorder: {spec.name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    fn = namespace[f"record_{spec.name}"]
+    fn.__name__ = fn.__qualname__ = spec.name
+    fn.__doc__ = f"{spec.name}({arguments(spec)}) = {spec.fwd}"
+    return fn
+
+
+# One recording function per op of the table.
+APPLY: dict[str, Callable[..., Node]] = {s.name: _compile(s) for s in OPS}
+
+
+def clamp(x: Any, min: float | None = None, max: float | None = None) -> Node:
+    """Clamp `x` to [min, max] (either bound may be None); the bounds get gradient 1."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    lo = -math.inf if min is None else float(as_number(min, "clamp"))
+    hi = math.inf if max is None else float(as_number(max, "clamp"))
+    return APPLY["clamp"](x, lo, hi)
+
+
+def _reflected(name: str) -> Callable[[Any, Any], Any]:
+    """The reflected operator method for op `name` (``__rmul__``: ``2.0 * x``)."""
+    fn = APPLY[name]
+
+    def method(self: Node, other: Any) -> Any:
+        return fn(other, self)
+
+    method.__name__ = f"__r{name}__"
+    return method
+
+
+_OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv", "pow": "pow",
+              "lt": "lt", "le": "le", "gt": "gt", "ge": "ge", "eq": "eq", "ne": "ne"}
+
+
+def install_ops(cls: type) -> None:
+    """Give a node class every op of the table as a method, and Python's operators."""
+    for spec in OPS:
+        setattr(cls, spec.name, APPLY[spec.name])
+    cls.clamp = clamp  # keyword bounds
+    cls.__neg__ = APPLY["neg"]
+    cls.__abs__ = APPLY["abs"]
+    for op, dunder in _OPERATORS.items():
+        setattr(cls, f"__{dunder}__", APPLY[op])
+        if op not in COMPARISONS:  # Python reflects comparisons itself
+            setattr(cls, f"__r{dunder}__", _reflected(op))
+    cls.__hash__ = object.__hash__  # __eq__ records a comparison; identity hashing as in torch

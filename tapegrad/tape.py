@@ -1,0 +1,159 @@
+"""The Wengert tape: rows of (opcode, operand a, operand b), one value slot per row, a constant pool.
+
+While recording, rows go to plain Python lists (the cheapest append there is), with a constant
+operand written inline in its row; a sweep converts them once to flat NumPy arrays
+(:meth:`Tape.arrays`), moving inline constants to the pool. Slots are SSA: every row writes a fresh
+slot (for scalar rows, the slot equal to its row index), so any sweep can run any number of times.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from .kernels import OPCODES
+from .kernels.table import CV, VC
+
+if TYPE_CHECKING:
+    from .node import Node
+
+_serials = itertools.count(1)
+
+INPUT = 0  # opcode of the input row, see kernels.table
+CONST = 1
+GUARD = 2
+# opcodes whose operand a (resp. b) is a constant, written inline while recording
+_CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
+_CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
+
+
+class TapeArrays(NamedTuple):
+    """A tape as flat arrays: what every sweep takes."""
+
+    op: np.ndarray  # uint8 opcode per row
+    a: np.ndarray  # int32 operand per row
+    b: np.ndarray  # int32 operand per row
+    vals: np.ndarray  # float64 value per slot
+    consts: np.ndarray  # float64 constant pool
+
+
+class Tape:
+    """A recorded sequence of ops (one per thread while recording eagerly)."""
+
+    __slots__ = (
+        "serial", "code", "vals", "consts", "inputs", "input_slots", "retained",
+        "freed", "adj", "closed", "released", "released_ops", "_arrays", "__weakref__",
+    )
+
+    def __init__(self) -> None:
+        self.serial = next(_serials)  # creation order: foreign inputs come from other tapes
+        self.code: list[float] = []  # op, a, b interleaved; a constant operand inline
+        self.vals: list[float] = []  # value of each slot
+        self.consts: list[float] = []  # constant pool for op parameters (clamp's bounds)
+        self.inputs: list[Node] = []  # tensors read by `input` rows: leaves, or tensors of other tapes
+        self.input_slots: list[int] = []
+        self.retained: list[Node] = []  # non-leaf tensors whose .grad is kept (retain_grad)
+        self.freed: np.ndarray | None = None  # rows whose saved values a backward released
+        self.adj: np.ndarray | None = None  # adjoints of the backward passes so far (Value.grad)
+        self.closed = False  # a backward ran: new graphs start on a fresh tape
+        self.released = False  # buffers dropped after a backward consumed every row
+        self.released_ops: np.ndarray | None = None  # opcodes kept after release, for grad_fn
+        self._arrays: TapeArrays | None = None
+
+    def __len__(self) -> int:
+        return len(self.vals)
+
+    def add_input(self, node: Node) -> int:
+        """Register `node` as an input of this tape; return its slot."""
+        slot = len(self.vals)
+        self.code += (INPUT, len(self.inputs), 0)
+        self.vals.append(float(node._v))
+        self.inputs.append(node)
+        self.input_slots.append(slot)
+        node._reg = (self, slot)
+        return slot
+
+    def arrays(self) -> TapeArrays:
+        """The rows recorded so far as flat arrays (converted once, reused while nothing is added)."""
+        if self.released:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved "
+                "tensors after they have already been freed). Saved intermediate values of the "
+                "graph are freed when you call .backward() or autograd.grad(). Specify "
+                "retain_graph=True if you need to backward through the graph a second time."
+            )
+        cached = self._arrays
+        if cached is not None and len(cached.vals) == len(self.vals):
+            return cached
+        rows = np.array(self.code, dtype=np.float64).reshape(-1, 3)
+        op = rows[:, 0].astype(np.uint8)
+        a, b = rows[:, 1].copy(), rows[:, 2].copy()
+        const_a, const_b = _CONST_A[op], _CONST_B[op]
+        inline_a, inline_b = a[const_a], b[const_b]
+        start = len(self.consts)
+        a[const_a] = np.arange(start, start + len(inline_a))
+        start += len(inline_a)
+        b[const_b] = np.arange(start, start + len(inline_b))
+        consts = np.concatenate([np.array(self.consts, dtype=np.float64), inline_a, inline_b, [0.0]])
+        arrays = TapeArrays(
+            op=op,
+            a=a.astype(np.int32),
+            b=b.astype(np.int32),
+            vals=np.array(self.vals, dtype=np.float64),
+            consts=consts,
+        )
+        self._arrays = arrays
+        return arrays
+
+    def opcode(self, slot: int) -> int:
+        """Opcode of the row that wrote `slot` (still known after the rows were released)."""
+        return int(self.released_ops[slot] if self.released_ops is not None else self.code[3 * slot])
+
+    def freed_rows(self) -> np.ndarray:
+        """Per-row flags of released saved values, grown to the tape's length."""
+        n = len(self.vals)
+        if self.freed is None or len(self.freed) < n:
+            grown = np.zeros(n, dtype=np.uint8)
+            if self.freed is not None:
+                grown[: len(self.freed)] = self.freed
+            self.freed = grown
+        return self.freed
+
+    def release(self) -> None:
+        """Drop the recorded rows (every row's saved values have been consumed by a backward)."""
+        self.released_ops = self.arrays().op
+        self.code, self.vals, self.consts = [], [], []
+        self._arrays = None
+        self.released = True
+
+    # ----------------------------------------------------------------------------- inspection
+    def listing(self, limit: int | None = 50) -> str:
+        """The rows as a Wengert list (``v3 = mul(v1, v2)``), with values and, after a backward,
+        adjoints. Shows the first and last rows when there are more than `limit`."""
+        from .listing import wengert_listing
+
+        return wengert_listing(self, limit)
+
+    def stats(self) -> dict[str, Any]:
+        """Rows by op, slots, constants, inputs, guards and bytes held."""
+        ops = self.arrays().op if self.vals else np.zeros(0, np.uint8)
+        counts = np.bincount(ops, minlength=len(OPCODES))
+        by_op: dict[str, int] = {}
+        for oc in OPCODES:
+            if counts[oc.code]:
+                by_op[oc.spec.name] = by_op.get(oc.spec.name, 0) + int(counts[oc.code])
+        rows = len(self.vals)
+        return {
+            "rows": rows,
+            "slots": rows,
+            "constants": len(self.arrays().consts) - 1 if self.vals else 0,
+            "inputs": len(self.inputs),
+            "guards": by_op.get("guard", 0),
+            "by_op": by_op,
+            "bytes": rows * (1 + 4 + 4 + 8) + 8 * len(self.consts),  # as arrays
+        }
+
+    def __repr__(self) -> str:
+        return f"<Tape #{self.serial}: {len(self.vals)} rows>\n{self.listing()}"

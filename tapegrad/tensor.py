@@ -1,0 +1,223 @@
+"""``tg.Tensor``: the torch-like eager tensor (scalars; float64 by default)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import engine
+from .node import Node, grad_fn_name, slot_on
+from .recorder import install_ops
+
+_DTYPES = {bool: "bool", int: "int64", float: "float64"}
+
+
+class GradFn:
+    """The op that produced a tensor, as torch shows it (``<MulBackward>``)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+class Tensor(Node):
+    """A value that records the ops applied to it when it requires grad.
+
+    Create one with :func:`tensor`. ``.grad`` accumulates on leaves after ``backward()``.
+    """
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def requires_grad(self) -> bool:
+        return self._rg
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set whether this leaf records gradients (in place); returns self."""
+        if not self.is_leaf:
+            if requires_grad:
+                return self
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if requires_grad and self.dtype != "float64":
+            raise RuntimeError(
+                f"Only Tensors of floating point dtype can require gradients (got {self.dtype})"
+            )
+        self._rg = bool(requires_grad)
+        return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """Accumulated gradient of a leaf (or of a node that called ``retain_grad``), else None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        self._grad = value if value is None or isinstance(value, Tensor) else tensor(value)
+
+    @property
+    def grad_fn(self) -> GradFn | None:
+        name = grad_fn_name(self)
+        return None if name is None else GradFn(name)
+
+    @property
+    def dtype(self) -> str:
+        return _DTYPES[type(self._v)]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def ndim(self) -> int:
+        return 0
+
+    def numel(self) -> int:
+        return 1
+
+    @property
+    def data(self) -> Tensor:
+        """This tensor's value as a new leaf that does not require grad."""
+        return self.detach()
+
+    # ------------------------------------------------------------------ conversions
+    def item(self) -> float | int | bool:
+        return self._v
+
+    def numpy(self) -> np.ndarray:
+        if self._rg:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        return np.array(self._v)
+
+    def detach(self) -> Tensor:
+        """A new leaf with this value that does not require grad."""
+        return Tensor._leaf(self._v)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    # ------------------------------------------------------------------ gradients
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward."""
+        if not self._rg:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._tape is not None and self not in self._tape.retained:
+            self._tape.retained.append(self)
+
+    def _accumulate_grad(self, g: float) -> None:
+        if self._grad is None:
+            self._grad = Tensor._leaf(g)
+        else:
+            self._grad._v += g
+
+    def backward(self, gradient: Any = None, retain_graph: bool | None = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (scaled by `gradient`)."""
+        backward([self], None if gradient is None else [gradient], retain_graph)
+
+    # ------------------------------------------------------------------ printing
+    def __repr__(self) -> str:
+        extra = ""
+        name = grad_fn_name(self)
+        if name is not None:
+            extra = f", grad_fn=<{name}>"
+        elif self._rg:
+            extra = ", requires_grad=True"
+        return f"tensor({format_scalar(self._v)}{extra})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self._v, spec) if spec else repr(self)
+
+
+install_ops(Tensor)
+
+
+def format_scalar(v: float | int | bool) -> str:
+    """A scalar as torch prints it: ``2.``, ``0.3536``, ``1.0000e-05``, ``True``, ``3``."""
+    if isinstance(v, (bool, int)):
+        return str(v)
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    if v == int(v) and abs(v) < 1e8:
+        return f"{v:.0f}."
+    if abs(v) >= 1e8 or abs(v) < 1e-4:
+        return f"{v:.4e}"
+    return f"{v:.4f}"
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> Tensor:
+    """A new leaf tensor (float64 for floats; int64 and bool data cannot require grad)."""
+    if isinstance(data, Node):
+        data = data._v
+    if isinstance(data, np.ndarray) and data.ndim == 0 or isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, bool):
+        value: Any = data
+    elif isinstance(data, int):
+        value = data
+    elif isinstance(data, float):
+        value = data
+    elif isinstance(data, complex):
+        raise TypeError("tapegrad.tensor: complex data is not supported (float64 only)")
+    else:
+        shape = np.shape(data) if isinstance(data, (list, tuple, np.ndarray)) else None
+        what = f"array data of shape {shape}" if shape is not None else type(data).__name__
+        raise TypeError(f"tapegrad.tensor: expected a number, got {what}")
+    if dtype is not None:
+        casts = {"float64": float, "int64": int, "bool": bool}
+        if dtype not in casts:
+            raise TypeError(f"tapegrad.tensor: unknown dtype {dtype!r} (float64, int64 or bool)")
+        value = casts[dtype](value)
+    t = Tensor._leaf(value)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _seed(output: Tensor, gradient: Any) -> float:
+    if gradient is None:
+        if output.numel() != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        return 1.0
+    g = gradient._v if isinstance(gradient, Node) else gradient
+    if np.ndim(g) != 0:
+        raise RuntimeError(
+            f"Mismatch in shape: grad_output has a shape of {np.shape(g)} and output has a shape of ()"
+        )
+    return float(g)
+
+
+def backward(
+    tensors: Sequence[Tensor], grad_tensors: Sequence[Any] | None = None,
+    retain_graph: bool | None = None,
+) -> None:
+    """Accumulate gradients of `tensors` (weighted by `grad_tensors`) into the leaves' ``.grad``."""
+    if grad_tensors is None:
+        grad_tensors = [None] * len(tensors)
+    seeds = []
+    for t, g in zip(tensors, grad_tensors):
+        if not isinstance(t, Node) or not t._rg:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        seeds.append((t, _seed(t, g)))
+    engine.propagate(seeds, retain_graph=bool(retain_graph))
+
+
+__all__ = ["Tensor", "tensor", "backward", "format_scalar", "slot_on"]
