@@ -42,15 +42,22 @@ def _loads(oc: Opcode, exprs: tuple[str, ...], indent: str) -> list[str]:
     ]
 
 
-def _diff_terms(oc: Opcode) -> list[tuple[str, str]]:
-    """(operand, partial) pairs of the operands this opcode differentiates."""
+def _diff_terms(oc: Opcode) -> list[tuple[str, str, bool]]:
+    """(operand, partial, masked) of the operands this opcode differentiates."""
     spec = oc.spec
     terms = []
     if oc.kind in ("v", VV, VC):
-        terms.append(("a", spec.dx))
+        terms.append(("a", spec.dx, "x" in spec.masked))
     if oc.kind in (VV, CV):
-        terms.append(("b", spec.dy))
+        terms.append(("b", spec.dy, "y" in spec.masked))
     return terms
+
+
+def _accumulate(target: str, partial: str, masked: bool, weight: str) -> list[str]:
+    """Lines adding ``weight * partial`` to ``target``; a masked partial of 0 adds nothing."""
+    if not masked:
+        return [f"{target} += {weight} * ({partial})"]
+    return [f"p = {partial}", "if p != 0.0:", f"    {target} += {weight} * p"]
 
 
 def _branches(body_for, indent: str = "        ") -> str:
@@ -84,7 +91,8 @@ def _reverse_body(oc: Opcode):
         return None
     terms = _diff_terms(oc)
     lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "")]
-    lines += [f"adj[{op}[i]] += g * ({d})" for op, d in terms]
+    for op, d, masked in terms:
+        lines += _accumulate(f"adj[{op}[i]]", d, masked, "g")
     return lines
 
 
@@ -96,9 +104,10 @@ def _tangent_body(oc: Opcode):
     terms = _diff_terms(oc)
     lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "")]
     lines.append("t = 0.0")
-    for op, d in terms:
+    for op, d, masked in terms:
         # a zero tangent contributes nothing, even through an infinite partial
-        lines += [f"d = dot[{op}[i]]", "if d != 0.0:", f"    t += ({d}) * d"]
+        lines += [f"d = dot[{op}[i]]", "if d != 0.0:"]
+        lines += ["    " + ln for ln in _accumulate("t", d, masked, "d")]
     lines.append("dot[i] = t")
     return lines
 

@@ -36,7 +36,7 @@ def relu(x):
 
 
 def step(x):
-    return 1.0 if x > 0.0 else 0.0
+    return 0.0 if x <= 0.0 else 1.0  # relu'(0) = 0; 1 at NaN, as torch
 
 
 def sign(x):
@@ -44,7 +44,7 @@ def sign(x):
         return 1.0
     if x < 0.0:
         return -1.0
-    return x * 0.0  # 0 at 0, NaN at NaN
+    return 0.0  # abs'(0) = 0, and 0 at NaN, as torch
 
 
 def clamp(x, lo, hi):
@@ -72,12 +72,19 @@ def minimum(x, y):
 
 
 def tie_split(x, y):
-    # share of the gradient that the first argument of maximum(x, y) receives
-    if x > y:
-        return 1.0
+    # share of the gradient that the first argument of maximum(x, y) receives: all, half at a
+    # tie, none when smaller (and all when either is NaN, as torch)
+    if x < y:
+        return 0.0
     if x == y:
         return 0.5
-    return 0.0
+    return 1.0
+
+
+def atan2_dx(x, y):
+    # d atan2(x, y) / dx = y / (x**2 + y**2), and 0 where the denominator is 0 (torch)
+    d = x * x + y * y
+    return 0.0 if d == 0.0 else y / d
 
 
 def truth(c):

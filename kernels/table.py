@@ -37,6 +37,9 @@ class OpSpec:
     domain: tuple[float, float] = (-2.0, 2.0)  # where tests sample ordinary points
     kinks: tuple[tuple[float, ...], ...] = field(default_factory=tuple)  # points tested at kinks
     symbol: str = ""  # infix symbol for listings (``+``), empty for function-style ops
+    # operands ("x", "y") whose partial is a selection: where it is exactly 0 the row passes
+    # nothing, not even a NaN or inf adjoint (torch's where/masked_fill rules)
+    masked: str = ""
 
     @property
     def saves(self) -> bool:
@@ -66,7 +69,7 @@ OPS: tuple[OpSpec, ...] = (
         kinks=((1.0, 0.0),),
     ),
     OpSpec(
-        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", symbol="**",
+        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", symbol="**", masked="x",
         torch="x ** y", domain=(0.2, 2.0),
         kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0",
         kinks=((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (0.0, 0.5), (-1.5, 2.0)),
@@ -100,7 +103,7 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("tanh", 1, "tanh(x)", dx="1.0 - z * z", torch="torch.tanh(x)"),
     OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)", torch="torch.sigmoid(x)"),
     OpSpec(
-        "relu", 1, "relu(x)", dx="step(x)", torch="torch.relu(x)",
+        "relu", 1, "relu(x)", dx="step(x)", torch="torch.relu(x)", masked="x",
         kink="relu'(0) = 0", kinks=((0.0,),),
     ),
     OpSpec(
@@ -111,21 +114,21 @@ OPS: tuple[OpSpec, ...] = (
         "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)", torch="torch.erf(x)",
     ),
     OpSpec(
-        "clamp", 1, "clamp(x, p0, p1)", dx="inside(x, p0, p1)", params=2,
+        "clamp", 1, "clamp(x, p0, p1)", dx="inside(x, p0, p1)", params=2, masked="x",
         torch="torch.clamp(x, p0, p1)", kink="the boundaries get gradient 1",
         kinks=((-0.5,), (0.5,)),
     ),
     OpSpec(
-        "maximum", 2, "maximum(x, y)", dx="tie_split(x, y)", dy="tie_split(y, x)",
+        "maximum", 2, "maximum(x, y)", dx="tie_split(x, y)", dy="tie_split(y, x)", masked="xy",
         torch="torch.maximum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
     ),
     OpSpec(
-        "minimum", 2, "minimum(x, y)", dx="tie_split(y, x)", dy="tie_split(x, y)",
+        "minimum", 2, "minimum(x, y)", dx="tie_split(y, x)", dy="tie_split(x, y)", masked="xy",
         torch="torch.minimum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
     ),
     OpSpec(
-        "atan2", 2, "atan2(x, y)", dx="y / (x * x + y * y)", dy="-x / (x * x + y * y)",
-        torch="torch.atan2(x, y)",
+        "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)",
+        torch="torch.atan2(x, y)", kink="gradient 0 where x*x + y*y is 0", kinks=((0.0, 0.0),),
     ),
     # Comparisons: values 1.0/0.0, no gradient. Converting one to a Python bool records a guard.
     OpSpec("lt", 2, "truth(x < y)", symbol="<", differentiable=False, torch="x < y"),

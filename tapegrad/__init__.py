@@ -17,7 +17,7 @@ from . import autograd
 from .functions import *  # noqa: F403  (one function per op of the table)
 from .functions import __all__ as _op_names
 from .gradcheck import GradcheckError, gradcheck
-from .node import current_tape
+from .node import current_tape, recording
 from .state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tape import Tape
 from .tensor import Tensor, backward, tensor
@@ -27,6 +27,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "no_grad", "enable_grad",
-    "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape",
+    "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
     *_op_names,
 ]

@@ -39,9 +39,7 @@ def describe_row(tape: Tape, i: int) -> str:
 
 def wengert_listing(tape: Tape, limit: int | None = 50) -> str:
     """The tape as a Wengert list; with more than `limit` rows, the first and last ones."""
-    n = len(tape.vals)
-    if tape.released:
-        return "(rows released by backward)"
+    n = len(tape)
     rows = list(range(n))
     if limit is not None and n > limit:
         rows = rows[: limit // 2] + [-1] + rows[n - limit // 2 :]
@@ -53,7 +51,8 @@ def wengert_listing(tape: Tape, limit: int | None = 50) -> str:
             lines.append(f"  ... {n - 2 * (limit // 2)} rows ...")
             continue
         text = f"v{i} = {describe_row(tape, i)}"
-        line = f"{text:<{width}} {tape.vals[i]:>12.6g}"
+        value = "(freed)" if tape.released else f"{tape.vals[i]:.6g}"
+        line = f"{text:<{width}} {value:>12}"
         if adj is not None and i < len(adj):
             line += f"  {adj[i]:.6g}"
         lines.append(line)

@@ -113,3 +113,17 @@ def grad_fn_name(node: Node) -> str | None:
         return None
     spec = OPCODES[node._tape.opcode(node._slot)].spec
     return spec.name.capitalize() + "Backward"
+
+
+class recording:
+    """``with tg.recording() as tape:`` records the block's ops on a fresh tape (the thread's
+    previous tape is current again afterwards)."""
+
+    def __enter__(self) -> Tape:
+        self._prev = get_tape()
+        self.tape = Tape()
+        set_tape(self.tape)
+        return self.tape
+
+    def __exit__(self, *exc: object) -> None:
+        set_tape(self._prev)

@@ -44,7 +44,7 @@ class Tape:
 
     __slots__ = (
         "serial", "code", "vals", "consts", "inputs", "input_slots", "retained",
-        "freed", "adj", "closed", "released", "released_ops", "_arrays", "__weakref__",
+        "freed", "adj", "closed", "released", "_arrays", "__weakref__",
     )
 
     def __init__(self) -> None:
@@ -58,12 +58,12 @@ class Tape:
         self.freed: np.ndarray | None = None  # rows whose saved values a backward released
         self.adj: np.ndarray | None = None  # adjoints of the backward passes so far (Value.grad)
         self.closed = False  # a backward ran: new graphs start on a fresh tape
-        self.released = False  # buffers dropped after a backward consumed every row
-        self.released_ops: np.ndarray | None = None  # opcodes kept after release, for grad_fn
+        self.released = False  # values dropped after a backward consumed every row
         self._arrays: TapeArrays | None = None
 
     def __len__(self) -> int:
-        return len(self.vals)
+        """Number of rows (one slot each)."""
+        return len(self._arrays.op) if self.released else len(self.vals)
 
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""
@@ -76,16 +76,15 @@ class Tape:
         return slot
 
     def arrays(self) -> TapeArrays:
-        """The rows recorded so far as flat arrays (converted once, reused while nothing is added)."""
-        if self.released:
-            raise RuntimeError(
-                "Trying to backward through the graph a second time (or directly access saved "
-                "tensors after they have already been freed). Saved intermediate values of the "
-                "graph are freed when you call .backward() or autograd.grad(). Specify "
-                "retain_graph=True if you need to backward through the graph a second time."
-            )
+        """The rows recorded so far as flat arrays (converted once, reused while nothing is added).
+
+        After :meth:`release` the values are zeros: every row that reads saved values is marked
+        freed, and a sweep stops at such a row before reading them."""
         cached = self._arrays
-        if cached is not None and len(cached.vals) == len(self.vals):
+        if self.released:
+            assert cached is not None
+            return cached._replace(vals=np.zeros(len(cached.op)))
+        if cached is not None and len(cached.op) == len(self.vals):
             return cached
         rows = np.array(self.code, dtype=np.float64).reshape(-1, 3)
         op = rows[:, 0].astype(np.uint8)
@@ -108,12 +107,12 @@ class Tape:
         return arrays
 
     def opcode(self, slot: int) -> int:
-        """Opcode of the row that wrote `slot` (still known after the rows were released)."""
-        return int(self.released_ops[slot] if self.released_ops is not None else self.code[3 * slot])
+        """Opcode of the row that wrote `slot`."""
+        return int(self._arrays.op[slot] if self.released else self.code[3 * slot])
 
     def freed_rows(self) -> np.ndarray:
         """Per-row flags of released saved values, grown to the tape's length."""
-        n = len(self.vals)
+        n = len(self)
         if self.freed is None or len(self.freed) < n:
             grown = np.zeros(n, dtype=np.uint8)
             if self.freed is not None:
@@ -122,10 +121,10 @@ class Tape:
         return self.freed
 
     def release(self) -> None:
-        """Drop the recorded rows (every row's saved values have been consumed by a backward)."""
-        self.released_ops = self.arrays().op
+        """Drop the values and the recording lists, keeping the rows as compact arrays (9 bytes a
+        row): a backward consumed every row and freed every row that reads saved values."""
+        self._arrays = self.arrays()._replace(vals=np.zeros(0))
         self.code, self.vals, self.consts = [], [], []
-        self._arrays = None
         self.released = True
 
     # ----------------------------------------------------------------------------- inspection
@@ -138,17 +137,17 @@ class Tape:
 
     def stats(self) -> dict[str, Any]:
         """Rows by op, slots, constants, inputs, guards and bytes held."""
-        ops = self.arrays().op if self.vals else np.zeros(0, np.uint8)
+        ops = self.arrays().op if len(self) else np.zeros(0, np.uint8)
         counts = np.bincount(ops, minlength=len(OPCODES))
         by_op: dict[str, int] = {}
         for oc in OPCODES:
             if counts[oc.code]:
                 by_op[oc.spec.name] = by_op.get(oc.spec.name, 0) + int(counts[oc.code])
-        rows = len(self.vals)
+        rows = len(self)
         return {
             "rows": rows,
             "slots": rows,
-            "constants": len(self.arrays().consts) - 1 if self.vals else 0,
+            "constants": len(self.arrays().consts) - 1 if rows else 0,
             "inputs": len(self.inputs),
             "guards": by_op.get("guard", 0),
             "by_op": by_op,
@@ -156,4 +155,7 @@ class Tape:
         }
 
     def __repr__(self) -> str:
-        return f"<Tape #{self.serial}: {len(self.vals)} rows>\n{self.listing()}"
+        return f"<Tape #{self.serial}: {len(self)} rows>"
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.listing()}"

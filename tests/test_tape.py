@@ -1,0 +1,150 @@
+"""The tape as data: rows, listing, stats, gradcheck, and where the compiled sweeps are cached."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad.kernels import OPCODES
+
+
+def test_rows_are_flat_arrays_with_constants_in_the_pool():
+    x = tg.tensor(2.0, requires_grad=True)
+    with tg.recording():
+        y = 3.0 * x**2 + tg.clamp(x, 0.0, 1.0)
+    arrays = y.tape.arrays()
+    assert arrays.op.dtype == np.uint8 and arrays.a.dtype == np.int32 and arrays.b.dtype == np.int32
+    assert arrays.vals.dtype == np.float64 and arrays.vals.flags.c_contiguous
+    names = [f"{OPCODES[c].spec.name} {OPCODES[c].kind}".strip() for c in arrays.op]
+    assert names == ["input", "pow vc", "mul cv", "clamp v", "add vv"]
+    assert sorted(arrays.consts[:-1]) == [0.0, 1.0, 2.0, 3.0]
+    np.testing.assert_array_equal(arrays.vals, [2.0, 4.0, 12.0, 1.0, 13.0])
+
+
+def test_listing_shows_rows_values_and_adjoints():
+    a = tg.tensor(2.0, requires_grad=True)
+    b = tg.tensor(4.0, requires_grad=True)
+    with tg.recording() as tape:
+        e = (a + b) * (tg.log(a) * tg.log(b))
+    assert e.tape is tape
+    e.backward(retain_graph=True)
+    lines = tape.listing().splitlines()
+    assert "adjoint" in lines[0]
+    assert lines[3].split()[:3] == ["v2", "=", "add(v0,"]
+    assert lines[-1].startswith("v6 = mul(v2, v5)") and lines[-1].split()[-2:] == ["5.76544", "1"]
+    assert str(e.tape).startswith("<Tape #")
+
+
+def test_listing_of_a_long_tape_is_abridged():
+    x = tg.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(100):
+        y = y * 1.01
+    text = y.tape.listing(limit=10)
+    assert "rows ..." in text and len(text.splitlines()) == 12
+
+
+def test_stats():
+    x = tg.tensor(1.0, requires_grad=True)
+    with tg.recording():
+        y = x * x + x * 2.0
+        if y > 0:
+            pass
+    stats = y.tape.stats()
+    assert stats["rows"] == len(y.tape) == 6
+    assert stats["by_op"] == {"input": 1, "mul": 2, "add": 1, "gt": 1, "guard": 1}
+    assert stats["guards"] == 1 and stats["inputs"] == 1
+    assert stats["bytes"] == 6 * 17 + 8 * 0
+
+
+def test_gradcheck_passes_and_catches_a_wrong_gradient():
+    assert tg.gradcheck(lambda x, y: tg.sin(x) * tg.exp(y) / (1.0 + x * x), (0.3, -0.7))
+    assert tg.gradcheck(lambda x: tg.atan2(x, 2.0) + tg.erf(x), 0.4)
+
+    def wrong(x):
+        # x.detach() hides a dependence from the tape: the gradient is wrong
+        return x * x.detach()
+
+    assert not tg.gradcheck(wrong, 1.5, raise_exception=False)
+    with pytest.raises(tg.GradcheckError, match="central differences"):
+        tg.gradcheck(wrong, 1.5)
+
+
+def _run(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=600, cwd=env.get("PYTHONPATH", os.getcwd()),
+    )
+
+
+PROGRAM = """
+    import tapegrad as tg
+    from tapegrad import kernels
+    x = tg.tensor(3.0, requires_grad=True)
+    (x ** 2).backward()
+    print(x.grad.item(), kernels.sweeps().__file__)
+"""
+
+
+def test_cache_goes_to_the_configured_folder(tmp_path):
+    done = _run(PROGRAM, {"TAPEGRAD_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    value, path = done.stdout.split()
+    assert value == "6.0" and path.startswith(str(tmp_path))
+    assert any(p.suffix in (".nbi", ".nbc") for p in (tmp_path / "__pycache__").iterdir())
+
+
+def _unwritable_package(tmp_path):
+    """A copy of the package whose own cache folder cannot be created (tests run as root, so
+    permissions cannot make a folder read-only: a regular file stands where the folder would be)."""
+    import shutil
+
+    import tapegrad
+
+    root = tmp_path / "site"
+    shutil.copytree(os.path.dirname(tapegrad.__file__), root / "tapegrad",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(root / "tapegrad" / "kernels", ignore_errors=True)
+    shutil.copytree(os.path.dirname(tapegrad.kernels.__file__), root / "tapegrad" / "kernels",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "tapegrad" / "kernels" / "__pycache__").write_text("")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    return root, blocker
+
+
+def test_read_only_package_caches_in_the_user_folder(tmp_path):
+    root, blocker = _unwritable_package(tmp_path)
+    env = {"PYTHONPATH": str(root), "XDG_CACHE_HOME": str(tmp_path / "user-cache"),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    done = _run(PROGRAM, env)
+    assert done.returncode == 0, done.stderr
+    value, path = done.stdout.split()
+    assert value == "6.0" and path.startswith(str(tmp_path / "user-cache"))
+
+
+def test_runs_uncached_when_nothing_is_writable(tmp_path):
+    root, blocker = _unwritable_package(tmp_path)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    (temp / f"tapegrad-{os.getuid()}").write_text("")  # the temp-folder candidate, blocked
+    env = {"PYTHONPATH": str(root), "XDG_CACHE_HOME": str(blocker / "b"), "HOME": str(blocker / "c"),
+           "TMPDIR": str(temp), "NUMBA_CACHE_DIR": str(blocker / "e"), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = _run(PROGRAM, env)
+    assert done.returncode == 0, done.stderr
+    value, path = done.stdout.split()
+    assert value == "6.0" and path.startswith("<")
+
+
+def test_kernels_is_not_a_top_level_package():
+    import importlib.util
+
+    import tapegrad.kernels
+
+    assert tapegrad.kernels.__name__ == "tapegrad.kernels"
+    found = importlib.util.find_spec("kernels")
+    assert found is None or "site-packages" not in (found.origin or "")
