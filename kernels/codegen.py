@@ -4,9 +4,10 @@ Every sweep is one loop over the tape's rows with one branch per opcode; the bra
 here once per *kind* of rule (forward value, reverse partials, tangent), filled in from each op's
 formulas. The result is the source of one module, compiled by :mod:`kernels.loader`.
 
-Row layout: ``op[i]`` (uint8 opcode), ``a[i]``, ``b[i]`` (int32 operands: value slots, constant
+Row layout: ``op[i]`` (uint8 opcode), ``a[i]``, ``b[i]`` (uint32 operands: value slots, constant
 pool indices or, for ``input``, the input index). A scalar row writes one slot, the slot equal to
-its row index.
+its row index. Loop counters and operands are unsigned, so Numba emits no negative-index
+wraparound on the hot path.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _forward_body(oc: Opcode):
     if name == "const":
         return ["vals[i] = consts[a[i]]"]
     if name == "guard":
-        return ["if (vals[a[i]] != 0.0) != (b[i] != 0):", "    return i", "vals[i] = b[i]"]
+        return ["if (vals[a[i]] != 0.0) != (b[i] != 0):", "    return np.int64(i)", "vals[i] = b[i]"]
     fwd = oc.spec.fwd
     return [ln.strip() for ln in _loads(oc, (fwd,), "")] + [f"vals[i] = {fwd}"]
 
@@ -127,7 +128,7 @@ _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
 @_kernel
 def forward(op, a, b, vals, consts, inputs, start, stop):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):
         c = op[i]
 {forward_cases}
     return -1
@@ -136,7 +137,8 @@ def forward(op, a, b, vals, consts, inputs, start, stop):
 @_kernel
 def reverse(op, a, b, vals, consts, adj, start, stop):
     """Reverse sweep over rows [start, stop): push each row's adjoint to its operands."""
-    for i in range(stop - 1, start - 1, -1):
+    for k in range(stop - start):
+        i = np.uint64(stop - 1 - k)
         g = adj[i]
         if g == 0.0:
             continue
@@ -151,7 +153,9 @@ def reverse_tracked(op, a, b, vals, consts, adj, reached, freed, saves, operands
     Rows whose rule reads saved values are marked freed when `release` is set; reaching a freed
     row again returns its index (a second backward through released values), else -1.
     """
-    for i in range(op.shape[0] - 1, -1, -1):
+    n = op.shape[0]
+    for k in range(n):
+        i = np.uint64(n - 1 - k)
         if reached[i] == 0:
             continue
         c = op[i]
@@ -162,7 +166,7 @@ def reverse_tracked(op, a, b, vals, consts, adj, reached, freed, saves, operands
             reached[b[i]] = 1
         if saves[c]:
             if freed[i]:
-                return i
+                return np.int64(i)
             if release:
                 freed[i] = 1
         g = adj[i]
@@ -175,7 +179,7 @@ def reverse_tracked(op, a, b, vals, consts, adj, reached, freed, saves, operands
 @_kernel
 def tangent(op, a, b, vals, consts, seeds, dot, start, stop):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):
         c = op[i]
 {tangent_cases}
 '''

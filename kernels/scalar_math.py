@@ -11,12 +11,25 @@ the module is not meant to be imported for its functions.
 
 
 def power(x, y):
+    # torch's shortcuts for common exponents (and its values: x*x*x is not pow(x, 3.0) to the bit)
+    if y == 2.0:
+        return x * x
+    if y == 1.0:
+        return x
+    if y == 3.0:
+        return x * x * x
+    if y == -1.0:
+        return 1.0 / x
+    if y == -2.0:
+        return 1.0 / (x * x)
+    if y == -0.5:
+        return 1.0 / sqrt(x)
     return pow(x, y)
 
 
 def pow_dx(x, y):
     # d(x**y)/dx = y * x**(y-1), and 0 when y == 0 even at x == 0 (torch)
-    return 0.0 if y == 0.0 else y * pow(x, y - 1.0)
+    return 0.0 if y == 0.0 else y * power(x, y - 1.0)
 
 
 def pow_dy(x, y, z):

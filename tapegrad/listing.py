@@ -51,7 +51,7 @@ def wengert_listing(tape: Tape, limit: int | None = 50) -> str:
             lines.append(f"  ... {n - 2 * (limit // 2)} rows ...")
             continue
         text = f"v{i} = {describe_row(tape, i)}"
-        value = "(freed)" if tape.released else f"{tape.vals[i]:.6g}"
+        value = "(freed)" if tape.released else f"{tape.arrays().vals[i]:.6g}"
         line = f"{text:<{width}} {value:>12}"
         if adj is not None and i < len(adj):
             line += f"  {adj[i]:.6g}"

@@ -16,7 +16,7 @@ from .tape import GUARD, Tape
 class Node:
     """A traced scalar: a value, and (once recorded) the tape and slot that produced it."""
 
-    __slots__ = ("_v", "_tape", "_slot", "_reg", "_rg", "_grad", "__weakref__")
+    __slots__ = ("_v", "_tape", "_slot", "_reg", "_rg", "_grad")
 
     _v: Any
     _tape: Tape | None  # tape of the row that produced this node; None for leaves
@@ -72,7 +72,7 @@ def current_tape() -> Tape | None:
     tape = get_tape()
     if tape is PAUSED:
         return None
-    if tape is None or tape.closed or len(tape.vals) >= TAPE_ROWS_LIMIT:
+    if tape is None or tape.closed or len(tape) >= TAPE_ROWS_LIMIT:
         tape = Tape()
         set_tape(tape)
     return tape
@@ -94,8 +94,7 @@ def record_guard(node: Node, truth: bool) -> None:
     if tape is None:
         return
     slot = slot_on(tape, node)
-    tape.code += (GUARD, slot, int(truth))
-    tape.vals.append(float(truth))
+    tape.rows += (GUARD, slot, int(truth), float(truth))
 
 
 def as_number(value: Any, op: str) -> float | int | bool:

@@ -35,10 +35,9 @@ _SLOT = """\
 """
 
 _TAIL = """\
-            vals = tape.vals
-            slot = len(vals)
-            tape.code += row
-            vals.append(z)
+            rows = tape.rows
+            slot = len(rows) >> 2
+            rows += row
             out = new(cls)
             out._v = {value}
             out._tape = tape
@@ -69,7 +68,7 @@ def record_{name}(x{params}):
 {slot_a}\
             b = len(tape.consts)
             {store_params}
-            row = ({code}, a, b)
+            row = ({code}, a, b, z)
 {tail}\
     return cls._leaf(plain(z, (xv,)))
 """
@@ -105,14 +104,14 @@ def record_{name}(x, y):
         if tape is not None:
             if not yt:
 {slot_a_deep}\
-                row = ({vc}, a, yv)
+                row = ({vc}, a, yv, z)
             elif not xt:
 {slot_b_deep}\
-                row = ({cv}, xv, b)
+                row = ({cv}, xv, b, z)
             else:
 {slot_a_deep}\
 {slot_b_deep}\
-                row = ({vv}, a, b)
+                row = ({vv}, a, b, z)
 {tail}\
     return cls._leaf(plain(z, (xv, yv)))
 """

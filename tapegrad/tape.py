@@ -1,7 +1,7 @@
 """The Wengert tape: rows of (opcode, operand a, operand b), one value slot per row, a constant pool.
 
-While recording, rows go to plain Python lists (the cheapest append there is), with a constant
-operand written inline in its row; a sweep converts them once to flat NumPy arrays
+While recording, rows go to one plain Python list (the cheapest append there is): opcode, two
+operands and the value, with a constant operand written inline; a sweep converts them once to flat NumPy arrays
 (:meth:`Tape.arrays`), moving inline constants to the pool. Slots are SSA: every row writes a fresh
 slot (for scalar rows, the slot equal to its row index), so any sweep can run any number of times.
 """
@@ -33,8 +33,8 @@ class TapeArrays(NamedTuple):
     """A tape as flat arrays: what every sweep takes."""
 
     op: np.ndarray  # uint8 opcode per row
-    a: np.ndarray  # int32 operand per row
-    b: np.ndarray  # int32 operand per row
+    a: np.ndarray  # uint32 operand per row
+    b: np.ndarray  # uint32 operand per row
     vals: np.ndarray  # float64 value per slot
     consts: np.ndarray  # float64 constant pool
 
@@ -43,14 +43,14 @@ class Tape:
     """A recorded sequence of ops (one per thread while recording eagerly)."""
 
     __slots__ = (
-        "serial", "code", "vals", "consts", "inputs", "input_slots", "retained",
+        "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "_arrays", "__weakref__",
     )
 
     def __init__(self) -> None:
         self.serial = next(_serials)  # creation order: foreign inputs come from other tapes
-        self.code: list[float] = []  # op, a, b interleaved; a constant operand inline
-        self.vals: list[float] = []  # value of each slot
+        # op, a, b, value of each row, interleaved (a constant operand written inline)
+        self.rows: list[float] = []
         self.consts: list[float] = []  # constant pool for op parameters (clamp's bounds)
         self.inputs: list[Node] = []  # tensors read by `input` rows: leaves, or tensors of other tapes
         self.input_slots: list[int] = []
@@ -63,13 +63,12 @@ class Tape:
 
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
-        return len(self._arrays.op) if self.released else len(self.vals)
+        return len(self._arrays.op) if self.released else len(self.rows) >> 2
 
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""
-        slot = len(self.vals)
-        self.code += (INPUT, len(self.inputs), 0)
-        self.vals.append(float(node._v))
+        slot = len(self.rows) >> 2
+        self.rows += (INPUT, len(self.inputs), 0, float(node._v))
         self.inputs.append(node)
         self.input_slots.append(slot)
         node._reg = (self, slot)
@@ -84,9 +83,9 @@ class Tape:
         if self.released:
             assert cached is not None
             return cached._replace(vals=np.zeros(len(cached.op)))
-        if cached is not None and len(cached.op) == len(self.vals):
+        if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
-        rows = np.array(self.code, dtype=np.float64).reshape(-1, 3)
+        rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
         op = rows[:, 0].astype(np.uint8)
         a, b = rows[:, 1].copy(), rows[:, 2].copy()
         const_a, const_b = _CONST_A[op], _CONST_B[op]
@@ -98,9 +97,9 @@ class Tape:
         consts = np.concatenate([np.array(self.consts, dtype=np.float64), inline_a, inline_b, [0.0]])
         arrays = TapeArrays(
             op=op,
-            a=a.astype(np.int32),
-            b=b.astype(np.int32),
-            vals=np.array(self.vals, dtype=np.float64),
+            a=a.astype(np.uint32),
+            b=b.astype(np.uint32),
+            vals=rows[:, 3].copy(),
             consts=consts,
         )
         self._arrays = arrays
@@ -108,7 +107,7 @@ class Tape:
 
     def opcode(self, slot: int) -> int:
         """Opcode of the row that wrote `slot`."""
-        return int(self._arrays.op[slot] if self.released else self.code[3 * slot])
+        return int(self._arrays.op[slot] if self.released else self.rows[4 * slot])
 
     def freed_rows(self) -> np.ndarray:
         """Per-row flags of released saved values, grown to the tape's length."""
@@ -124,7 +123,7 @@ class Tape:
         """Drop the values and the recording lists, keeping the rows as compact arrays (9 bytes a
         row): a backward consumed every row and freed every row that reads saved values."""
         self._arrays = self.arrays()._replace(vals=np.zeros(0))
-        self.code, self.vals, self.consts = [], [], []
+        self.rows, self.consts = [], []
         self.released = True
 
     # ----------------------------------------------------------------------------- inspection

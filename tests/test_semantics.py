@@ -226,7 +226,7 @@ def test_training_loop_releases_each_graph():
     for _ in range(2000):
         loss = (w * 3.0 - 6.0) ** 2
         loss.backward()
-        assert loss.tape.released and not loss.tape.vals
+        assert loss.tape.released and not loss.tape.rows
         tapes.add(id(loss.tape))
         with tg.no_grad():
             w._v -= 0.01 * w.grad.item()

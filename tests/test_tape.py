@@ -17,7 +17,7 @@ def test_rows_are_flat_arrays_with_constants_in_the_pool():
     with tg.recording():
         y = 3.0 * x**2 + tg.clamp(x, 0.0, 1.0)
     arrays = y.tape.arrays()
-    assert arrays.op.dtype == np.uint8 and arrays.a.dtype == np.int32 and arrays.b.dtype == np.int32
+    assert arrays.op.dtype == np.uint8 and arrays.a.dtype == np.uint32 and arrays.b.dtype == np.uint32
     assert arrays.vals.dtype == np.float64 and arrays.vals.flags.c_contiguous
     names = [f"{OPCODES[c].spec.name} {OPCODES[c].kind}".strip() for c in arrays.op]
     assert names == ["input", "pow vc", "mul cv", "clamp v", "add vv"]
