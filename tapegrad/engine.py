@@ -15,7 +15,7 @@ import numpy as np
 from . import kernels
 
 from .node import Node
-from .state import get_tape, set_tape
+from .state import NONE, get_tape, set_tape
 from .tape import Tape
 
 _SECOND_BACKWARD = (
@@ -68,9 +68,11 @@ def propagate(
         for node in wanted:
             if node._tape is tape and reached[node._slot]:
                 found[id(node)] = found.get(id(node), 0.0) + float(adj[node._slot])
-        for node, slot in zip(tape.inputs, tape.input_slots):
-            if reached[slot]:
-                reach(node, float(adj[slot]))
+        slots = np.array(tape.input_slots, dtype=np.int64)
+        hit = np.flatnonzero(reached[slots])
+        inputs = tape.inputs
+        for k, g in zip(hit.tolist(), adj[slots[hit]].tolist()):
+            reach(inputs[k], g)
     return found
 
 
@@ -91,7 +93,7 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, float]], retain_graph: boo
     tape.adj = adj if tape.adj is None or len(tape.adj) != n else tape.adj + adj
     tape.closed = True  # new graphs go to a fresh tape, so this one can be freed with its nodes
     if get_tape() is tape:
-        set_tape(None)
+        set_tape(NONE)
     if not retain_graph and reached.all():
         tape.release()
     return adj, reached

@@ -72,7 +72,7 @@ def current_tape() -> Tape | None:
     tape = get_tape()
     if tape is PAUSED:
         return None
-    if tape is None or tape.closed or len(tape) >= TAPE_ROWS_LIMIT:
+    if tape.closed or len(tape) >= TAPE_ROWS_LIMIT:
         tape = Tape()
         set_tape(tape)
     return tape

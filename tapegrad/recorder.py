@@ -43,7 +43,7 @@ _TAIL = """\
             out._tape = tape
             out._slot = slot
             out._reg = None
-            out._rg = {rg}
+            out._rg = rg
             out._grad = None
             if slot >= LIMIT:
                 tape.closed = True  # full: the thread's next graph starts a new tape
@@ -62,19 +62,20 @@ def record_{name}(x{params}):
         z = ieee(xv{params})
     if x._rg or x._tape is not None:
         tape = get_tape()
-        if tape is None or tape.closed:
+        if tape.closed:
             tape = current_tape()
         if tape is not None:
 {slot_a}\
             b = len(tape.consts)
             {store_params}
             row = ({code}, a, b, z)
+            rg = {rg_x}
 {tail}\
     return cls._leaf(plain(z, (xv,)))
 """
 
 _BINARY = """\
-def record_{name}(x, y):
+def record_{name}({args}):
     if isinstance(x, Node):
         cls = x.__class__
         xv = x._v
@@ -99,19 +100,22 @@ def record_{name}(x, y):
         z = ieee(xv, yv)
     if xt or yt:
         tape = get_tape()
-        if tape is None or tape.closed:
+        if tape.closed:
             tape = current_tape()
         if tape is not None:
             if not yt:
 {slot_a_deep}\
                 row = ({vc}, a, yv, z)
+                rg = {rg_x}
             elif not xt:
 {slot_b_deep}\
                 row = ({cv}, xv, b, z)
+                rg = {rg_y}
             else:
 {slot_a_deep}\
 {slot_b_deep}\
                 row = ({vv}, a, b, z)
+                rg = {rg_xy}
 {tail}\
     return cls._leaf(plain(z, (xv, yv)))
 """
@@ -133,28 +137,28 @@ def _inline(formula: str) -> str:
     return re.sub(r"\b([xy])\b", r"\1v", formula)
 
 
-def _source(spec: OpSpec) -> str:
-    rg = "x._rg" if spec.arity == 1 else "(xt and x._rg) or (yt and y._rg)"
-    tail = _TAIL.format(
-        value="z != 0.0" if spec.name in COMPARISONS else "z",
-        rg=rg if spec.differentiable else "False",
-    )
+def _source(spec: OpSpec, reflected: bool = False) -> str:
+    """The recording function's source; `reflected` swaps the parameters (``__rmul__(y, x)``)."""
+    diff = spec.differentiable
+    rg = dict(rg_x="x._rg" if diff else "False", rg_y="y._rg" if diff else "False",
+              rg_xy="x._rg or y._rg" if diff else "False")
+    tail = _TAIL.format(value="z != 0.0" if spec.name in COMPARISONS else "z")
     if spec.arity == 1:
         params = "".join(f", p{k}" for k in range(spec.params))
         return _UNARY.format(
             name=spec.name, params=params, fwd=_inline(spec.fwd), code=CODE[(spec.name, "v")],
-            slot_a=_SLOT.format(v="x", s="a"), tail=tail,
+            slot_a=_SLOT.format(v="x", s="a"), tail=tail, **rg,
             store_params=f"tape.consts += ({params[2:]},)" if spec.params else "pass",
         )
     return _BINARY.format(
-        name=spec.name, fwd=_inline(spec.fwd), tail=tail,
+        name=spec.name, fwd=_inline(spec.fwd), tail=tail, args="y, x" if reflected else "x, y", **rg,
         vv=CODE[(spec.name, VV)], vc=CODE[(spec.name, VC)], cv=CODE[(spec.name, CV)],
         slot_a_deep=textwrap.indent(_SLOT.format(v="x", s="a"), "    "),
         slot_b_deep=textwrap.indent(_SLOT.format(v="y", s="b"), "    "),
     )
 
 
-def _compile(spec: OpSpec) -> Callable[..., Node]:
+def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     from . import tensor as tensor_module
 
     fast, ieee = forward_functions(spec)
@@ -164,18 +168,21 @@ def _compile(spec: OpSpec) -> Callable[..., Node]:
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
         LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v),
     )
-    source = _source(spec)
-    filename = f"<tapegrad recorder: {spec.name}>"
+    source = _source(spec, reflected)
+    filename = f"<tapegrad recorder: {spec.name}{' reflected' if reflected else ''}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)
     fn = namespace[f"record_{spec.name}"]
-    fn.__name__ = fn.__qualname__ = spec.name
+    fn.__name__ = fn.__qualname__ = f"__r{spec.name}__" if reflected else spec.name
     fn.__doc__ = f"{spec.name}({arguments(spec)}) = {spec.fwd}"
     return fn
 
 
-# One recording function per op of the table.
+# One recording function per op of the table, and the reflected operators (``2.0 * x``).
 APPLY: dict[str, Callable[..., Node]] = {s.name: _compile(s) for s in OPS}
+REFLECTED: dict[str, Callable[..., Node]] = {
+    s.name: _compile(s, reflected=True) for s in OPS if s.arity == 2 and s.differentiable
+}
 
 
 def clamp(x: Any, min: float | None = None, max: float | None = None) -> Node:
@@ -185,17 +192,6 @@ def clamp(x: Any, min: float | None = None, max: float | None = None) -> Node:
     lo = -math.inf if min is None else float(as_number(min, "clamp"))
     hi = math.inf if max is None else float(as_number(max, "clamp"))
     return APPLY["clamp"](x, lo, hi)
-
-
-def _reflected(name: str) -> Callable[[Any, Any], Any]:
-    """The reflected operator method for op `name` (``__rmul__``: ``2.0 * x``)."""
-    fn = APPLY[name]
-
-    def method(self: Node, other: Any) -> Any:
-        return fn(other, self)
-
-    method.__name__ = f"__r{name}__"
-    return method
 
 
 _OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv", "pow": "pow",
@@ -211,6 +207,6 @@ def install_ops(cls: type) -> None:
     cls.__abs__ = APPLY["abs"]
     for op, dunder in _OPERATORS.items():
         setattr(cls, f"__{dunder}__", APPLY[op])
-        if op not in COMPARISONS:  # Python reflects comparisons itself
-            setattr(cls, f"__r{dunder}__", _reflected(op))
+        if op in REFLECTED:  # Python reflects comparisons itself
+            setattr(cls, f"__r{dunder}__", REFLECTED[op])
     cls.__hash__ = object.__hash__  # __eq__ records a comparison; identity hashing as in torch

@@ -1,6 +1,6 @@
 """Recording state: whether gradients are recorded, and the tape being recorded.
 
-The state is one :class:`contextvars.ContextVar` holding the current tape (a Tape, None for
+The state is one :class:`contextvars.ContextVar` holding the current tape (a Tape, NONE for
 "start one at the next recorded op", or PAUSED inside ``no_grad``). On CPython each thread has its
 own context, so recording is per thread, and one read (about 10 ns) tells the recorder both
 whether to record and where.
@@ -19,15 +19,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 TAPE_ROWS_LIMIT = 1 << 20
 
 
-class _Paused:
-    """Stands in for the current tape while recording is off (``no_grad``)."""
+class _NoTape:
+    """Stands in for the current tape: NONE before the first recorded op (or after a backward
+    closed the tape), PAUSED inside ``no_grad``. Both are closed, so the recorder's one check
+    ``tape.closed`` sends it to the slow path."""
 
     closed = True
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-PAUSED = _Paused()
+    def __repr__(self) -> str:
+        return self.name
 
-_current: contextvars.ContextVar[Any] = contextvars.ContextVar("tapegrad_tape", default=None)
+
+NONE = _NoTape("NONE")
+PAUSED = _NoTape("PAUSED")
+
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("tapegrad_tape", default=NONE)
 get_tape = _current.get
 set_tape = _current.set
 
@@ -50,12 +59,12 @@ class set_grad_enabled:
         if not self.mode:
             set_tape(PAUSED)
         elif prev is PAUSED:
-            set_tape(None)
+            set_tape(NONE)
 
     def __exit__(self, *exc: object) -> None:
         prev = self._prev.pop()
         # a tape that a backward closed inside the block is not resumed
-        set_tape(None if (prev is not None and prev is not PAUSED and prev.closed) else prev)
+        set_tape(NONE if (prev is not PAUSED and prev.closed) else prev)
 
     def __call__(self, func: F) -> F:
         mode = self.mode

@@ -165,6 +165,8 @@ def format_scalar(v: float | int | bool) -> str:
 
 def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> Tensor:
     """A new leaf tensor (float64 for floats; int64 and bool data cannot require grad)."""
+    if data.__class__ is float and dtype is None:
+        return Tensor._leaf(data, bool(requires_grad))
     if isinstance(data, Node):
         data = data._v
     if isinstance(data, np.ndarray) and data.ndim == 0 or isinstance(data, np.generic):
