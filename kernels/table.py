@@ -42,6 +42,11 @@ class OpSpec:
     masked: str = ""
 
     @property
+    def boolean(self) -> bool:
+        """A comparison: its value is a bool (1.0/0.0 on the tape)."""
+        return self.fwd.startswith("truth(")
+
+    @property
     def saves(self) -> bool:
         """Whether the reverse rule reads values saved in the forward pass (torch's 'saved tensors')."""
         return any(v in _names(f) for f in (self.dx, self.dy) for v in ("x", "y", "z"))
@@ -65,7 +70,7 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("sub", 2, "x - y", dx="1.0", dy="-1.0", symbol="-", torch="x - y"),
     OpSpec("mul", 2, "x * y", dx="y", dy="x", symbol="*", torch="x * y"),
     OpSpec(
-        "div", 2, "x / y", dx="1.0 / y", dy="-x / (y * y)", symbol="/", torch="x / y",
+        "div", 2, "x / y", dx="1.0 / y", dy="-z / y", symbol="/", torch="x / y",
         kinks=((1.0, 0.0),),
     ),
     OpSpec(
@@ -130,6 +135,8 @@ OPS: tuple[OpSpec, ...] = (
         "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)",
         torch="torch.atan2(x, y)", kink="gradient 0 where x*x + y*y is 0", kinks=((0.0, 0.0),),
     ),
+    # The identity without a gradient: what detach() records while tracing for tg.compile.
+    OpSpec("stop_gradient", 1, "x", differentiable=False, torch="x.detach()"),
     # Comparisons: values 1.0/0.0, no gradient. Converting one to a Python bool records a guard.
     OpSpec("lt", 2, "truth(x < y)", symbol="<", differentiable=False, torch="x < y"),
     OpSpec("le", 2, "truth(x <= y)", symbol="<=", differentiable=False, torch="x <= y"),

@@ -52,18 +52,32 @@ class Node:
             record_guard(self, truth)
         return truth
 
+    def _untraced(self, what: str, instead: str) -> Any:
+        """The value, or a TracingError if it would leave a tape recorded for tg.compile."""
+        if self._tape is not None and self._tape.tracing:
+            raise TracingError(
+                f"{what} of a traced value while recording for tg.compile: the tape would not "
+                f"follow the value at other inputs. {instead}"
+            )
+        return self._v
+
     def __float__(self) -> float:
-        return float(self._v)
+        return float(self._untraced("float()", "Keep computing with tapegrad ops."))
 
     def __int__(self) -> int:
-        return int(self._v)
+        return int(self._untraced("int()", "Keep computing with tapegrad ops."))
 
     def __index__(self) -> int:
-        if isinstance(self._v, (bool, int)):
-            return int(self._v)
+        v = self._untraced("using as an index", "Index with Python integers.")
+        if isinstance(v, (bool, int)):
+            return int(v)
         raise TypeError("only integer tensors can be converted to an index")
 
     __hash__ = object.__hash__
+
+
+class TracingError(RuntimeError):
+    """A traced value was turned into a Python number while recording for tg.compile."""
 
 
 def current_tape() -> Tape | None:

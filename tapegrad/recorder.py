@@ -22,7 +22,7 @@ from .kernels.table import CV, OPS, VC, VV, OpSpec
 from .node import Node, as_number, current_tape
 from .state import TAPE_ROWS_LIMIT, get_tape
 
-COMPARISONS = frozenset(s.name for s in OPS if not s.differentiable)
+COMPARISONS = frozenset(s.name for s in OPS if s.boolean)
 # ops whose result keeps an integer dtype when every operand is an integer
 _INTEGER_OPS = frozenset({"add", "sub", "mul", "neg", "maximum", "minimum", "clamp"})
 

@@ -44,7 +44,7 @@ class Tape:
 
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
-        "freed", "adj", "closed", "released", "_arrays", "__weakref__",
+        "freed", "adj", "closed", "released", "tracing", "_arrays", "__weakref__",
     )
 
     def __init__(self) -> None:
@@ -59,11 +59,22 @@ class Tape:
         self.adj: np.ndarray | None = None  # adjoints of the backward passes so far (Value.grad)
         self.closed = False  # a backward ran: new graphs start on a fresh tape
         self.released = False  # values dropped after a backward consumed every row
+        self.tracing = False  # recording for tg.compile: values must not leave the tape
         self._arrays: TapeArrays | None = None
 
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
         return len(self._arrays.op) if self.released else len(self.rows) >> 2
+
+    def add_traced_input(self, cls: type, value: float) -> Node:
+        """A new node standing for an input of the tape (a traced argument of tg.compile)."""
+        slot = len(self.rows) >> 2
+        self.rows += (INPUT, len(self.inputs), 0, value)
+        node = cls._leaf(value, True)
+        node._tape, node._slot = self, slot
+        self.inputs.append(node)
+        self.input_slots.append(slot)
+        return node
 
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""

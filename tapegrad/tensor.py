@@ -9,7 +9,7 @@ import numpy as np
 
 from . import engine
 from .node import Node, grad_fn_name, slot_on
-from .recorder import install_ops
+from .recorder import APPLY, install_ops
 
 _DTYPES = {bool: "bool", int: "int64", float: "float64"}
 
@@ -99,9 +99,10 @@ class Tensor(Node):
 
     # ------------------------------------------------------------------ conversions
     def item(self) -> float | int | bool:
-        return self._v
+        return self._untraced(".item()", "Keep computing with tapegrad ops.")
 
     def numpy(self) -> np.ndarray:
+        self._untraced(".numpy()", "Keep computing with tapegrad ops.")
         if self._rg:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
@@ -109,7 +110,10 @@ class Tensor(Node):
         return np.array(self._v)
 
     def detach(self) -> Tensor:
-        """A new leaf with this value that does not require grad."""
+        """A new leaf with this value that does not require grad (recorded as ``stop_gradient``
+        while tracing for tg.compile, so replays follow the value)."""
+        if self._tape is not None and self._tape.tracing:
+            return APPLY["stop_gradient"](self)
         return Tensor._leaf(self._v)
 
     def __pos__(self) -> Tensor:
@@ -144,7 +148,7 @@ class Tensor(Node):
         return f"tensor({format_scalar(self._v)}{extra})"
 
     def __format__(self, spec: str) -> str:
-        return format(self._v, spec) if spec else repr(self)
+        return format(self.item(), spec) if spec else repr(self)
 
 
 install_ops(Tensor)
@@ -168,7 +172,7 @@ def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> 
     if data.__class__ is float and dtype is None:
         return Tensor._leaf(data, bool(requires_grad))
     if isinstance(data, Node):
-        data = data._v
+        data = data._untraced("tg.tensor()", "Use the traced value itself, or .detach().")
     if isinstance(data, np.ndarray) and data.ndim == 0 or isinstance(data, np.generic):
         data = data.item()
     if isinstance(data, bool):

@@ -90,10 +90,7 @@ def agree(ours, theirs):
     return math.isclose(ours, theirs, rel_tol=1e-7, abs_tol=1e-9)
 
 
-@needs_torch
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs())
-def test_random_programs_match_torch(program):
+def check_against_torch(program):
     inputs, steps = program
     note(describe(inputs, steps))
     value, grads = run(inputs, steps, "tg")
@@ -101,6 +98,21 @@ def test_random_programs_match_torch(program):
     assert agree(value, t_value) and (math.isnan(value) == math.isnan(t_value)), (value, t_value)
     for ours, theirs in zip(grads, t_grads):
         assert agree(ours, theirs), (grads, t_grads)
+
+
+@needs_torch
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_random_programs_match_torch(program):
+    check_against_torch(program)
+
+
+@needs_torch
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_many_random_programs_match_torch(program):
+    check_against_torch(program)
 
 
 @pytest.mark.parametrize("seed", range(3))
