@@ -137,6 +137,16 @@ OPS: tuple[OpSpec, ...] = (
     ),
     # The identity without a gradient: what detach() records while tracing for tg.compile.
     OpSpec("stop_gradient", 1, "x", differentiable=False, torch="x.detach()"),
+    # tg.where(c, x, y) records where_then(c, x) + where_else(c, y): selections, so the branch not
+    # taken passes no gradient, not even NaN (c is the condition, 1.0/0.0, and gets none).
+    OpSpec(
+        "where_then", 2, "y if x != 0.0 else 0.0", dx="0.0", dy="truth(x != 0.0)", masked="xy",
+        torch="torch.where(x != 0, y, torch.zeros_like(y))", kinks=((0.0, 1.5), (1.0, 1.5)),
+    ),
+    OpSpec(
+        "where_else", 2, "0.0 if x != 0.0 else y", dx="0.0", dy="truth(x == 0.0)", masked="xy",
+        torch="torch.where(x != 0, torch.zeros_like(y), y)", kinks=((0.0, 1.5), (1.0, 1.5)),
+    ),
     # Comparisons: values 1.0/0.0, no gradient. Converting one to a Python bool records a guard.
     OpSpec("lt", 2, "truth(x < y)", symbol="<", differentiable=False, torch="x < y"),
     OpSpec("le", 2, "truth(x <= y)", symbol="<=", differentiable=False, torch="x <= y"),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from .kernels.table import OPS
 
-from .recorder import APPLY, clamp
+from .recorder import APPLY, clamp, where
 
 _DOC = "{name}({args}): {fwd} (recorded; derivative {partials}){kink}"
 
-__all__ = ["clamp"]
+__all__ = ["clamp", "where"]
 for _spec in OPS:
     if _spec.name == "clamp":
         continue

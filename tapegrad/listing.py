@@ -25,6 +25,8 @@ def describe_row(tape: Tape, i: int) -> str:
     if name == "input":
         node = tape.inputs[a]
         label = getattr(node, "label", "")
+        if node._tape is tape:
+            return f"input #{a}"  # an argument of a compiled function
         return f"input {label or '#' + str(a)}" + ("" if node._tape is None else " (from another tape)")
     if name == "const":
         return f"const {_const(consts[a])}"

@@ -62,10 +62,10 @@ class Node:
         return self._v
 
     def __float__(self) -> float:
-        return float(self._untraced("float()", "Keep computing with tapegrad ops."))
+        return float(self._untraced("float()", KEEP_TRACED))
 
     def __int__(self) -> int:
-        return int(self._untraced("int()", "Keep computing with tapegrad ops."))
+        return int(self._untraced("int()", KEEP_TRACED))
 
     def __index__(self) -> int:
         v = self._untraced("using as an index", "Index with Python integers.")
@@ -74,6 +74,13 @@ class Node:
         raise TypeError("only integer tensors can be converted to an index")
 
     __hash__ = object.__hash__
+
+
+KEEP_TRACED = (
+    "Keep it a tensor and use tapegrad's functions on it (tg.sqrt, tg.maximum, tg.clamp, ...); "
+    "for a branch use tg.where(condition, a, b), or a Python `if` on a comparison (it records a "
+    "guard, and tg.compile records again when a replay would take the other branch)."
+)
 
 
 class TracingError(RuntimeError):

@@ -185,6 +185,14 @@ REFLECTED: dict[str, Callable[..., Node]] = {
 }
 
 
+def where(condition: Any, x: Any, y: Any) -> Any:
+    """`x` where `condition` holds, else `y`: records both sides and a branchless select, so a
+    replay follows the condition (a Python ``if`` would freeze the branch behind a guard)."""
+    if not isinstance(condition, Node):
+        return x if condition else y
+    return APPLY["add"](APPLY["where_then"](condition, x), APPLY["where_else"](condition, y))
+
+
 def clamp(x: Any, min: float | None = None, max: float | None = None) -> Node:
     """Clamp `x` to [min, max] (either bound may be None); the bounds get gradient 1."""
     if min is None and max is None:

@@ -76,6 +76,13 @@ class Tape:
         self.input_slots.append(slot)
         return node
 
+    def add_const(self, value: float) -> int:
+        """A row holding a constant (a number the traced function returned, say); its slot."""
+        slot = len(self.rows) >> 2
+        self.rows += (CONST, len(self.consts), 0, value)
+        self.consts.append(value)
+        return slot
+
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""
         slot = len(self.rows) >> 2

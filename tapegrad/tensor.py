@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import engine
-from .node import Node, grad_fn_name, slot_on
+from .node import KEEP_TRACED, Node, grad_fn_name, slot_on
 from .recorder import APPLY, install_ops
 
 _DTYPES = {bool: "bool", int: "int64", float: "float64"}
@@ -99,10 +99,10 @@ class Tensor(Node):
 
     # ------------------------------------------------------------------ conversions
     def item(self) -> float | int | bool:
-        return self._untraced(".item()", "Keep computing with tapegrad ops.")
+        return self._untraced(".item()", KEEP_TRACED)
 
     def numpy(self) -> np.ndarray:
-        self._untraced(".numpy()", "Keep computing with tapegrad ops.")
+        self._untraced(".numpy()", KEEP_TRACED)
         if self._rg:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."

@@ -1,0 +1,470 @@
+"""``tg.compile``: record a function once on a tape, then replay the tape in Numba at new inputs.
+
+The first call for a signature (the shapes of the arguments) records ``f`` on a fresh tape with
+traced inputs; later calls replay that tape: a forward sweep, and for derivatives a reverse or
+tangent sweep, each one Numba call. Comparisons that Python turned into branches are guard rows:
+a replay whose guards fail at the new inputs is never returned; ``f`` is recorded again there and
+the new variant kept (the ``max_variants`` most recently used per signature).
+
+Arguments are floats or float arrays; inside ``f`` an array argument is a NumPy object array of
+traced scalars (indexing, ``len``, loops and NumPy's elementwise functions all record). Tensors
+that ``f`` reads from outside (``requires_grad`` leaves, say model parameters) are inputs of the
+tape too, read afresh at every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from . import kernels
+from .node import Node, slot_on
+from .state import get_tape, set_tape
+from .tape import CONST, GUARD, Tape
+from .tensor import Tensor
+
+FORMAT_VERSION = 1
+Signature = tuple[tuple[int, ...], ...]
+
+
+class Variant(NamedTuple):
+    """One recorded tape of a compiled function, as the arrays the sweeps take."""
+
+    tape: Tape
+    op: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    consts: np.ndarray
+    input_slots: np.ndarray  # slot of each input row, arguments first, then captured tensors
+    out_slots: np.ndarray
+    out_shape: tuple[int, ...] | None  # None: the function returned a scalar
+    captured: tuple[Node, ...]  # tensors read from outside f: their values are read at each call
+
+    @property
+    def rows(self) -> int:
+        return len(self.op)
+
+    def inputs(self, flat: np.ndarray) -> np.ndarray:
+        """The tape's input vector: the flat arguments, then the captured tensors' values now."""
+        if not self.captured:
+            return flat
+        return np.concatenate([flat, [float(node._v) for node in self.captured]])
+
+
+def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
+    shapes, parts = [], []
+    for i, arg in enumerate(args):
+        value = arg._untraced("passing", "") if isinstance(arg, Node) else arg
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"tg.compile: argument {i} must be a number or an array of numbers, got "
+                f"{type(arg).__name__} ({err})"
+            ) from None
+        shapes.append(array.shape)
+        parts.append(array.ravel())
+    flat = np.concatenate(parts) if parts else np.zeros(0)
+    return tuple(shapes), flat
+
+
+def _traced_args(tape: Tape, signature: Signature, flat: np.ndarray) -> list[Any]:
+    args, offset = [], 0
+    for shape in signature:
+        size = math.prod(shape)
+        nodes = [tape.add_traced_input(Tensor, float(v)) for v in flat[offset : offset + size]]
+        offset += size
+        if shape == ():
+            args.append(nodes[0])
+        else:
+            array = np.empty(size, dtype=object)
+            array[:] = nodes
+            args.append(array.reshape(shape))
+    return args
+
+
+def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | None]:
+    def slot(item: Any) -> int:
+        if isinstance(item, Node):
+            return slot_on(tape, item)
+        if isinstance(item, (int, float, np.number)):
+            return tape.add_const(float(item))
+        raise TypeError(
+            f"tg.compile: the function must return numbers or tensors (or sequences or arrays of "
+            f"them), got {type(item).__name__}"
+        )
+
+    if isinstance(out, (Node, int, float, np.number)):
+        return [slot(out)], None
+    array = np.empty(0, dtype=object)
+    try:
+        array = np.asarray(out, dtype=object)
+    except (TypeError, ValueError):
+        pass
+    if array.ndim == 0:
+        return [slot(array.item())], None
+    return [slot(item) for item in array.ravel()], array.shape
+
+
+def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Variant:
+    """Record `f` at the flat arguments `flat` on a fresh tape."""
+    tape = Tape()
+    tape.tracing = True
+    previous = get_tape()
+    set_tape(tape)
+    try:
+        out = f(*_traced_args(tape, signature, flat))
+        out_slots, out_shape = _output_slots(tape, out)
+    finally:
+        set_tape(previous)
+    tape.closed = True
+    arrays = tape.arrays()
+    n_args = len(flat)
+    return Variant(
+        tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
+        input_slots=np.array(tape.input_slots, dtype=np.int64),
+        out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
+        captured=tuple(tape.inputs[n_args:]),
+    )
+
+
+class CompiledFunction:
+    """A function recorded once per signature and replayed in Numba (see :func:`compile`)."""
+
+    def __init__(self, f: Callable[..., Any] | None, max_variants: int = 8) -> None:
+        self.f = f
+        self.max_variants = max_variants
+        self._variants: dict[Signature, OrderedDict[int, Variant]] = {}
+        self._lock = threading.Lock()
+        self._workspaces = threading.local()
+        self._counts = {"calls": 0, "recordings": 0, "rerecordings": 0}
+        self._last: Variant | None = None
+        if f is not None:
+            functools.update_wrapper(self, f)
+
+    # ------------------------------------------------------------------ variants and replay
+    def _workspace(self, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
+        """Value and adjoint arrays for `variant`, one pair per thread (reused across calls)."""
+        spaces = self._workspaces.__dict__.setdefault("spaces", {})
+        space = spaces.get(id(variant))
+        if space is None or space[0].shape[0] != variant.rows:
+            space = spaces[id(variant)] = (np.empty(variant.rows), np.empty(variant.rows))
+        return space
+
+    def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
+        """The variant whose guards hold at `args`, its values there, and the flat inputs."""
+        signature, flat = _flatten_args(args)
+        sweeps = kernels.sweeps()
+        self._counts["calls"] += 1
+        variants = self._variants.get(signature)
+        for key, variant in list(variants.items()) if variants else ():
+            inputs = variant.inputs(flat)
+            vals, _ = self._workspace(variant)
+            if sweeps.forward(variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows) < 0:
+                with self._lock:
+                    if key in variants:
+                        variants.move_to_end(key, last=False)
+                self._last = variant
+                return variant, vals, inputs, flat
+        return self._record(signature, flat)
+
+    def _record(self, signature: Signature, flat: np.ndarray):
+        if self.f is None:
+            raise RuntimeError(
+                "tg.compile: the guards of every loaded tape fail at these inputs (or their "
+                f"shapes {signature} were never recorded), and a loaded function cannot record again"
+            )
+        variant = record(self.f, signature, flat)
+        with self._lock:
+            variants = self._variants.setdefault(signature, OrderedDict())
+            self._counts["recordings"] += 1
+            self._counts["rerecordings"] += bool(variants)
+            variants[id(variant)] = variant
+            variants.move_to_end(id(variant), last=False)
+            while len(variants) > self.max_variants:
+                variants.popitem(last=True)
+        inputs = variant.inputs(flat)
+        vals, _ = self._workspace(variant)
+        failed = kernels.sweeps().forward(
+            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows
+        )
+        if failed >= 0:  # a comparison that gives another answer when replayed (NaN, say)
+            raise RuntimeError(f"tg.compile: guard row {failed} fails at the inputs it was recorded at")
+        self._last = variant
+        return variant, vals, inputs, flat
+
+    # ------------------------------------------------------------------ results
+    @staticmethod
+    def _shape_output(variant: Variant, values: np.ndarray) -> Any:
+        if variant.out_shape is None:
+            return float(values[0])
+        return values.reshape(variant.out_shape)
+
+    @staticmethod
+    def _split(grad: np.ndarray, args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
+        """Per-argument pieces of a gradient over the flat arguments (floats for scalars)."""
+        pieces, offset = [], 0
+        for arg in args:
+            shape = np.shape(arg._v if isinstance(arg, Node) else arg)
+            size = math.prod(shape)
+            piece = grad[offset : offset + size]
+            pieces.append(float(piece[0]) if shape == () else piece.reshape(shape).copy())
+            offset += size
+        if isinstance(argnums, int):
+            return pieces[argnums]
+        return tuple(pieces[k] for k in argnums)
+
+    def __call__(self, *args: Any) -> Any:
+        """f(*args), replayed."""
+        variant, vals, _, _ = self._replay(args)
+        return self._shape_output(variant, vals[variant.out_slots])
+
+    def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[float, Any]:
+        """(f(*args), d f / d args[argnums]) for a scalar-valued f."""
+        signature, flat = _flatten_args(args)
+        variants = self._variants.get(signature)
+        sweeps = kernels.sweeps()
+        if variants:  # the hot path: one Numba call replays and differentiates
+            variant = next(iter(variants.values()))
+            if variant.out_shape is None:
+                vals, adj = self._workspace(variant)
+                grad = np.empty(len(variant.input_slots))
+                failed = sweeps.gradient(
+                    variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
+                    variant.input_slots, variant.out_slots[0], vals, adj, grad,
+                )
+                if failed < 0:
+                    self._counts["calls"] += 1
+                    self._last = variant
+                    return float(vals[variant.out_slots[0]]), self._split(grad, args, argnums)
+        variant, vals, inputs, _ = self._replay(args)
+        if variant.out_shape is not None:
+            raise ValueError(
+                f"grad: the function returns an array of shape {variant.out_shape}; grad needs a "
+                "scalar output (use jacobian or vjp)"
+            )
+        _, adj = self._workspace(variant)
+        adj[:] = 0.0
+        adj[variant.out_slots[0]] = 1.0
+        sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+        return float(vals[variant.out_slots[0]]), self._split(adj[variant.input_slots], args, argnums)
+
+    def grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> Any:
+        """d f / d args[argnums] for a scalar-valued f (a tuple of them for several argnums)."""
+        return self.value_and_grad(*args, argnums=argnums)[1]
+
+    def batch_value_and_grad(self, points: Any) -> tuple[np.ndarray, np.ndarray]:
+        """f and its gradient at every row of `points` (f of one array argument), replayed in
+        parallel with one workspace per thread. Rows whose guards fail are recorded again."""
+        X = np.ascontiguousarray(points, dtype=np.float64)
+        if X.ndim < 1:
+            raise ValueError(f"batch_grad: points must have one row per point, got shape {X.shape}")
+        m = X.shape[0]
+        values, grads = np.empty(m), np.empty((m,) + X.shape[1:])
+        if m == 0:
+            return values, grads
+        self.value_and_grad(X[0])  # records (or picks) the variant for this signature
+        variant = next(iter(self._variants[_flatten_args((X[0],))[0]].values()))
+        if variant.out_shape is not None:
+            raise ValueError(f"batch_grad: the function returns shape {variant.out_shape}, not a scalar")
+        from numba import get_num_threads  # imported with the sweeps, not with tapegrad
+
+        inputs = np.ascontiguousarray(np.stack([variant.inputs(row) for row in X.reshape(m, -1)]))
+        flat_grads = np.empty((m, len(variant.input_slots)))
+        failed = np.empty(m, dtype=np.int64)
+        kernels.sweeps().batch_gradient(
+            variant.op, variant.a, variant.b, variant.consts, inputs, variant.input_slots,
+            variant.out_slots[0], values, flat_grads, failed, min(get_num_threads(), m),
+        )
+        n = X[0].size
+        grads.reshape(m, -1)[:] = flat_grads[:, :n]
+        for r in np.flatnonzero(failed >= 0):  # another branch: replay (or record) that point alone
+            values[r], grads[r] = self.value_and_grad(X[r])
+        self._counts["calls"] += m
+        return values, grads
+
+    def batch_grad(self, points: Any) -> np.ndarray:
+        """The gradient of f at every row of `points`, in parallel (see batch_value_and_grad)."""
+        return self.batch_value_and_grad(points)[1]
+
+    def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
+        """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg))."""
+        variant, vals, _, _ = self._replay(args)
+        _, adj = self._workspace(variant)
+        adj[:] = 0.0
+        cot = np.asarray(cotangent, dtype=np.float64)
+        expected = () if variant.out_shape is None else variant.out_shape
+        if cot.shape != expected:
+            raise ValueError(f"vjp: cotangent has shape {cot.shape}, the output has shape {expected}")
+        np.add.at(adj, variant.out_slots, cot.ravel())
+        kernels.sweeps().reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+        out = self._shape_output(variant, vals[variant.out_slots])
+        return out, self._split(adj[variant.input_slots], args, tuple(range(len(args))))
+
+    def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
+        """(f(*args), the directional derivative of f along `tangents`, one per argument)."""
+        if len(tangents) != len(args):
+            raise ValueError(f"jvp: {len(args)} arguments but {len(tangents)} tangents")
+        variant, vals, inputs, _ = self._replay(args)
+        seeds = np.zeros(len(inputs))
+        t_signature, t_flat = _flatten_args(tangents)
+        a_signature, _ = _flatten_args(args)
+        if t_signature != a_signature:
+            raise ValueError(f"jvp: tangent shapes {t_signature} differ from argument shapes {a_signature}")
+        seeds[: len(t_flat)] = t_flat
+        dot = self._tangent(variant, vals, seeds)
+        return (self._shape_output(variant, vals[variant.out_slots]),
+                self._shape_output(variant, dot[variant.out_slots]))
+
+    @staticmethod
+    def _tangent(variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        dot = np.empty(variant.rows)
+        kernels.sweeps().tangent(variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows)
+        return dot
+
+    def jacobian(self, *args: Any, argnums: int = 0) -> np.ndarray:
+        """d f / d args[argnums] as an array of shape (output shape + argument shape): reverse
+        sweeps per output element or tangent sweeps per input element, whichever are fewer."""
+        variant, vals, inputs, flat = self._replay(args)
+        offsets = np.cumsum([0] + [math.prod(np.shape(a._v if isinstance(a, Node) else a)) for a in args])
+        lo, hi = offsets[argnums], offsets[argnums + 1]
+        m, n = len(variant.out_slots), hi - lo
+        jac = np.empty((m, n))
+        sweeps = kernels.sweeps()
+        if m <= n:
+            _, adj = self._workspace(variant)
+            for r, slot in enumerate(variant.out_slots):
+                adj[:] = 0.0
+                adj[slot] = 1.0
+                sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+                jac[r] = adj[variant.input_slots[lo:hi]]
+        else:
+            seeds = np.zeros(len(inputs))
+            for c in range(n):
+                seeds[:] = 0.0
+                seeds[lo + c] = 1.0
+                jac[:, c] = self._tangent(variant, vals, seeds)[variant.out_slots]
+        arg = args[argnums]
+        arg_shape = np.shape(arg._v if isinstance(arg, Node) else arg)
+        out_shape = () if variant.out_shape is None else variant.out_shape
+        return jac.reshape(out_shape + arg_shape)
+
+    # ------------------------------------------------------------------ inspection, save, load
+    @property
+    def tape(self) -> Tape:
+        """The tape of the variant used last (``len()``, ``print()``, ``.listing()``, ``.stats()``)."""
+        if self._last is None:
+            raise RuntimeError("tg.compile: nothing recorded yet; call the function first")
+        return self._last.tape
+
+    def stats(self) -> dict[str, Any]:
+        """Calls, recordings, re-recordings (guards that failed), variants kept, and the last tape's
+        rows by op, slots, guards and bytes."""
+        out: dict[str, Any] = dict(self._counts)
+        out["signatures"] = len(self._variants)
+        out["variants"] = sum(len(v) for v in self._variants.values())
+        if self._last is not None:
+            out["tape"] = self._last.tape.stats()
+        return out
+
+    def save(self, path: str) -> None:
+        """Write every recorded variant to a NumPy ``.npz`` file (captured tensors as their values
+        now); :func:`load` replays it without the Python function."""
+        arrays: dict[str, np.ndarray] = {}
+        meta: list[dict[str, Any]] = []
+        for signature, variants in self._variants.items():
+            for variant in variants.values():
+                k = len(meta)
+                captured = np.array([float(node._v) for node in variant.captured])
+                meta.append({"signature": [list(s) for s in signature],
+                             "out_shape": None if variant.out_shape is None else list(variant.out_shape)})
+                for name in ("op", "a", "b", "consts", "input_slots", "out_slots"):
+                    arrays[f"{k}_{name}"] = getattr(variant, name)
+                arrays[f"{k}_captured"] = captured
+        header = {"format": "tapegrad", "version": FORMAT_VERSION, "variants": meta}
+        np.savez(path, header=np.array(json.dumps(header)), **arrays)
+
+
+class _Constant:
+    """A captured tensor of a loaded tape: its value when the tape was saved."""
+
+    __slots__ = ("_v",)
+
+    def __init__(self, value: float) -> None:
+        self._v = value
+
+
+def load(path: str) -> CompiledFunction:
+    """A compiled function from :meth:`CompiledFunction.save` (no Python function needed)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        header = json.loads(str(data["header"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"tg.load: {path} is not a saved tapegrad tape ({err})") from None
+    if header.get("format") != "tapegrad" or header.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"tg.load: {path} has tape format version {header.get('version')!r}; this tapegrad "
+            f"reads version {FORMAT_VERSION}: record and save it again"
+        )
+    cf = CompiledFunction(None)
+    n_codes = len(kernels.OPCODES)
+    for k, meta in enumerate(header["variants"]):
+        op = data[f"{k}_op"]
+        if op.dtype != np.uint8 or (len(op) and op.max() >= n_codes):
+            raise ValueError(f"tg.load: {path} holds opcodes this tapegrad does not know")
+        signature = tuple(tuple(s) for s in meta["signature"])
+        tape = Tape()
+        tape.closed = True
+        variant = Variant(
+            tape=tape, op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
+            input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
+            out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
+            captured=tuple(_Constant(float(v)) for v in data[f"{k}_captured"]),  # type: ignore[misc]
+        )
+        _check_variant(variant, path)
+        cf._variants.setdefault(signature, OrderedDict())[id(variant)] = variant
+    return cf
+
+
+def _check_variant(v: Variant, path: str) -> None:
+    """Refuse a saved tape whose operands point outside it: every slot operand must name an
+    earlier row, every constant a pool entry, every input an input (a corrupted file must raise,
+    not crash the sweeps)."""
+    n, rows = len(v.op), np.arange(len(v.op))
+    codes = kernels.OPCODES
+    kind = np.array([o.kind for o in codes])[v.op] if n else np.zeros(0, dtype="<U2")
+    name = np.array([o.spec.name for o in codes])[v.op] if n else np.zeros(0, dtype="<U2")
+    params = np.array([o.spec.params for o in codes])[v.op] if n else np.zeros(0, dtype=int)
+    a, b, pool, inputs = v.a.astype(np.int64), v.b.astype(np.int64), len(v.consts), len(v.input_slots)
+    checks = [
+        v.a.dtype == np.uint32 and v.b.dtype == np.uint32 and len(v.a) == n and len(v.b) == n,
+        np.all(v.input_slots < n), np.all(v.out_slots < n),
+        np.all(a[np.isin(kind, ["v", "vv", "vc"]) | (name == "guard")] < rows[np.isin(kind, ["v", "vv", "vc"]) | (name == "guard")]),
+        np.all(b[np.isin(kind, ["vv", "cv"])] < rows[np.isin(kind, ["vv", "cv"])]),
+        np.all(a[(kind == "cv") | (name == "const")] < pool),
+        np.all(b[kind == "vc"] < pool),
+        np.all(b[params > 0] + params[params > 0] <= pool),
+        np.all(a[name == "input"] < inputs),
+    ]
+    if not all(bool(c) for c in checks):
+        raise ValueError(f"tg.load: {path} is corrupted (operands outside the tape)")
+
+
+def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8) -> Any:
+    """Record `f` once per argument signature and replay it in Numba (also a decorator).
+
+    ``cf(*args)``, ``cf.grad``, ``cf.value_and_grad``, ``cf.jvp``, ``cf.vjp``, ``cf.jacobian``;
+    ``cf.tape``, ``cf.stats()``, ``cf.save(path)`` and :func:`load`.
+    """
+    if f is None:
+        return lambda g: CompiledFunction(g, max_variants)
+    return CompiledFunction(f, max_variants)
+
+
+__all__ = ["compile", "load", "CompiledFunction", "CONST"]
