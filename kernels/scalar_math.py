@@ -37,6 +37,19 @@ def pow_dy(x, y, z):
     return 0.0 if (x == 0.0 and y >= 0.0) else z * log(x)
 
 
+def pow_dxx(x, y):
+    return 0.0 if (y == 0.0 or y == 1.0) else y * (y - 1.0) * power(x, y - 2.0)
+
+
+def pow_dxy(x, y):
+    # d/dy of y * x**(y-1)
+    return power(x, y - 1.0) * (1.0 + y * log(x)) if x != 0.0 else 0.0
+
+
+def pow_dyy(x, y, z):
+    return 0.0 if (x == 0.0 and y >= 0.0) else z * log(x) * log(x)
+
+
 def sigmoid(x):
     if x >= 0.0:
         return 1.0 / (1.0 + exp(-x))
@@ -98,6 +111,17 @@ def atan2_dx(x, y):
     # d atan2(x, y) / dx = y / (x**2 + y**2), and 0 where the denominator is 0 (torch)
     d = x * x + y * y
     return 0.0 if d == 0.0 else y / d
+
+
+def atan2_dxx(x, y):
+    # d2 atan2(x, y) / dx2 = -2xy / (x^2 + y^2)^2 (= -d2/dy2), 0 where x^2 + y^2 is 0
+    d = x * x + y * y
+    return 0.0 if d == 0.0 else -2.0 * x * y / (d * d)
+
+
+def atan2_dxy(x, y):
+    d = x * x + y * y
+    return 0.0 if d == 0.0 else (x * x - y * y) / (d * d)
 
 
 def truth(c):

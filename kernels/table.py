@@ -30,6 +30,10 @@ class OpSpec:
     fwd: str
     dx: str = "0.0"
     dy: str = "0.0"
+    # second partials (for Hessian-vector products, forward-over-reverse)
+    dxx: str = "0.0"
+    dxy: str = "0.0"
+    dyy: str = "0.0"
     params: int = 0  # constant parameters read from the pool at operand b (unary ops only)
     differentiable: bool = True
     kink: str = ""  # convention at non-differentiable points, for docs and tests
@@ -68,45 +72,45 @@ _TIE = "ties split the gradient evenly"
 OPS: tuple[OpSpec, ...] = (
     OpSpec("add", 2, "x + y", dx="1.0", dy="1.0", symbol="+", torch="x + y"),
     OpSpec("sub", 2, "x - y", dx="1.0", dy="-1.0", symbol="-", torch="x - y"),
-    OpSpec("mul", 2, "x * y", dx="y", dy="x", symbol="*", torch="x * y"),
+    OpSpec("mul", 2, "x * y", dx="y", dy="x", dxy="1.0", symbol="*", torch="x * y"),
     OpSpec(
-        "div", 2, "x / y", dx="1.0 / y", dy="-z / y", symbol="/", torch="x / y",
+        "div", 2, "x / y", dx="1.0 / y", dy="-z / y", dxy="-1.0 / (y * y)", dyy="2.0 * z / (y * y)", symbol="/", torch="x / y",
         kinks=((1.0, 0.0),),
     ),
     OpSpec(
-        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", symbol="**", masked="x",
+        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", dxx="pow_dxx(x, y)", dxy="pow_dxy(x, y)", dyy="pow_dyy(x, y, z)", symbol="**", masked="x",
         torch="x ** y", domain=(0.2, 2.0),
         kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0",
         kinks=((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (0.0, 0.5), (-1.5, 2.0)),
     ),
     OpSpec("neg", 1, "-x", dx="-1.0", torch="-x"),
-    OpSpec("exp", 1, "exp(x)", dx="z", torch="torch.exp(x)"),
+    OpSpec("exp", 1, "exp(x)", dx="z", dxx="z", torch="torch.exp(x)"),
     OpSpec(
-        "log", 1, "log(x)", dx="1.0 / x", torch="torch.log(x)", domain=(0.1, 3.0),
+        "log", 1, "log(x)", dx="1.0 / x", dxx="-1.0 / (x * x)", torch="torch.log(x)", domain=(0.1, 3.0),
         kinks=((0.0,),),
     ),
-    OpSpec("log1p", 1, "log1p(x)", dx="1.0 / (1.0 + x)", torch="torch.log1p(x)", domain=(-0.9, 3.0)),
-    OpSpec("expm1", 1, "expm1(x)", dx="z + 1.0", torch="torch.expm1(x)"),
+    OpSpec("log1p", 1, "log1p(x)", dx="1.0 / (1.0 + x)", dxx="-1.0 / ((1.0 + x) * (1.0 + x))", torch="torch.log1p(x)", domain=(-0.9, 3.0)),
+    OpSpec("expm1", 1, "expm1(x)", dx="z + 1.0", dxx="z + 1.0", torch="torch.expm1(x)"),
     OpSpec(
-        "sqrt", 1, "sqrt(x)", dx="0.5 / z", torch="torch.sqrt(x)", domain=(0.1, 3.0),
+        "sqrt", 1, "sqrt(x)", dx="0.5 / z", dxx="-0.25 / (z * z * z)", torch="torch.sqrt(x)", domain=(0.1, 3.0),
         kink="sqrt'(0) = inf", kinks=((0.0,),),
     ),
-    OpSpec("sin", 1, "sin(x)", dx="cos(x)", torch="torch.sin(x)"),
-    OpSpec("cos", 1, "cos(x)", dx="-sin(x)", torch="torch.cos(x)"),
-    OpSpec("tan", 1, "tan(x)", dx="1.0 + z * z", torch="torch.tan(x)", domain=(-1.2, 1.2)),
+    OpSpec("sin", 1, "sin(x)", dx="cos(x)", dxx="-z", torch="torch.sin(x)"),
+    OpSpec("cos", 1, "cos(x)", dx="-sin(x)", dxx="-z", torch="torch.cos(x)"),
+    OpSpec("tan", 1, "tan(x)", dx="1.0 + z * z", dxx="2.0 * z * (1.0 + z * z)", torch="torch.tan(x)", domain=(-1.2, 1.2)),
     OpSpec(
-        "asin", 1, "asin(x)", dx="1.0 / sqrt(1.0 - x * x)", torch="torch.asin(x)",
+        "asin", 1, "asin(x)", dx="1.0 / sqrt(1.0 - x * x)", dxx="x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.asin(x)",
         domain=(-0.9, 0.9),
     ),
     OpSpec(
-        "acos", 1, "acos(x)", dx="-1.0 / sqrt(1.0 - x * x)", torch="torch.acos(x)",
+        "acos", 1, "acos(x)", dx="-1.0 / sqrt(1.0 - x * x)", dxx="-x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.acos(x)",
         domain=(-0.9, 0.9),
     ),
-    OpSpec("atan", 1, "atan(x)", dx="1.0 / (1.0 + x * x)", torch="torch.atan(x)"),
-    OpSpec("sinh", 1, "sinh(x)", dx="cosh(x)", torch="torch.sinh(x)"),
-    OpSpec("cosh", 1, "cosh(x)", dx="sinh(x)", torch="torch.cosh(x)"),
-    OpSpec("tanh", 1, "tanh(x)", dx="1.0 - z * z", torch="torch.tanh(x)"),
-    OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)", torch="torch.sigmoid(x)"),
+    OpSpec("atan", 1, "atan(x)", dx="1.0 / (1.0 + x * x)", dxx="-2.0 * x / ((1.0 + x * x) * (1.0 + x * x))", torch="torch.atan(x)"),
+    OpSpec("sinh", 1, "sinh(x)", dx="cosh(x)", dxx="z", torch="torch.sinh(x)"),
+    OpSpec("cosh", 1, "cosh(x)", dx="sinh(x)", dxx="z", torch="torch.cosh(x)"),
+    OpSpec("tanh", 1, "tanh(x)", dx="1.0 - z * z", dxx="-2.0 * z * (1.0 - z * z)", torch="torch.tanh(x)"),
+    OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)", dxx="z * (1.0 - z) * (1.0 - 2.0 * z)", torch="torch.sigmoid(x)"),
     OpSpec(
         "relu", 1, "relu(x)", dx="step(x)", torch="torch.relu(x)", masked="x",
         kink="relu'(0) = 0", kinks=((0.0,),),
@@ -116,7 +120,7 @@ OPS: tuple[OpSpec, ...] = (
         kink="abs'(0) = 0", kinks=((0.0,),),
     ),
     OpSpec(
-        "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)", torch="torch.erf(x)",
+        "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)", dxx="-2.2567583341910252 * x * exp(-x * x)", torch="torch.erf(x)",
     ),
     OpSpec(
         "clamp", 1, "clamp(x, p0, p1)", dx="inside(x, p0, p1)", params=2, masked="x",
@@ -132,7 +136,7 @@ OPS: tuple[OpSpec, ...] = (
         torch="torch.minimum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
     ),
     OpSpec(
-        "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)",
+        "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)", dxx="atan2_dxx(x, y)", dxy="atan2_dxy(x, y)", dyy="-atan2_dxx(x, y)",
         torch="torch.atan2(x, y)", kink="gradient 0 where x*x + y*y is 0", kinks=((0.0, 0.0),),
     ),
     # The identity without a gradient: what detach() records while tracing for tg.compile.

@@ -259,6 +259,34 @@ class CompiledFunction:
         """d f / d args[argnums] for a scalar-valued f (a tuple of them for several argnums)."""
         return self.value_and_grad(*args, argnums=argnums)[1]
 
+    def hvp(self, x: Any, v: Any) -> Any:
+        """The Hessian of a scalar f of one argument at `x`, times `v` (forward-over-reverse in
+        Numba: a forward, a tangent and a second-order reverse sweep; no re-recording)."""
+        variant, _, inputs, flat = self._replay((x,))
+        if variant.out_shape is not None:
+            raise ValueError(f"hvp: the function returns shape {variant.out_shape}, not a scalar")
+        direction = np.asarray(v, dtype=np.float64)
+        if direction.shape != np.shape(flat.reshape(np.shape(x))):
+            raise ValueError(f"hvp: v has shape {direction.shape}, x has shape {np.shape(x)}")
+        seeds = np.zeros(len(inputs))
+        seeds[: len(flat)] = direction.ravel()
+        n, k = variant.rows, len(variant.input_slots)
+        grad, hv = np.empty(k), np.empty(k)
+        failed = kernels.sweeps().hvp(
+            variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
+            variant.out_slots[0], np.empty(n), np.empty(n), np.empty(n), np.empty(n), grad, hv,
+        )
+        assert failed < 0  # _replay picked a variant whose guards hold here
+        return self._split(hv, (x,), 0)
+
+    def hessian(self, x: Any) -> Any:
+        """The Hessian of a scalar f of one argument at `x` (one hvp per coordinate)."""
+        shape = np.shape(x._v if isinstance(x, Node) else x)
+        size = math.prod(shape)
+        columns = [np.ravel(self.hvp(x, np.eye(size)[j].reshape(shape))) for j in range(size)]
+        h = np.array(columns).T
+        return float(h[0, 0]) if shape == () else h.reshape(shape + shape)
+
     def batch_value_and_grad(self, points: Any) -> tuple[np.ndarray, np.ndarray]:
         """f and its gradient at every row of `points` (f of one array argument), replayed in
         parallel with one workspace per thread. Rows whose guards fail are recorded again."""

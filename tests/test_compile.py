@@ -260,3 +260,22 @@ def test_inspection():
     assert len(cf.tape) == cf.stats()["tape"]["rows"] == 5
     assert "exp(v0)" in cf.tape.listing()
     assert cf.stats()["tape"]["by_op"] == {"input": 1, "gt": 1, "guard": 1, "exp": 1, "mul": 1}
+
+
+def test_hvp_and_hessian_of_rosenbrock(rng):
+    cf = tg.compile(rosen)
+    x, v = rng.uniform(-1, 1, 6), rng.uniform(-1, 1, 6)
+    eps = 1e-6
+    hv_fd = (rosen_grad(x + eps * v) - rosen_grad(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(cf.hvp(x, v), hv_fd, rtol=1e-6, atol=1e-6)
+    H = cf.hessian(x)
+    np.testing.assert_allclose(H, H.T, rtol=1e-12)
+    np.testing.assert_allclose(H @ v, cf.hvp(x, v), rtol=1e-10)
+    assert cf.stats()["recordings"] == 1  # forward-over-reverse on the recorded tape
+    with pytest.raises(ValueError, match="shape"):
+        cf.hvp(x, v[:3])
+
+
+def test_hessian_of_a_scalar_function_with_a_branch():
+    cf = tg.compile(lambda x: x**3 if x > 0 else tg.sin(x))
+    assert cf.hessian(2.0) == pytest.approx(12.0) and cf.hessian(-1.0) == pytest.approx(np.sin(1.0))

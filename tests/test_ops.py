@@ -191,3 +191,49 @@ def test_ieee_values_where_math_raises():
 def test_every_op_is_a_function_and_a_method():
     for spec in OPS:
         assert callable(getattr(tg, spec.name)) and callable(getattr(tg.Tensor, spec.name))
+
+
+def _compiled_op(spec, kind, point):
+    """tg.compile of the op with its variable operands as one array argument."""
+    params = PARAMS.get(spec.name, ())
+    variable = [k for k, c in enumerate("xy"[: spec.arity]) if kind in ("v", "vv") or kind[k] == "v"]
+    fixed = list(point)
+
+    def f(v):
+        args = list(fixed)
+        for j, k in enumerate(variable):
+            args[k] = v[j]
+        return APPLY[spec.name](*args, *params)
+
+    return tg.compile(f), np.array([point[k] for k in variable])
+
+
+@pytest.mark.parametrize("spec,kind", [c for c in cases() if c.values[0].differentiable])
+def test_hessian_matches_differences_of_the_gradient(spec, kind, rng):
+    for point in points(spec, rng, n=2):
+        cf, v = _compiled_op(spec, kind, point)
+        eps = 1e-6
+        rows = [(cf.grad(v + eps * e) - cf.grad(v - eps * e)) / (2 * eps) for e in np.eye(len(v))]
+        np.testing.assert_allclose(cf.hessian(v), np.array(rows), rtol=1e-5, atol=1e-6)
+
+
+@needs_torch
+@pytest.mark.parametrize("spec,kind", [c for c in cases() if c.values[0].differentiable])
+def test_hessian_matches_torch(spec, kind, rng):
+    params = PARAMS.get(spec.name, ())
+    for point in points(spec, rng, n=2):
+        cf, v = _compiled_op(spec, kind, point)
+
+        def g(t):
+            args = [torch.tensor(float(p)) for p in point]
+            j = 0
+            for k in range(spec.arity):
+                if kind in ("v", "vv") or kind[k] == "v":
+                    args[k] = t[j]
+                    j += 1
+            env = {"torch": torch, "x": args[0], "y": args[-1],
+                   "p0": params[0] if params else None, "p1": params[1] if params else None}
+            return eval(spec.torch, env)
+
+        expected = torch.autograd.functional.hessian(g, torch.tensor(v)).numpy()
+        np.testing.assert_allclose(cf.hessian(v), expected, rtol=1e-10, atol=1e-12)
