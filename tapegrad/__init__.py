@@ -16,7 +16,8 @@ from __future__ import annotations
 from . import autograd
 from .functions import *  # noqa: F403  (one function per op of the table)
 from .functions import __all__ as _op_names
-from .compiled import CompiledFunction, compile, load
+from .compiled import CompiledFunction, ReplayTape, compile, load
+from .kernels import sweeps
 from .gradcheck import GradcheckError, gradcheck
 from .node import TracingError, current_tape, recording
 from .state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -29,6 +30,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
-    "compile", "load", "CompiledFunction", "TracingError",
+    "compile", "load", "CompiledFunction", "ReplayTape", "TracingError", "sweeps",
     *_op_names,
 ]

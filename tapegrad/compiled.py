@@ -26,7 +26,7 @@ import numpy as np
 from . import kernels
 from .node import Node, slot_on
 from .state import get_tape, set_tape
-from .tape import CONST, GUARD, Tape
+from .tape import Tape
 from .tensor import Tensor
 
 FORMAT_VERSION = 1
@@ -132,6 +132,21 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(tape.inputs[n_args:]),
     )
+
+
+class ReplayTape(NamedTuple):
+    """A recorded tape as plain arrays for your own ``@numba.njit`` code: pass it (a NamedTuple
+    of arrays) into a jitted function and call ``tg.sweeps().gradient(t.op, t.a, t.b, t.consts,
+    inputs, t.input_slots, t.out_slot, vals, adj, grad)`` there, with
+    ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)`` floats."""
+
+    op: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    consts: np.ndarray
+    input_slots: np.ndarray
+    out_slot: int
+    captured: np.ndarray  # values of the tensors f read from outside, appended to the inputs
 
 
 class CompiledFunction:
@@ -321,6 +336,16 @@ class CompiledFunction:
         """The gradient of f at every row of `points`, in parallel (see batch_value_and_grad)."""
         return self.batch_value_and_grad(points)[1]
 
+    def replay_tape(self, *args: Any) -> ReplayTape:
+        """The tape that replays f at `args` (recorded if needed), as arrays for ``@njit`` code."""
+        variant, _, _, _ = self._replay(args)
+        if variant.out_shape is not None:
+            raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
+        return ReplayTape(
+            variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
+            int(variant.out_slots[0]), np.array([float(n._v) for n in variant.captured]),
+        )
+
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
         """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg))."""
         variant, vals, _, _ = self._replay(args)
@@ -495,4 +520,4 @@ def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8) -> An
     return CompiledFunction(f, max_variants)
 
 
-__all__ = ["compile", "load", "CompiledFunction", "CONST"]
+__all__ = ["compile", "load", "CompiledFunction", "ReplayTape"]
