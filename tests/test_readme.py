@@ -1,0 +1,29 @@
+"""The README's Python examples run."""
+
+import pathlib
+import re
+
+import pytest
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_block_runs(code, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+
+
+def test_readme_quickstart_prints_the_seeds_numbers(capsys):
+    exec(compile(BLOCKS[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["tensor(2.) tensor(0.3536)", "(tensor(26.),)", "8.0"]
+
+
+def test_readme_lists_every_op():
+    from tapegrad.kernels.table import OPS
+
+    table = README[README.index("### Supported ops") :]
+    missing = [s.name for s in OPS if f"`{s.name}`" not in table]
+    assert not missing
