@@ -237,7 +237,7 @@ def test_rosenbrock_gradient(benchmark, n, name):
     bench(benchmark, rosen_problem(n), name, f"rosenbrock-{n} gradient")
 
 
-@pytest.mark.parametrize("name", [p for p in _params(f"stencil-{STENCIL_N}x{STENCIL_STEPS} gradient")])
+@pytest.mark.parametrize("name", _params(f"stencil-{STENCIL_N}x{STENCIL_STEPS} gradient"))
 def test_stencil_gradient(benchmark, stencil_problem, name):
     """Timed: one value and gradient of the stencil's J at u0 (njit-primal: the value only)."""
     bench(benchmark, stencil_problem, name, f"stencil-{STENCIL_N}x{STENCIL_STEPS} gradient")
@@ -324,7 +324,8 @@ class _Summary:
         tr.section("tapegrad-replay: median ratios to its peers, ns per tape row")
         tr.write_line(f"{'group':<28}{'rows':>9}{'ns/row':>9}" + "".join(f"{'/' + p:>21}" for p in PEERS))
         for group, info in REPLAY.items():
-            ratios = "".join(f"{info.get('replay/' + p, float('nan')):>21.3f}" for p in PEERS)
+            ratios = "".join(f"{info['replay/' + p]:>21.3f}" if "replay/" + p in info else f"{'-':>21}"
+                             for p in PEERS)
             tr.write_line(f"{group:<28}{info['rows']:>9}{info['ns_per_row']:>9.2f}{ratios}")
         if BATCH_SPEEDUP:
             b = BATCH_SPEEDUP

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import engine
-from .node import KEEP_TRACED, Node, grad_fn_name, slot_on
+from .node import KEEP_TRACED, Node, grad_fn_name
 from .recorder import APPLY, install_ops
 
 _DTYPES = {bool: "bool", int: "int64", float: "float64"}
@@ -226,4 +226,4 @@ def backward(
     engine.propagate(seeds, retain_graph=bool(retain_graph))
 
 
-__all__ = ["Tensor", "tensor", "backward", "format_scalar", "slot_on"]
+__all__ = ["Tensor", "tensor", "backward", "format_scalar"]
