@@ -93,7 +93,7 @@ def current_tape() -> Tape | None:
     tape = get_tape()
     if tape is PAUSED:
         return None
-    if tape.closed or len(tape) >= TAPE_ROWS_LIMIT:
+    if tape.closed or (len(tape) >= TAPE_ROWS_LIMIT and not tape.tracing):
         tape = Tape()
         set_tape(tape)
     return tape

@@ -45,7 +45,7 @@ _TAIL = """\
             out._reg = None
             out._rg = rg
             out._grad = None
-            if slot >= LIMIT:
+            if slot >= LIMIT and not tape.tracing:
                 tape.closed = True  # full: the thread's next graph starts a new tape
             return out
 """

@@ -15,7 +15,8 @@ from typing import Any, Callable, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Rows after which a thread starts a fresh tape for new graphs, so a loop that records without
-# ever calling backward does not hold one ever-growing tape.
+# ever calling backward does not hold one ever-growing tape (a tape traced for tg.compile is
+# never cut: it must hold the whole function).
 TAPE_ROWS_LIMIT = 1 << 20
 
 

@@ -279,3 +279,18 @@ def test_hvp_and_hessian_of_rosenbrock(rng):
 def test_hessian_of_a_scalar_function_with_a_branch():
     cf = tg.compile(lambda x: x**3 if x > 0 else tg.sin(x))
     assert cf.hessian(2.0) == pytest.approx(12.0) and cf.hessian(-1.0) == pytest.approx(np.sin(1.0))
+
+
+def test_a_traced_tape_longer_than_the_eager_row_limit_stays_one_tape():
+    from tapegrad.state import TAPE_ROWS_LIMIT
+
+    def long_chain(x):
+        y = x
+        for _ in range(TAPE_ROWS_LIMIT + 10):
+            y = y * 1.0000001
+        return y
+
+    cf = tg.compile(long_chain)
+    assert cf(1.0) == pytest.approx(1.0000001 ** (TAPE_ROWS_LIMIT + 10))
+    assert cf(2.0) == pytest.approx(2.0 * 1.0000001 ** (TAPE_ROWS_LIMIT + 10))  # not frozen
+    assert cf.stats()["tape"]["inputs"] == 1 and len(cf.tape) == TAPE_ROWS_LIMIT + 11
