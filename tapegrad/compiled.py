@@ -45,10 +45,8 @@ class Variant(NamedTuple):
     out_slots: np.ndarray
     out_shape: tuple[int, ...] | None  # None: the function returned a scalar
     captured: tuple[Node, ...]  # tensors read from outside f: their values are read at each call
-
-    @property
-    def rows(self) -> int:
-        return len(self.op)
+    rows: int
+    out_slot: int  # the first output's slot (the output, for a scalar f), as a Python int
 
     def inputs(self, flat: np.ndarray) -> np.ndarray:
         """The tape's input vector: the flat arguments, then the captured tensors' values now."""
@@ -58,6 +56,12 @@ class Variant(NamedTuple):
 
 
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
+    if len(args) == 1:  # the common case, without the loop
+        arg = args[0]
+        if arg.__class__ is np.ndarray and arg.dtype == np.float64:
+            return (arg.shape,), arg.ravel()
+        if arg.__class__ is float:
+            return ((),), np.array([arg])
     shapes, parts = [], []
     for i, arg in enumerate(args):
         value = arg._untraced("passing", "") if isinstance(arg, Node) else arg
@@ -130,7 +134,7 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
         input_slots=np.array(tape.input_slots, dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
-        captured=tuple(tape.inputs[n_args:]),
+        captured=tuple(tape.inputs[n_args:]), rows=len(arrays.op), out_slot=out_slots[0],
     )
 
 
@@ -224,6 +228,9 @@ class CompiledFunction:
     @staticmethod
     def _split(grad: np.ndarray, args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
         """Per-argument pieces of a gradient over the flat arguments (floats for scalars)."""
+        if len(args) == 1 and argnums == 0:
+            shape = np.shape(args[0]._v if isinstance(args[0], Node) else args[0])
+            return float(grad[0]) if shape == () else grad[: math.prod(shape)].reshape(shape)
         pieces, offset = [], 0
         for arg in args:
             shape = np.shape(arg._v if isinstance(arg, Node) else arg)
@@ -252,12 +259,12 @@ class CompiledFunction:
                 grad = np.empty(len(variant.input_slots))
                 failed = sweeps.gradient(
                     variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
-                    variant.input_slots, variant.out_slots[0], vals, adj, grad,
+                    variant.input_slots, variant.out_slot, vals, adj, grad,
                 )
                 if failed < 0:
                     self._counts["calls"] += 1
                     self._last = variant
-                    return float(vals[variant.out_slots[0]]), self._split(grad, args, argnums)
+                    return float(vals[variant.out_slot]), self._split(grad, args, argnums)
         variant, vals, inputs, _ = self._replay(args)
         if variant.out_shape is not None:
             raise ValueError(
@@ -266,9 +273,9 @@ class CompiledFunction:
             )
         _, adj = self._workspace(variant)
         adj[:] = 0.0
-        adj[variant.out_slots[0]] = 1.0
+        adj[variant.out_slot] = 1.0
         sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
-        return float(vals[variant.out_slots[0]]), self._split(adj[variant.input_slots], args, argnums)
+        return float(vals[variant.out_slot]), self._split(adj[variant.input_slots], args, argnums)
 
     def grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> Any:
         """d f / d args[argnums] for a scalar-valued f (a tuple of them for several argnums)."""
@@ -289,7 +296,7 @@ class CompiledFunction:
         grad, hv = np.empty(k), np.empty(k)
         failed = kernels.sweeps().hvp(
             variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-            variant.out_slots[0], np.empty(n), np.empty(n), np.empty(n), np.empty(n), grad, hv,
+            variant.out_slot, np.empty(n), np.empty(n), np.empty(n), np.empty(n), grad, hv,
         )
         assert failed < 0  # _replay picked a variant whose guards hold here
         return self._split(hv, (x,), 0)
@@ -323,7 +330,7 @@ class CompiledFunction:
         failed = np.empty(m, dtype=np.int64)
         kernels.sweeps().batch_gradient(
             variant.op, variant.a, variant.b, variant.consts, inputs, variant.input_slots,
-            variant.out_slots[0], values, flat_grads, failed, min(get_num_threads(), m),
+            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m),
         )
         n = X[0].size
         grads.reshape(m, -1)[:] = flat_grads[:, :n]
@@ -343,7 +350,7 @@ class CompiledFunction:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
         return ReplayTape(
             variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
-            int(variant.out_slots[0]), np.array([float(n._v) for n in variant.captured]),
+            variant.out_slot, np.array([float(n._v) for n in variant.captured]),
         )
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -479,6 +486,7 @@ def load(path: str) -> CompiledFunction:
             input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
             out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
             captured=tuple(_Constant(float(v)) for v in data[f"{k}_captured"]),  # type: ignore[misc]
+            rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]),
         )
         _check_variant(variant, path)
         cf._variants.setdefault(signature, OrderedDict())[id(variant)] = variant
