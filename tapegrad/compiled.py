@@ -185,7 +185,10 @@ class CompiledFunction:
         for key, variant in list(variants.items()) if variants else ():
             inputs = variant.inputs(flat)
             vals, _ = self._workspace(variant)
-            if sweeps.forward(variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows) < 0:
+            failed = sweeps.forward(
+                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows
+            )
+            if failed < 0:
                 with self._lock:
                     if key in variants:
                         variants.move_to_end(key, last=False)
@@ -385,7 +388,9 @@ class CompiledFunction:
     @staticmethod
     def _tangent(variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         dot = np.empty(variant.rows)
-        kernels.sweeps().tangent(variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows)
+        kernels.sweeps().tangent(
+            variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows
+        )
         return dot
 
     def jacobian(self, *args: Any, argnums: int = 0) -> np.ndarray:
@@ -497,23 +502,24 @@ def _check_variant(v: Variant, path: str) -> None:
     """Refuse a saved tape whose operands point outside it: every slot operand must name an
     earlier row, every constant a pool entry, every input an input (a corrupted file must raise,
     not crash the sweeps)."""
-    n, rows = len(v.op), np.arange(len(v.op))
+    n = len(v.op)
+    if not (v.a.dtype == np.uint32 and v.b.dtype == np.uint32 and len(v.a) == n and len(v.b) == n
+            and np.all(v.input_slots < n) and np.all(v.out_slots < n)):
+        raise ValueError(f"tg.load: {path} is corrupted (arrays of the wrong type or length)")
     codes = kernels.OPCODES
-    kind = np.array([o.kind for o in codes])[v.op] if n else np.zeros(0, dtype="<U2")
-    name = np.array([o.spec.name for o in codes])[v.op] if n else np.zeros(0, dtype="<U2")
-    params = np.array([o.spec.params for o in codes])[v.op] if n else np.zeros(0, dtype=int)
-    a, b, pool, inputs = v.a.astype(np.int64), v.b.astype(np.int64), len(v.consts), len(v.input_slots)
-    checks = [
-        v.a.dtype == np.uint32 and v.b.dtype == np.uint32 and len(v.a) == n and len(v.b) == n,
-        np.all(v.input_slots < n), np.all(v.out_slots < n),
-        np.all(a[np.isin(kind, ["v", "vv", "vc"]) | (name == "guard")] < rows[np.isin(kind, ["v", "vv", "vc"]) | (name == "guard")]),
-        np.all(b[np.isin(kind, ["vv", "cv"])] < rows[np.isin(kind, ["vv", "cv"])]),
-        np.all(a[(kind == "cv") | (name == "const")] < pool),
-        np.all(b[kind == "vc"] < pool),
-        np.all(b[params > 0] + params[params > 0] <= pool),
-        np.all(a[name == "input"] < inputs),
+    kind = np.array([o.kind for o in codes])[v.op]
+    name = np.array([o.spec.name for o in codes])[v.op]
+    params = np.array([o.spec.params for o in codes])[v.op]
+    rows, a, b = np.arange(n), v.a.astype(np.int64), v.b.astype(np.int64)
+    a_slot = np.isin(kind, ["v", "vv", "vc"]) | (name == "guard")
+    b_slot = np.isin(kind, ["vv", "cv"])
+    within = [
+        (a[a_slot], rows[a_slot]), (b[b_slot], rows[b_slot]),  # slots: earlier rows
+        (a[(kind == "cv") | (name == "const")], len(v.consts)), (b[kind == "vc"], len(v.consts)),
+        (b[params > 0] + params[params > 0] - 1, len(v.consts)),
+        (a[name == "input"], len(v.input_slots)),
     ]
-    if not all(bool(c) for c in checks):
+    if not all(np.all(ops < bound) for ops, bound in within):
         raise ValueError(f"tg.load: {path} is corrupted (operands outside the tape)")
 
 

@@ -1,9 +1,10 @@
 """The Wengert tape: rows of (opcode, operand a, operand b), one value slot per row, a constant pool.
 
 While recording, rows go to one plain Python list (the cheapest append there is): opcode, two
-operands and the value, with a constant operand written inline; a sweep converts them once to flat NumPy arrays
-(:meth:`Tape.arrays`), moving inline constants to the pool. Slots are SSA: every row writes a fresh
-slot (for scalar rows, the slot equal to its row index), so any sweep can run any number of times.
+operands and the value, with a constant operand written inline; a sweep converts them once to
+flat NumPy arrays (:meth:`Tape.arrays`), moving inline constants to the pool. Slots are SSA: every
+row writes a fresh slot (for scalar rows, the slot equal to its row index), so any sweep can run
+any number of times.
 
 Array rows (to come) write a contiguous block of slots: the row/slot correspondence then becomes
 a per-row slot offset (the cumulative widths), while operands stay slot numbers, so scalar rows,
