@@ -286,22 +286,30 @@ class CompiledFunction:
 
     def hvp(self, x: Any, v: Any) -> Any:
         """The Hessian of a scalar f of one argument at `x`, times `v` (forward-over-reverse in
-        Numba: a forward, a tangent and a second-order reverse sweep; no re-recording)."""
-        variant, _, inputs, flat = self._replay((x,))
-        if variant.out_shape is not None:
-            raise ValueError(f"hvp: the function returns shape {variant.out_shape}, not a scalar")
+        Numba: one call runs a forward, a tangent and a second-order reverse sweep)."""
+        signature, flat = _flatten_args((x,))
         direction = np.asarray(v, dtype=np.float64)
-        if direction.shape != np.shape(flat.reshape(np.shape(x))):
-            raise ValueError(f"hvp: v has shape {direction.shape}, x has shape {np.shape(x)}")
-        seeds = np.zeros(len(inputs))
-        seeds[: len(flat)] = direction.ravel()
-        n, k = variant.rows, len(variant.input_slots)
-        grad, hv = np.empty(k), np.empty(k)
-        failed = kernels.sweeps().hvp(
-            variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-            variant.out_slot, np.empty(n), np.empty(n), np.empty(n), np.empty(n), grad, hv,
-        )
-        assert failed < 0  # _replay picked a variant whose guards hold here
+        if direction.shape != signature[0]:
+            raise ValueError(f"hvp: v has shape {direction.shape}, x has shape {signature[0]}")
+        variants = self._variants.get(signature)
+        variant = next(iter(variants.values())) if variants else self._replay((x,))[0]
+        for _ in range(2):  # the most recent variant; if its guards fail, the right one
+            if variant.out_shape is not None:
+                raise ValueError(f"hvp: the function returns shape {variant.out_shape}, not a scalar")
+            inputs = variant.inputs(flat)
+            seeds = np.zeros(len(inputs))
+            seeds[: len(flat)] = direction.ravel()
+            n, k = variant.rows, len(variant.input_slots)
+            vals, adj = self._workspace(variant)
+            grad, hv = np.empty(k), np.empty(k)
+            failed = kernels.sweeps().hvp(
+                variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
+                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv,
+            )
+            if failed < 0:
+                break
+            variant = self._replay((x,))[0]
+        self._last = variant
         return self._split(hv, (x,), 0)
 
     def hessian(self, x: Any) -> Any:
