@@ -127,8 +127,7 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         out_slots, out_shape = _output_slots(tape, out)
     finally:
         set_tape(previous)
-    tape.closed = True
-    arrays = tape.arrays()
+    arrays = tape.freeze()
     n_args = len(flat)
     return Variant(
         tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,

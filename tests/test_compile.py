@@ -294,3 +294,10 @@ def test_a_traced_tape_longer_than_the_eager_row_limit_stays_one_tape():
     assert cf(1.0) == pytest.approx(1.0000001 ** (TAPE_ROWS_LIMIT + 10))
     assert cf(2.0) == pytest.approx(2.0 * 1.0000001 ** (TAPE_ROWS_LIMIT + 10))  # not frozen
     assert cf.stats()["tape"]["inputs"] == 1 and len(cf.tape) == TAPE_ROWS_LIMIT + 11
+
+
+def test_a_compiled_tape_keeps_its_rows_only_as_arrays():
+    cf = tg.compile(rosen)
+    cf(np.ones(20))
+    assert cf.tape.frozen and cf.tape.rows == [] and len(cf.tape) == cf.stats()["tape"]["rows"] > 0
+    assert "pow(v0, 2.0)" in cf.tape.listing() and cf.grad(np.ones(20)).shape == (20,)
