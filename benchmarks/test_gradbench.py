@@ -45,6 +45,7 @@ import numpy as np
 import pytest
 from numba.extending import register_jitable
 
+import harness
 import tapegrad as tg
 
 RTOL = 1e-8
@@ -311,23 +312,11 @@ BUILD = {"det": det_problem, "llsq": llsq_problem, "ode": ode_problem}
 
 # --------------------------------------------------------------------------- the systems
 def _torch(p: Problem):
-    torch = pytest.importorskip("torch")
-
-    def run():
-        t = torch.from_numpy(p.x).requires_grad_()
-        y = p.output(p.vec(t, torch, *p.params))
-        y.backward()
-        return y.item(), t.grad.numpy()
-
-    return run, None
+    return harness.torch_peer(lambda t, xp: p.output(p.vec(t, xp, *p.params)), p.x)
 
 
 def _jax_jit(p: Problem):
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    f = jax.jit(jax.value_and_grad(lambda x: p.output(p.vec(x, jax.numpy, *p.params))))
-    x = jax.numpy.asarray(p.x)
-    return (lambda: jax.block_until_ready(f(x))), lambda r: (float(r[0]), np.asarray(r[1]))
+    return harness.jax_peer(lambda v, xp: p.output(p.vec(v, xp, *p.params)), p.x)
 
 
 # name -> (problem -> (timed callable, its result -> (value, gradient or None)))
@@ -345,28 +334,19 @@ RECORDED: dict[str, tuple[int, float]] = {}  # group -> (tape rows, record secon
 
 
 def check(result, p: Problem) -> None:
-    value, grad = result
-    np.testing.assert_allclose(value, p.value, rtol=RTOL)
-    if grad is not None:
-        np.testing.assert_allclose(grad, p.grad, rtol=RTOL, atol=1e-300)
+    harness.check(result, p.value, p.grad, RTOL)
 
 
 def bench(benchmark, p: Problem, name: str) -> None:
     """Warm up and check, time, check again, and keep the median (and tapegrad's ratios)."""
-    run, finish = SYSTEMS[name](p)
-    finish = finish or (lambda r: r)
-    check(finish(run()), p)
-    check(finish(benchmark(run)), p)
-    if benchmark.stats is None:  # --benchmark-disable
+    median = harness.run_checked(benchmark, SYSTEMS[name](p), lambda r: check(r, p))
+    if median is None:
         return
-    median = MEDIANS.setdefault(p.group, {})[name] = benchmark.stats.stats.median
-    if name == "tapegrad-replay":
-        rows = len(p.cf.tape)
+    MEDIANS.setdefault(p.group, {})[name] = median
+    if name == harness.REPLAY:
         primal_ns, gradient_ns = ADOLC[p.group]
-        info = {"rows": rows, "ns_per_row": round(median * 1e9 / rows, 3), "record_s": round(p.record_s, 3),
-                "adolc_gradient/primal": round(gradient_ns / primal_ns, 1)}
-        info.update({f"replay/{peer}": round(median / MEDIANS[p.group][peer], 3)
-                     for peer in PEERS if peer in MEDIANS[p.group]})
+        info = harness.replay_info(MEDIANS[p.group], len(p.cf.tape))
+        info.update({"record_s": round(p.record_s, 3), "adolc_gradient/primal": round(gradient_ns / primal_ns, 1)})
         benchmark.extra_info.update(info)
         REPLAY[p.group] = info
 

@@ -19,6 +19,7 @@ import numba
 import numpy as np
 import pytest
 
+import harness
 import tapegrad as tg
 from test_scalar_eager import rosen, rosen_grad, rosen_value, start
 
@@ -161,28 +162,12 @@ def stencil_problem():
 
 
 # --------------------------------------------------------------------------- the systems
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
 def _torch(p: Problem):
-    torch = pytest.importorskip("torch")
-
-    def run():
-        t = torch.from_numpy(p.x).requires_grad_()
-        y = p.vec(t, torch)
-        y.backward()
-        return y.item(), t.grad.numpy()
-
-    return run, None
+    return harness.torch_peer(p.vec, p.x)
 
 
 def _jax_jit(p: Problem):
-    jax = _jax()
-    f, x = jax.jit(jax.value_and_grad(functools.partial(p.vec, xp=jax.numpy))), jax.numpy.asarray(p.x)
-    return (lambda: jax.block_until_ready(f(x))), lambda r: (float(r[0]), np.asarray(r[1]))
+    return harness.jax_peer(p.vec, p.x)
 
 
 # name -> (problem -> (timed callable, its result -> (value, gradient or None)))
@@ -201,28 +186,18 @@ BATCH_SPEEDUP: dict[str, float] = {}
 
 
 def check(result, p: Problem) -> None:
-    value, grad = result
-    np.testing.assert_allclose(value, p.value, rtol=p.rtol)
-    if grad is not None:
-        np.testing.assert_allclose(grad, p.grad, rtol=p.rtol, atol=1e-300)
+    harness.check(result, p.value, p.grad, p.rtol)
 
 
 def bench(benchmark, p: Problem, name: str, group: str) -> None:
     """Warm up and check, time, check again, and keep the median (and tapegrad's ratios)."""
-    run, finish = SYSTEMS[name](p)
-    finish = finish or (lambda r: r)
-    check(finish(run()), p)
-    check(finish(benchmark(run)), p)
-    if benchmark.stats is None:  # --benchmark-disable
+    median = harness.run_checked(benchmark, SYSTEMS[name](p), lambda r: check(r, p))
+    if median is None:
         return
-    median = MEDIANS.setdefault(group, {})[name] = benchmark.stats.stats.median
-    if name == "tapegrad-replay":
-        rows = len(p.cf.tape)
-        info = {"rows": rows, "ns_per_row": round(median * 1e9 / rows, 3)}
-        info.update({f"replay/{peer}": round(median / MEDIANS[group][peer], 3)
-                     for peer in PEERS if peer in MEDIANS[group]})
-        benchmark.extra_info.update(info)
-        REPLAY[group] = info
+    MEDIANS.setdefault(group, {})[name] = median
+    if name == harness.REPLAY:
+        REPLAY[group] = harness.replay_info(MEDIANS[group], len(p.cf.tape))
+        benchmark.extra_info.update(REPLAY[group])
 
 
 def _params(group: str, *args):
@@ -254,7 +229,7 @@ def test_record(benchmark, name):
         check(run(), p)
         check(benchmark.pedantic(run, rounds=20, warmup_rounds=1), p)
     else:
-        jax = _jax()
+        jax = harness.jax()
         f, x = jax.value_and_grad(rosen_vec), jax.numpy.asarray(p.x)
         compiled = benchmark.pedantic(lambda: jax.jit(f).lower(x).compile(), rounds=10, warmup_rounds=1)
         value, grad = compiled(x)
