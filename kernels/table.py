@@ -44,6 +44,7 @@ class OpSpec:
     # operands ("x", "y") whose partial is a selection: where it is exactly 0 the row passes
     # nothing, not even a NaN or inf adjoint (torch's where/masked_fill rules)
     masked: str = ""
+    integer: bool = False  # on integer operands, an integer result (unrecorded ops, like torch)
 
     @property
     def boolean(self) -> bool:
@@ -70,47 +71,60 @@ GUARD = OpSpec("guard", 0, "b", differentiable=False)  # asserts truth(vals[a]) 
 _TIE = "ties split the gradient evenly"
 
 OPS: tuple[OpSpec, ...] = (
-    OpSpec("add", 2, "x + y", dx="1.0", dy="1.0", symbol="+", torch="x + y"),
-    OpSpec("sub", 2, "x - y", dx="1.0", dy="-1.0", symbol="-", torch="x - y"),
-    OpSpec("mul", 2, "x * y", dx="y", dy="x", dxy="1.0", symbol="*", torch="x * y"),
+    OpSpec("add", 2, "x + y", dx="1.0", dy="1.0", symbol="+", torch="x + y", integer=True,
+    ),
+    OpSpec("sub", 2, "x - y", dx="1.0", dy="-1.0", symbol="-", torch="x - y", integer=True,
+    ),
+    OpSpec("mul", 2, "x * y", dx="y", dy="x", dxy="1.0", symbol="*", torch="x * y", integer=True,
+    ),
     OpSpec(
-        "div", 2, "x / y", dx="1.0 / y", dy="-z / y", dxy="-1.0 / (y * y)", dyy="2.0 * z / (y * y)", symbol="/", torch="x / y",
+        "div", 2, "x / y", dx="1.0 / y", dy="-z / y",
+        dxy="-1.0 / (y * y)", dyy="2.0 * z / (y * y)", symbol="/", torch="x / y",
         kinks=((1.0, 0.0),),
     ),
     OpSpec(
-        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)", dxx="pow_dxx(x, y)", dxy="pow_dxy(x, y)", dyy="pow_dyy(x, y, z)", symbol="**", masked="x",
+        "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)",
+        dxx="pow_dxx(x, y)", dxy="pow_dxy(x, y)", dyy="pow_dyy(x, y, z)", symbol="**", masked="x",
         torch="x ** y", domain=(0.2, 2.0),
         kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0",
         kinks=((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (0.0, 0.5), (-1.5, 2.0)),
     ),
-    OpSpec("neg", 1, "-x", dx="-1.0", torch="-x"),
+    OpSpec("neg", 1, "-x", dx="-1.0", torch="-x", integer=True,
+    ),
     OpSpec("exp", 1, "exp(x)", dx="z", dxx="z", torch="torch.exp(x)"),
     OpSpec(
         "log", 1, "log(x)", dx="1.0 / x", dxx="-1.0 / (x * x)", torch="torch.log(x)", domain=(0.1, 3.0),
         kinks=((0.0,),),
     ),
-    OpSpec("log1p", 1, "log1p(x)", dx="1.0 / (1.0 + x)", dxx="-1.0 / ((1.0 + x) * (1.0 + x))", torch="torch.log1p(x)", domain=(-0.9, 3.0)),
+    OpSpec("log1p", 1, "log1p(x)", dx="1.0 / (1.0 + x)",
+        dxx="-1.0 / ((1.0 + x) * (1.0 + x))", torch="torch.log1p(x)", domain=(-0.9, 3.0)),
     OpSpec("expm1", 1, "expm1(x)", dx="z + 1.0", dxx="z + 1.0", torch="torch.expm1(x)"),
     OpSpec(
-        "sqrt", 1, "sqrt(x)", dx="0.5 / z", dxx="-0.25 / (z * z * z)", torch="torch.sqrt(x)", domain=(0.1, 3.0),
+        "sqrt", 1, "sqrt(x)", dx="0.5 / z",
+        dxx="-0.25 / (z * z * z)", torch="torch.sqrt(x)", domain=(0.1, 3.0),
         kink="sqrt'(0) = inf", kinks=((0.0,),),
     ),
     OpSpec("sin", 1, "sin(x)", dx="cos(x)", dxx="-z", torch="torch.sin(x)"),
     OpSpec("cos", 1, "cos(x)", dx="-sin(x)", dxx="-z", torch="torch.cos(x)"),
-    OpSpec("tan", 1, "tan(x)", dx="1.0 + z * z", dxx="2.0 * z * (1.0 + z * z)", torch="torch.tan(x)", domain=(-1.2, 1.2)),
+    OpSpec("tan", 1, "tan(x)", dx="1.0 + z * z",
+        dxx="2.0 * z * (1.0 + z * z)", torch="torch.tan(x)", domain=(-1.2, 1.2)),
     OpSpec(
-        "asin", 1, "asin(x)", dx="1.0 / sqrt(1.0 - x * x)", dxx="x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.asin(x)",
+        "asin", 1, "asin(x)", dx="1.0 / sqrt(1.0 - x * x)",
+        dxx="x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.asin(x)",
         domain=(-0.9, 0.9),
     ),
     OpSpec(
-        "acos", 1, "acos(x)", dx="-1.0 / sqrt(1.0 - x * x)", dxx="-x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.acos(x)",
+        "acos", 1, "acos(x)", dx="-1.0 / sqrt(1.0 - x * x)",
+        dxx="-x / ((1.0 - x * x) * sqrt(1.0 - x * x))", torch="torch.acos(x)",
         domain=(-0.9, 0.9),
     ),
-    OpSpec("atan", 1, "atan(x)", dx="1.0 / (1.0 + x * x)", dxx="-2.0 * x / ((1.0 + x * x) * (1.0 + x * x))", torch="torch.atan(x)"),
+    OpSpec("atan", 1, "atan(x)", dx="1.0 / (1.0 + x * x)",
+        dxx="-2.0 * x / ((1.0 + x * x) * (1.0 + x * x))", torch="torch.atan(x)"),
     OpSpec("sinh", 1, "sinh(x)", dx="cosh(x)", dxx="z", torch="torch.sinh(x)"),
     OpSpec("cosh", 1, "cosh(x)", dx="sinh(x)", dxx="z", torch="torch.cosh(x)"),
     OpSpec("tanh", 1, "tanh(x)", dx="1.0 - z * z", dxx="-2.0 * z * (1.0 - z * z)", torch="torch.tanh(x)"),
-    OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)", dxx="z * (1.0 - z) * (1.0 - 2.0 * z)", torch="torch.sigmoid(x)"),
+    OpSpec("sigmoid", 1, "sigmoid(x)", dx="z * (1.0 - z)",
+        dxx="z * (1.0 - z) * (1.0 - 2.0 * z)", torch="torch.sigmoid(x)"),
     OpSpec(
         "relu", 1, "relu(x)", dx="step(x)", torch="torch.relu(x)", masked="x",
         kink="relu'(0) = 0", kinks=((0.0,),),
@@ -120,23 +134,25 @@ OPS: tuple[OpSpec, ...] = (
         kink="abs'(0) = 0", kinks=((0.0,),),
     ),
     OpSpec(
-        "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)", dxx="-2.2567583341910252 * x * exp(-x * x)", torch="torch.erf(x)",
+        "erf", 1, "erf(x)", dx="1.1283791670955126 * exp(-x * x)",
+        dxx="-2.2567583341910252 * x * exp(-x * x)", torch="torch.erf(x)",
     ),
     OpSpec(
         "clamp", 1, "clamp(x, p0, p1)", dx="inside(x, p0, p1)", params=2, masked="x",
         torch="torch.clamp(x, p0, p1)", kink="the boundaries get gradient 1",
-        kinks=((-0.5,), (0.5,)),
+        kinks=((-0.5,), (0.5,)), integer=True,
     ),
     OpSpec(
         "maximum", 2, "maximum(x, y)", dx="tie_split(x, y)", dy="tie_split(y, x)", masked="xy",
-        torch="torch.maximum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
+        torch="torch.maximum(x, y)", kink=_TIE, kinks=((1.0, 1.0),), integer=True,
     ),
     OpSpec(
         "minimum", 2, "minimum(x, y)", dx="tie_split(y, x)", dy="tie_split(x, y)", masked="xy",
-        torch="torch.minimum(x, y)", kink=_TIE, kinks=((1.0, 1.0),),
+        torch="torch.minimum(x, y)", kink=_TIE, kinks=((1.0, 1.0),), integer=True,
     ),
     OpSpec(
-        "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)", dxx="atan2_dxx(x, y)", dxy="atan2_dxy(x, y)", dyy="-atan2_dxx(x, y)",
+        "atan2", 2, "atan2(x, y)", dx="atan2_dx(x, y)", dy="atan2_dx(y, -x)",
+        dxx="atan2_dxx(x, y)", dxy="atan2_dxy(x, y)", dyy="-atan2_dxx(x, y)",
         torch="torch.atan2(x, y)", kink="gradient 0 where x*x + y*y is 0", kinks=((0.0, 0.0),),
     ),
     # The identity without a gradient: what detach() records while tracing for tg.compile.

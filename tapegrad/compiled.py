@@ -172,6 +172,8 @@ class CompiledFunction:
         spaces = self._workspaces.__dict__.setdefault("spaces", {})
         space = spaces.get(id(variant))
         if space is None or space[0].shape[0] != variant.rows:
+            if len(spaces) > 2 * self.max_variants:  # workspaces of evicted variants
+                spaces.clear()
             space = spaces[id(variant)] = (np.empty(variant.rows), np.empty(variant.rows))
         return space
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels
 
-from .node import Node
+from .node import Node, TracingError
 from .state import NONE, get_tape, set_tape
 from .tape import Tape
 
@@ -57,6 +57,12 @@ def propagate(
         pending[tape].append((node._slot, g))
 
     for node, g in seeds:
+        if node._tape is not None and node._tape.tracing:
+            raise TracingError(
+                "backward() or autograd.grad() inside a function being recorded by tg.compile: "
+                "the gradient would be a constant frozen at the recording inputs. Differentiate "
+                "the compiled function instead (cf.grad, cf.jvp, cf.hvp, cf.hessian)."
+            )
         reach(node, g)
     while order:
         _, _, tape = heapq.heappop(order)

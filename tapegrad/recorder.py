@@ -23,8 +23,6 @@ from .node import Node, as_number, current_tape
 from .state import TAPE_ROWS_LIMIT, get_tape
 
 COMPARISONS = frozenset(s.name for s in OPS if s.boolean)
-# ops whose result keeps an integer dtype when every operand is an integer
-_INTEGER_OPS = frozenset({"add", "sub", "mul", "neg", "maximum", "minimum", "clamp"})
 
 _SLOT = """\
             if {v}._tape is tape:
@@ -125,7 +123,7 @@ def _plain(spec: OpSpec) -> Callable[[float, tuple], Any]:
     """The value of an unrecorded op, with the dtype torch would give it."""
     if spec.name in COMPARISONS:
         return lambda z, operands: z != 0.0
-    if spec.name in _INTEGER_OPS:
+    if spec.integer:
         return lambda z, operands: (
             int(z) if all(isinstance(v, int) for v in operands) else float(z)
         )

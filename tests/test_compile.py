@@ -301,3 +301,16 @@ def test_a_compiled_tape_keeps_its_rows_only_as_arrays():
     cf(np.ones(20))
     assert cf.tape.frozen and cf.tape.rows == [] and len(cf.tape) == cf.stats()["tape"]["rows"] > 0
     assert "pow(v0, 2.0)" in cf.tape.listing() and cf.grad(np.ones(20)).shape == (20,)
+
+
+def test_backward_inside_a_traced_function_is_refused_not_frozen():
+    def f(x):
+        y = x * x
+        (g,) = tg.autograd.grad(y, x, retain_graph=True)
+        return y + g
+
+    with pytest.raises(tg.TracingError, match="cf.grad"):
+        tg.compile(f)(3.0)
+    with pytest.raises(tg.TracingError, match="frozen"):
+        tg.compile(lambda x: (x * x).backward())(3.0)
+    assert tg.compile(lambda x: x * x).grad(3.0) == 6.0  # still working
