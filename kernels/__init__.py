@@ -11,14 +11,36 @@ import types
 
 import numpy as np
 
-from .table import CODE, OPCODES, OPS, BY_NAME, OpSpec, Opcode
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, OpSpec, Opcode
 
 _lock = threading.Lock()
 _module: types.ModuleType | None = None
 
-# Per-opcode facts the tracked reverse sweep reads: which operands are slots, whether it saves values.
-OPERAND_MASK = np.array([int(o.reads_a) | (int(o.reads_b) << 1) for o in OPCODES], dtype=np.uint8)
-SAVES = np.array([o.spec.differentiable and o.spec.saves for o in OPCODES], dtype=np.uint8)
+# Per-code facts the tracked reverse sweep reads (opcodes, then the codes of ARRAY_OPS): which
+# operands are rows, whether the reverse rule reads saved values.
+OPERAND_MASK = np.array(
+    [int(o.reads_a) | (int(o.reads_b) << 1) for o in OPCODES]
+    + [(1 if s.arity >= 1 else 0) | (2 if s.arity == 2 else 0) for s in ARRAY_OPS],
+    dtype=np.uint8,
+)
+SAVES = np.array(
+    [o.spec.differentiable and o.spec.saves for o in OPCODES] + [s.saves for s in ARRAY_OPS],
+    dtype=np.uint8,
+)
+
+
+def array_table(code=(), x=(), y=(), meta=(), off=(), size=(), imeta=()) -> tuple[np.ndarray, ...]:
+    """A tape's array table as the sweeps take it (empty for a tape without array rows)."""
+    c = np.ascontiguousarray  # one memory layout: one compiled version of each sweep
+    return (
+        c(code, dtype=np.uint8), c(x, dtype=np.uint32), c(y, dtype=np.uint32), c(meta, dtype=np.int64),
+        c(off, dtype=np.int64), c(size, dtype=np.int64), c(imeta, dtype=np.int64),
+    )
+
+
+NO_ARRAYS = array_table()
+NO_ADDRESSES = np.zeros(0, dtype=np.int64)
+NO_ADJOINTS = np.zeros(0)
 
 
 def sweeps() -> types.ModuleType:
@@ -33,4 +55,7 @@ def sweeps() -> types.ModuleType:
     return _module
 
 
-__all__ = ["CODE", "OPCODES", "OPS", "BY_NAME", "OpSpec", "Opcode", "OPERAND_MASK", "SAVES", "sweeps"]
+__all__ = [
+    "ARRAY_CODE", "ARRAY_OPS", "ARRAY_ROW", "BY_NAME", "CODE", "NO_ADDRESSES", "NO_ADJOINTS", "NO_ARRAYS",
+    "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "SAVES", "array_table", "sweeps",
+]

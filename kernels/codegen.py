@@ -15,8 +15,8 @@ from __future__ import annotations
 import inspect
 import re
 
-from . import scalar_math
-from .table import CODE, OPCODES, VC, CV, VV, Opcode
+from . import array_math, scalar_math
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, OPCODES, VC, CV, VV, ArrayOpSpec, Opcode
 
 MATH_NAMES = (
     "exp log log1p expm1 sqrt sin cos tan asin acos atan sinh cosh tanh erf fabs atan2 pow isnan"
@@ -27,18 +27,22 @@ def _uses(expr: str, name: str) -> bool:
     return re.search(rf"\b{name}\b", expr) is not None
 
 
-def _loads(oc: Opcode, exprs: tuple[str, ...], indent: str) -> list[str]:
-    """Lines that load the operands the expressions use, for opcode ``oc``."""
-    src = {
+def _scalar_sources(oc: Opcode) -> dict[str, str]:
+    """Where a scalar row's formula names live."""
+    return {
         "x": "consts[a[i]]" if oc.kind == CV else "vals[a[i]]",
         "y": "consts[b[i]]" if oc.kind == VC else "vals[b[i]]",
         "z": "vals[i]",
         "p0": "consts[b[i]]",
         "p1": "consts[b[i] + 1]",
     }
+
+
+def _loads(oc: Opcode, exprs: tuple[str, ...], indent: str, sources=_scalar_sources) -> list[str]:
+    """Lines that load the operands the expressions use, for opcode ``oc``."""
     return [
         f"{indent}{name} = {where}"
-        for name, where in src.items()
+        for name, where in sources(oc).items()
         if any(_uses(e, name) for e in exprs)
     ]
 
@@ -70,13 +74,16 @@ def _branches(body_for, indent: str = "        ") -> str:
             continue
         kw = "if" if first else "elif"
         first = False
-        out.append(f"{indent}{kw} c == {oc.code}:  # {oc.spec.name} {oc.kind}")
+        marker = ARRAY_LINE if all(line.endswith(ARRAY_LINE) for line in body) else ""
+        out.append(f"{indent}{kw} c == {oc.code}:  # {oc.spec.name} {oc.kind}{marker}")
         out.extend(f"{indent}    {line}" for line in body)
     return "\n".join(out) if out else f"{indent}pass"
 
 
 def _forward_body(oc: Opcode):
     name = oc.spec.name
+    if name in ("array", "array_scalar"):
+        return ["array_forward(i, op, a, vals, consts, inputs, arr, vaddr)" + ARRAY_LINE]
     if name == "input":
         return ["vals[i] = inputs[a[i]]"]
     if name == "const":
@@ -88,6 +95,8 @@ def _forward_body(oc: Opcode):
 
 
 def _reverse_body(oc: Opcode):
+    if oc.spec.name == "array_scalar":
+        return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     terms = _diff_terms(oc)
@@ -138,85 +147,188 @@ def _second_order_body(oc: Opcode):
     return lines
 
 
+def _array_sources(oc: Opcode) -> dict[str, str]:
+    """Where an elementwise array row's formula names live, at element k (operand elements ix, iy;
+    a constant operand at consts[cx] or consts[cy])."""
+    return {
+        "x": "consts[cx]" if oc.kind == CV else "xv[ix]",
+        "y": "consts[cy]" if oc.kind == VC else "yv[iy]",
+        "z": "zv[k]",
+        "p0": "consts[cy]",
+        "p1": "consts[cy + 1]",
+    }
+
+
+def _elementwise_forward_body(oc: Opcode):
+    if not oc.kind:
+        return None
+    fwd = oc.spec.fwd
+    return [ln.strip() for ln in _loads(oc, (fwd,), "", _array_sources)] + [f"zv[k] = {fwd}"]
+
+
+def _elementwise_reverse_body(oc: Opcode):
+    if not oc.kind or not oc.spec.differentiable:
+        return None
+    terms = _diff_terms(oc)
+    body = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
+    for op, d, masked in terms:
+        body += _accumulate("gx[ix]" if op == "a" else "gy[iy]", d, masked, "gk")
+    return body
+
+
+# The array ops that are not elementwise: (forward, reverse) calls of their kernels in
+# kernels.array_math, on the row's blocks: xv, yv, zv (values), gx, gy, g (adjoints).
+_ARRAY_KERNELS = {
+    "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None),
+    "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None),
+    "matmul": ("matmul_forward(xv, yv, zv, imeta, m)",
+               "matmul_reverse(g, xv, yv, gx, gy, needs_adjoint(ax[j], op, a, code), "
+               "needs_adjoint(ay[j], op, a, code), imeta, m)"),
+    "gather": ("gather_forward(xv, zv, imeta, m)", "gather_reverse(g, gx, imeta, m)"),
+    "sum_into": ("sum_into_forward(xv, zv, imeta, m)", "sum_into_reverse(g, gx, imeta, m)"),
+    "amax_into": ("extreme_into_forward(xv, zv, imeta, m, 1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)"),
+    "amin_into": ("extreme_into_forward(xv, zv, imeta, m, -1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)"),
+    "prod_into": ("prod_into_forward(xv, zv, imeta, m)", "prod_into_reverse(g, xv, gx, imeta, m)"),
+}
+
+
+def _array_kernel_branches(which: int) -> str:
+    """The branches of array_forward (which=0) or array_reverse (which=1) for ARRAY_OPS."""
+    out = []
+    for name, calls in _ARRAY_KERNELS.items():
+        if calls[which] is not None:
+            out.append(f"    elif c == {ARRAY_CODE[name]}:  # {name}")
+            out.append(f"        {calls[which]}")
+    return "\n".join(out)
+
+
+def _code_table(flag) -> str:
+    """A per-code uint8 constant array (opcodes, then ARRAY_OPS codes) as source."""
+    values = [int(flag(o)) for o in OPCODES] + [int(flag(s)) for s in ARRAY_OPS]
+    return f"np.array({values}, dtype=np.uint8)"
+
+
 TEMPLATE = '''\
 """Generated by kernels.codegen from kernels.table: do not edit."""
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.core.extending import intrinsic
 from math import {math_names}
 
 CACHE = {cache}
+ARRAY_ROW = {array_row}
+ARRAY_CONST = {array_const}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
 
+
+@intrinsic
+def as_pointer(typingctx, address):
+    """The float64 pointer at an integer address (of a block the caller keeps alive)."""
+    sig = types.CPointer(types.float64)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
+
+    return sig, codegen
+
+
 {helpers}
 
-@_kernel
-def forward(op, a, b, vals, consts, inputs, start, stop):
-    """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
-    for i in range(np.uint64(start), np.uint64(stop)):
-        c = op[i]
-{forward_cases}
-    return -1
+{array_helpers}
+
+
+@_helper
+def needs_adjoint(r, op, a, code):
+    """Whether row r can pass a gradient on (array data that needs none cannot)."""
+    return not (op[r] == ARRAY_ROW and code[a[r]] == ARRAY_CONST)
+
+
+# per code: bit 1: operand x is a row, bit 2: y is; broadcasting elementwise rows (vv)
+OPERANDS = {operands}
+BROADCASTS = {broadcasts}
+
+
+@_helper
+def elementwise_shape(c, n, imeta, m):
+    """nd, innermost extent and innermost x, y strides of elementwise row code c of n elements."""
+    if BROADCASTS[c]:
+        nd = imeta[m]
+        return nd, imeta[m + nd], imeta[m + 2 * nd], imeta[m + 3 * nd]
+    return 1, n, 1, 1
 
 
 @_kernel
-def reverse(op, a, b, vals, consts, adj, start, stop):
-    """Reverse sweep over rows [start, stop): push each row's adjoint to its operands."""
-    for k in range(stop - start):
-        i = np.uint64(stop - 1 - k)
-        g = adj[i]
-        if g == 0.0:
-            continue
-        c = op[i]
-{reverse_cases}
+def elementwise_forward(c, xv, yv, zv, consts, cx, cy, imeta, m):
+    """zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy])."""
+    n = zv.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    for o in range(n // inner):
+        bx, by = broadcast_base(o, imeta, m, nd)
+        for t in range(inner):
+            k = o * inner + t
+            ix = bx + t * sxl
+            iy = by + t * syl
+{elementwise_forward_cases}
 
 
 @_kernel
-def reverse_tracked(op, a, b, vals, consts, adj, reached, freed, saves, operands, release):
-    """Reverse sweep of an eager backward: as `reverse`, and marks the slots it reaches.
-
-    Rows whose rule reads saved values are marked freed when `release` is set; reaching a freed
-    row again returns its index (a second backward through released values), else -1.
-    """
-    n = op.shape[0]
-    for k in range(n):
-        i = np.uint64(n - 1 - k)
-        if reached[i] == 0:
-            continue
-        c = op[i]
-        m = operands[c]
-        if m & 1:
-            reached[a[i]] = 1
-        if m & 2:
-            reached[b[i]] = 1
-        if saves[c]:
-            if freed[i]:
-                return np.int64(i)
-            if release:
-                freed[i] = 1
-        g = adj[i]
-        if g == 0.0:
-            continue
-{reverse_cases}
-    return -1
+def elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m):
+    """Push the adjoints g of elementwise row code c to its operands' adjoint blocks gx, gy
+    (a broadcast operand's elements sum the adjoints of every element they reached)."""
+    n = g.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    for o in range(n // inner):
+        bx, by = broadcast_base(o, imeta, m, nd)
+        for t in range(inner):
+            k = o * inner + t
+            gk = g[k]
+            if gk == 0.0:
+                continue
+            ix = bx + t * sxl
+            iy = by + t * syl
+{elementwise_reverse_cases}
 
 
 @_kernel
-def gradient(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad):
-    """Replay the whole tape at `inputs`, then sweep back from `out_slot`:
-    grad[k] = d vals[out_slot] / d inputs[k]. `vals` and `adj` are workspaces of one slot per row.
-    Returns -1, or the row of the first guard that fails at these inputs (grad is then not set)."""
-    n = op.shape[0]
-    failed = forward(op, a, b, vals, consts, inputs, 0, n)
-    if failed >= 0:
-        return failed
-    adj[:] = 0.0
-    adj[out_slot] = 1.0
-    reverse(op, a, b, vals, consts, adj, 0, n)
-    for k in range(input_slots.shape[0]):
-        grad[k] = adj[input_slots[k]]
-    return -1
+def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
+    """Compute array row i: its block, or its scalar slot when its result is 0-d."""
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    c = code[j]
+    m = ameta[j]
+    zv = value_block(i, op, a, vals, asize, vaddr)
+    n = zv.shape[0]
+    if n == 0:
+        return
+    rows = OPERANDS[c]
+    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
+    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
+    if c < ARRAY_ROW:
+        elementwise_forward(c, xv, yv, zv, consts, ax[j], ay[j], imeta, m)
+{array_forward_cases}
+
+
+@_kernel
+def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj):
+    """Push array row i's adjoint (its block, or its scalar slot) to its operands."""
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    c = code[j]
+    m = ameta[j]
+    g = adjoint_block(i, op, a, adj, aoff, asize, aadj)
+    if g.shape[0] == 0:
+        return
+    zv = value_block(i, op, a, vals, asize, vaddr)
+    rows = OPERANDS[c]
+    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
+    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
+    gx = adjoint_block(ax[j], op, a, adj, aoff, asize, aadj) if rows & 1 else adj[:0]
+    gy = adjoint_block(ay[j], op, a, adj, aoff, asize, aadj) if rows & 2 else adj[:0]
+    if c < ARRAY_ROW:
+        elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, ax[j], ay[j], imeta, m)
+{array_reverse_cases}
 
 
 @_kernel
@@ -241,12 +353,99 @@ def second_order(op, a, b, vals, consts, dot, adj, adjd, start, stop):
 {second_order_cases}
 
 
+{sweeps}
+{array_sweeps}
+'''
+
+
+SWEEPS = '''\
 @_kernel
-def hvp(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv):
+def forward{S}(op, a, b, vals, consts, inputs, start, stop, arr, vaddr):
+    """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
+    for i in range(np.uint64(start), np.uint64(stop)):
+        c = op[i]
+{forward_cases}
+    return -1
+
+
+@_kernel
+def reverse{S}(op, a, b, vals, consts, adj, start, stop, arr, vaddr, aadj):
+    """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
+    array part: arr (the tape's array table), vaddr (each array row's value block, by address)
+    and aadj (the adjoints of the array blocks)."""
+    for k in range(stop - start):
+        i = np.uint64(stop - 1 - k)
+        c = op[i]
+        g = adj[i]
+        if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
+            if c == ARRAY_ROW:  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)  #A
+            continue
+{reverse_cases}
+
+
+@_kernel
+def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, operands, release, arr, vaddr, aadj):
+    """Reverse sweep of an eager backward: as `reverse`, and marks the rows it reaches.
+
+    Rows whose rule reads saved values are marked freed when `release` is set; reaching a freed
+    row again returns its index (a second backward through released values), else -1.
+    """
+    n = op.shape[0]
+    code, ax, ay = arr[0], arr[1], arr[2]  #A
+    for k in range(n):
+        i = np.uint64(n - 1 - k)
+        if reached[i] == 0:
+            continue
+        c = op[i]
+        x, y = a[i], b[i]
+        if c >= ARRAY_ROW:  #A
+            j = a[i]  #A
+            x, y, c = ax[j], ay[j], code[j]  #A
+        m = operands[c]
+        if m & 1:
+            reached[x] = 1
+        if m & 2:
+            reached[y] = 1
+        if saves[c]:
+            if freed[i]:
+                return np.int64(i)
+            if release:
+                freed[i] = 1
+        c = op[i]
+        g = adj[i]
+        if g == 0.0:
+            if c == ARRAY_ROW:  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)  #A
+            continue
+{reverse_cases}
+    return -1
+
+
+@_kernel
+def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad, arr, vaddr, aadj):
+    """Replay the whole tape at `inputs`, then sweep back from `out_slot`:
+    grad[k] = d vals[out_slot] / d inputs[k]. `vals` and `adj` are workspaces of one slot per row.
+    Returns -1, or the row of the first guard that fails at these inputs (grad is then not set)."""
+    n = op.shape[0]
+    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n, arr, vaddr)
+    if failed >= 0:
+        return failed
+    adj[:] = 0.0
+    aadj[:] = 0.0  #A
+    adj[out_slot] = 1.0
+    reverse{S}(op, a, b, vals, consts, adj, 0, n, arr, vaddr, aadj)
+    for k in range(input_slots.shape[0]):
+        grad[k] = adj[input_slots[k]]
+    return -1
+
+
+@_kernel
+def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv, arr, vaddr):
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
     Returns -1, or the row of the first guard that fails at these inputs."""
     n = op.shape[0]
-    failed = forward(op, a, b, vals, consts, inputs, 0, n)
+    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n, arr, vaddr)
     if failed >= 0:
         return failed
     tangent(op, a, b, vals, consts, seeds, dot, 0, n)
@@ -261,7 +460,7 @@ def hvp(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, 
 
 
 @_parallel
-def batch_gradient(op, a, b, consts, inputs, input_slots, out_slot, values, grads, failed, threads):
+def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, grads, failed, threads, arr, vaddr, aadj):
     """`gradient` at every row of `inputs` (one point per row), in parallel: one workspace per
     each of `threads` workers. values[r] = the output at row r, grads[r] its gradient, failed[r]
     as `gradient`."""
@@ -270,28 +469,67 @@ def batch_gradient(op, a, b, consts, inputs, input_slots, out_slot, values, grad
         vals = np.empty(n)
         adj = np.empty(n)
         for r in range(t, points, threads):
-            failed[r] = gradient(op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r])
+            failed[r] = gradient{S}(
+                op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r], arr, vaddr, aadj
+            )
             values[r] = vals[out_slot]
 '''
 
 
-def helper_source() -> str:
-    """Source of the scalar helpers, without the module docstring."""
-    src = inspect.getsource(scalar_math)
+def helper_source(module=scalar_math) -> str:
+    """Source of a helper module's functions, without its docstring."""
+    src = inspect.getsource(module)
     return src[src.index("\ndef ") :]
+
+
+# array_math's small helpers, inlined where called; its kernels are compiled on their own
+_INLINE_ARRAY_HELPERS = ()
+
+
+ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
+
+
+def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
+    """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
+    scalar rows only runs sweeps that never compile the array kernels."""
+    text = SWEEPS.format(S="_arrays" if arrays else "", **{k: v for k, v in cases.items() if k in SWEEPS})
+    lines = text.splitlines()
+    if arrays:
+        return "\n".join(ln.replace(ARRAY_LINE, "") for ln in lines)
+    return "\n".join(ln for ln in lines if not ln.endswith(ARRAY_LINE))
 
 
 def generate(cache: bool) -> str:
     """Source of the sweeps module."""
     helpers = re.sub(r"\ndef ", "\n@_helper\ndef ", helper_source())
-    return TEMPLATE.format(
-        math_names=", ".join(MATH_NAMES.split()),
-        cache=cache,
-        helpers=helpers.strip(),
+    array_helpers = re.sub(
+        r"\ndef (\w+)",
+        lambda mt: f"\n@{'_helper' if mt.group(1) in _INLINE_ARRAY_HELPERS else '_kernel'}\ndef {mt.group(1)}",
+        helper_source(array_math),
+    )
+    cases = dict(
         forward_cases=_branches(_forward_body),
         reverse_cases=_branches(_reverse_body),
         tangent_cases=_branches(_tangent_body),
         second_order_cases=_branches(_second_order_body),
+    )
+    return TEMPLATE.format(
+        math_names=", ".join(MATH_NAMES.split()),
+        cache=cache,
+        array_row=ARRAY_ROW,
+        array_const=ARRAY_CODE["array_const"],
+        helpers=helpers.strip(),
+        array_helpers=array_helpers.strip(),
+        operands=_code_table(lambda o: (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
+                             if isinstance(o, Opcode) else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)),
+        broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
+        elementwise_forward_cases=_branches(_elementwise_forward_body, " " * 12),
+        elementwise_reverse_cases=_branches(_elementwise_reverse_body, " " * 12),
+        array_forward_cases=_array_kernel_branches(0),
+        array_reverse_cases=_array_kernel_branches(1),
+        tangent_cases=cases["tangent_cases"],
+        second_order_cases=cases["second_order_cases"],
+        **{f"{name}sweeps": _sweeps(arrays, cases) for name, arrays in (("", False), ("array_", True))},
     )
 
 

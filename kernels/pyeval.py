@@ -8,6 +8,7 @@ when ``fast`` raises, so eager values match the Numba sweeps and torch.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import numpy as np
@@ -33,6 +34,39 @@ def _namespace(use_numpy: bool) -> dict:
 
 _FAST = _namespace(False)
 _IEEE = _namespace(True)
+
+
+# NumPy versions of the helpers, for evaluating formulas on whole arrays
+_ARRAY_HELPERS = {
+    "power": np.power,
+    "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
+    "relu": lambda x: np.maximum(x, 0.0),
+    "clamp": np.clip,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "truth": lambda c: np.asarray(c, dtype=np.float64),
+}
+_ARRAY = {**{k: v for k, v in _IEEE.items() if isinstance(v, np.ufunc)}, **_ARRAY_HELPERS, "np": np}
+
+
+def array_function(spec: OpSpec) -> Callable:
+    """The op's forward on NumPy arrays, broadcasting: the table's ``array`` expression, else its
+    formula evaluated with NumPy's functions, else (a formula NumPy cannot run on arrays) the
+    Python formula element by element."""
+    args = arguments(spec)
+    formula = spec.array or spec.fwd
+    names = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", formula)) - set(args.split(", "))
+    if spec.array or (names <= set(_ARRAY) and " if " not in formula):
+        return eval(f"lambda {args}: {formula}", _ARRAY)
+    fast, ieee = forward_functions(spec)
+
+    def scalar(*values: float) -> float:
+        try:
+            return fast(*values)
+        except MATH_ERRORS:
+            return ieee(*values)
+
+    return np.vectorize(scalar, otypes=[np.float64])
 
 
 def arguments(spec: OpSpec) -> str:

@@ -45,6 +45,8 @@ class OpSpec:
     # nothing, not even a NaN or inf adjoint (torch's where/masked_fill rules)
     masked: str = ""
     integer: bool = False  # on integer operands, an integer result (unrecorded ops, like torch)
+    # the forward on NumPy arrays, where evaluating `fwd` with NumPy's functions does not do it
+    array: str = ""
 
     @property
     def boolean(self) -> bool:
@@ -161,10 +163,12 @@ OPS: tuple[OpSpec, ...] = (
     # taken passes no gradient, not even NaN (c is the condition, 1.0/0.0, and gets none).
     OpSpec(
         "where_then", 2, "y if x != 0.0 else 0.0", dx="0.0", dy="truth(x != 0.0)", masked="xy",
+        array="np.where(x != 0.0, y, 0.0)",
         torch="torch.where(x != 0, y, torch.zeros_like(y))", kinks=((0.0, 1.5), (1.0, 1.5)),
     ),
     OpSpec(
         "where_else", 2, "0.0 if x != 0.0 else y", dx="0.0", dy="truth(x == 0.0)", masked="xy",
+        array="np.where(x != 0.0, 0.0, y)",
         torch="torch.where(x != 0, torch.zeros_like(y), y)", kinks=((0.0, 1.5), (1.0, 1.5)),
     ),
     # Comparisons: values 1.0/0.0, no gradient. Converting one to a Python bool records a guard.
@@ -177,6 +181,35 @@ OPS: tuple[OpSpec, ...] = (
 )
 
 STRUCTURAL: tuple[OpSpec, ...] = (INPUT, CONST, GUARD)
+
+# Rows of array ops. The tape's row holds ``array`` (or ``array_scalar`` when the result is 0-d, a
+# scalar slot) with operand a = the op's entry j in the tape's array table, where its own code
+# (an elementwise opcode of OPCODES or an ARRAY_OPS code), operand rows and metadata live.
+ARRAY = OpSpec("array", 0, "", differentiable=False)
+ARRAY_SCALAR = OpSpec("array_scalar", 0, "", differentiable=False)
+
+
+@dataclass(frozen=True)
+class ArrayOpSpec:
+    """An array op that is not elementwise: its sweeps are kernels of :mod:`kernels.array_math`
+    (``<name>_reverse``), its metadata described here."""
+
+    name: str
+    arity: int  # operand rows (x, then y)
+    saves: bool  # the reverse rule reads operand or result values
+    meta: str  # layout of its entry in the int side table
+
+
+ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
+    ArrayOpSpec("array_input", 0, False, "leaf data: an input of the tape (x = input index)"),
+    ArrayOpSpec("array_const", 0, False, "array data that needs no gradient"),
+    ArrayOpSpec("matmul", 2, True, "batch, m, k, n, x batch stride, y batch stride (0: broadcast)"),
+    ArrayOpSpec("gather", 1, False, "out[k] = x[idx[k]]: idx (output size)"),
+    ArrayOpSpec("sum_into", 1, False, "out[idx[k]] += x[k]: idx (input size)"),
+    ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k]: idx (input size); ties split"),
+    ArrayOpSpec("amin_into", 1, True, "out[idx[k]] = min x[k]: idx (input size); ties split"),
+    ArrayOpSpec("prod_into", 1, True, "out[idx[k]] *= x[k]: idx (input size)"),
+)
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}
 
@@ -209,9 +242,14 @@ def _assign_opcodes() -> tuple[Opcode, ...]:
     for spec in OPS:
         for kind in (VV, VC, CV) if spec.arity == 2 else ("v",):
             codes.append(Opcode(len(codes), spec, kind))
-    assert len(codes) < 256, "opcodes are stored in one byte"
+    for spec in (ARRAY, ARRAY_SCALAR):
+        codes.append(Opcode(len(codes), spec, ""))
+    assert len(codes) + len(ARRAY_OPS) < 256, "opcodes are stored in one byte"
     return tuple(codes)
 
 
 OPCODES: tuple[Opcode, ...] = _assign_opcodes()
 CODE: dict[tuple[str, str], int] = {(o.spec.name, o.kind): o.code for o in OPCODES}
+ARRAY_ROW = CODE[("array", "")]  # the first of the two opcodes of array rows
+# Codes of the array ops that are not elementwise: after the opcodes, in the array table only.
+ARRAY_CODE: dict[str, int] = {s.name: len(OPCODES) + k for k, s in enumerate(ARRAY_OPS)}

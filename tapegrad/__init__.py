@@ -14,8 +14,10 @@ micrograd-like: ``tg.Value``. See the README for the rest.
 from __future__ import annotations
 
 from . import autograd
+from .array import broadcast_to, concatenate, dot, log_softmax, logsumexp, matmul, outer, softmax, stack
 from .functions import *  # noqa: F403  (one function per op of the table)
 from .functions import __all__ as _op_names
+from .functional import grad, hessian, jacobian, jvp, value_and_grad, vjp
 from .compiled import CompiledFunction, ReplayTape, compile, load
 from .kernels import sweeps
 from .gradcheck import GradcheckError, gradcheck
@@ -31,5 +33,7 @@ __all__ = [
     "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
     "compile", "load", "CompiledFunction", "ReplayTape", "TracingError", "sweeps",
+    "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian",
+    "broadcast_to", "concatenate", "dot", "log_softmax", "logsumexp", "matmul", "outer", "softmax", "stack",
     *_op_names,
 ]

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from . import engine
 from .node import Node
-from .tensor import Tensor, _seed, backward
+from .tensor import Tensor, _seed, as_tensor, backward
 
 
 def _as_list(x: Any) -> list:
@@ -39,7 +39,7 @@ def grad(
     result: list[Tensor | None] = []
     for i, t in enumerate(ins):
         if id(t) in found:
-            result.append(Tensor._leaf(found[id(t)]))
+            result.append(as_tensor(found[id(t)]))
         elif allow_unused:
             result.append(None)
         else:

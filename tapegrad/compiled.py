@@ -30,6 +30,10 @@ from .tape import Tape
 from .tensor import Tensor
 
 FORMAT_VERSION = 1
+# the array part of the sweeps' arguments (array table, value addresses), empty: compiled tapes
+# hold scalar rows only so far
+_NO_ARRAYS = (kernels.NO_ARRAYS, kernels.NO_ADDRESSES)
+_NO_ADJ = kernels.NO_ADJOINTS
 Signature = tuple[tuple[int, ...], ...]
 
 
@@ -140,8 +144,9 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
 class ReplayTape(NamedTuple):
     """A recorded tape as plain arrays for your own ``@numba.njit`` code: pass it (a NamedTuple
     of arrays) into a jitted function and call ``tg.sweeps().gradient(t.op, t.a, t.b, t.consts,
-    inputs, t.input_slots, t.out_slot, vals, adj, grad)`` there, with
-    ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)`` floats."""
+    inputs, t.input_slots, t.out_slot, vals, adj, grad, t.arrays, t.addresses, t.adjoints)``
+    there, with ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)``
+    floats."""
 
     op: np.ndarray
     a: np.ndarray
@@ -150,6 +155,9 @@ class ReplayTape(NamedTuple):
     input_slots: np.ndarray
     out_slot: int
     captured: np.ndarray  # values of the tensors f read from outside, appended to the inputs
+    arrays: tuple  # the array table (empty: compiled tapes hold scalar rows only so far)
+    addresses: np.ndarray  # where each array row's values live
+    adjoints: np.ndarray  # the adjoints of the array rows
 
 
 class CompiledFunction:
@@ -187,7 +195,7 @@ class CompiledFunction:
             inputs = variant.inputs(flat)
             vals, _ = self._workspace(variant)
             failed = sweeps.forward(
-                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows
+                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows, *_NO_ARRAYS
             )
             if failed < 0:
                 with self._lock:
@@ -215,7 +223,7 @@ class CompiledFunction:
         inputs = variant.inputs(flat)
         vals, _ = self._workspace(variant)
         failed = kernels.sweeps().forward(
-            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows
+            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows, *_NO_ARRAYS
         )
         if failed >= 0:  # a comparison that gives another answer when replayed (NaN, say)
             raise RuntimeError(f"tg.compile: guard row {failed} fails at the inputs it was recorded at")
@@ -263,7 +271,7 @@ class CompiledFunction:
                 grad = np.empty(len(variant.input_slots))
                 failed = sweeps.gradient(
                     variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
-                    variant.input_slots, variant.out_slot, vals, adj, grad,
+                    variant.input_slots, variant.out_slot, vals, adj, grad, *_NO_ARRAYS, _NO_ADJ,
                 )
                 if failed < 0:
                     self._counts["calls"] += 1
@@ -278,7 +286,7 @@ class CompiledFunction:
         _, adj = self._workspace(variant)
         adj[:] = 0.0
         adj[variant.out_slot] = 1.0
-        sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+        sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ)
         return float(vals[variant.out_slot]), self._split(adj[variant.input_slots], args, argnums)
 
     def grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> Any:
@@ -305,7 +313,7 @@ class CompiledFunction:
             grad, hv = np.empty(k), np.empty(k)
             failed = kernels.sweeps().hvp(
                 variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv,
+                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *_NO_ARRAYS,
             )
             if failed < 0:
                 break
@@ -342,7 +350,7 @@ class CompiledFunction:
         failed = np.empty(m, dtype=np.int64)
         kernels.sweeps().batch_gradient(
             variant.op, variant.a, variant.b, variant.consts, inputs, variant.input_slots,
-            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m),
+            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m), *_NO_ARRAYS, _NO_ADJ,
         )
         n = X[0].size
         grads.reshape(m, -1)[:] = flat_grads[:, :n]
@@ -362,7 +370,7 @@ class CompiledFunction:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
         return ReplayTape(
             variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
-            variant.out_slot, np.array([float(n._v) for n in variant.captured]),
+            variant.out_slot, np.array([float(n._v) for n in variant.captured]), *_NO_ARRAYS, _NO_ADJ,
         )
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -375,7 +383,9 @@ class CompiledFunction:
         if cot.shape != expected:
             raise ValueError(f"vjp: cotangent has shape {cot.shape}, the output has shape {expected}")
         np.add.at(adj, variant.out_slots, cot.ravel())
-        kernels.sweeps().reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+        kernels.sweeps().reverse(
+            variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ
+        )
         out = self._shape_output(variant, vals[variant.out_slots])
         return out, self._split(adj[variant.input_slots], args, tuple(range(len(args))))
 
@@ -416,7 +426,7 @@ class CompiledFunction:
             for r, slot in enumerate(variant.out_slots):
                 adj[:] = 0.0
                 adj[slot] = 1.0
-                sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows)
+                sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ)
                 jac[r] = adj[variant.input_slots[lo:hi]]
         else:
             seeds = np.zeros(len(inputs))

@@ -8,7 +8,7 @@ next. Tapes are swept newest first (a tape only reads nodes that existed when it
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -27,11 +27,11 @@ _SECOND_BACKWARD = (
 
 
 def propagate(
-    seeds: Iterable[tuple[Node, float]],
+    seeds: Iterable[tuple[Node, Any]],
     retain_graph: bool,
     wanted: Sequence[Node] = (),
-) -> dict[int, float]:
-    """Push the seed adjoints to every node they reach.
+) -> dict[int, Any]:
+    """Push the seed adjoints (floats, or arrays of the nodes' shapes) to every node they reach.
 
     Returns the adjoint of each wanted node that was reached (by ``id``). When `wanted` is empty,
     leaves accumulate their adjoints into ``.grad`` (as do nodes that ``retain_grad``).
@@ -39,11 +39,11 @@ def propagate(
     sweeps = kernels.sweeps()
     accumulate = not wanted
     want_ids = {id(n) for n in wanted}
-    found: dict[int, float] = {}
-    pending: dict[Tape, list[tuple[int, float]]] = {}
+    found: dict[int, Any] = {}
+    pending: dict[Tape, list[tuple[int, Any]]] = {}
     order: list[tuple[int, int, Tape]] = []  # max-heap on tape serial
 
-    def reach(node: Node, g: float) -> None:
+    def reach(node: Node, g: Any) -> None:
         if node._tape is None:  # a leaf
             if id(node) in want_ids:
                 found[id(node)] = found.get(id(node), 0.0) + g
@@ -66,33 +66,51 @@ def propagate(
         reach(node, g)
     while order:
         _, _, tape = heapq.heappop(order)
-        adj, reached = _sweep(sweeps, tape, pending.pop(tape), retain_graph)
+        adj, aadj, reached = _sweep(sweeps, tape, pending.pop(tape), retain_graph)
+
         if accumulate:
             for node in tape.retained:
                 if reached[node._slot]:
-                    node._accumulate_grad(float(adj[node._slot]))
+                    node._accumulate_grad(_adjoint(tape, adj, aadj, node, node._slot))
         for node in wanted:
             if node._tape is tape and reached[node._slot]:
-                found[id(node)] = found.get(id(node), 0.0) + float(adj[node._slot])
+                found[id(node)] = found.get(id(node), 0.0) + _adjoint(tape, adj, aadj, node, node._slot)
         slots = np.array(tape.input_slots, dtype=np.int64)
         hit = np.flatnonzero(reached[slots])
         inputs = tape.inputs
         for k, g in zip(hit.tolist(), adj[slots[hit]].tolist()):
-            reach(inputs[k], g)
+            node = inputs[k]
+            reach(node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g)
     return found
 
 
-def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, float]], retain_graph: bool):
+def _adjoint(tape: Tape, adj: np.ndarray, aadj: np.ndarray, node: Node, slot: int) -> Any:
+    """The adjoint at `slot` of `tape`, where `node` is read: a float, or an array of its shape."""
+    if node._v.__class__ is np.ndarray:
+        start, stop = tape.block(slot)
+        return aadj[start:stop].reshape(node._v.shape).copy()
+    return float(adj[slot])
+
+
+def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool):
     arrays = tape.arrays()
     n = len(arrays.vals)
     adj = np.zeros(n)
+    aadj = np.zeros(arrays.array_slots)
     reached = np.zeros(n, dtype=np.uint8)
     for slot, g in seeds:
-        adj[slot] += g
+        if g.__class__ is np.ndarray:
+            start, stop = tape.block(slot)
+            aadj[start:stop] += g.reshape(-1)
+        else:
+            adj[slot] += g
         reached[slot] = 1
-    bad = sweeps.reverse_tracked(
+    # a tape of scalar rows runs the sweep that never compiles the array kernels
+    sweep = sweeps.reverse_tracked_arrays if len(arrays.vaddr) else sweeps.reverse_tracked
+    bad = sweep(
         arrays.op, arrays.a, arrays.b, arrays.vals, arrays.consts, adj, reached,
         tape.freed_rows(), kernels.SAVES, kernels.OPERAND_MASK, not retain_graph,
+        arrays.arr, arrays.vaddr, aadj,
     )
     if bad >= 0:
         raise RuntimeError(_SECOND_BACKWARD)
@@ -102,4 +120,4 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, float]], retain_graph: boo
         set_tape(NONE)
     if not retain_graph and reached.all():
         tape.release()
-    return adj, reached
+    return adj, aadj, reached

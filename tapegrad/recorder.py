@@ -15,6 +15,8 @@ import re
 import textwrap
 from typing import Any, Callable
 
+import numpy as np
+
 from .kernels import CODE
 from .kernels.pyeval import MATH_ERRORS, arguments, forward_functions
 from .kernels.table import CV, OPS, VC, VV, OpSpec
@@ -53,6 +55,8 @@ def record_{name}(x{params}):
     if not isinstance(x, Node):
         return record_{name}(tensor(as_number(x, "{name}")){params})
     cls = x.__class__
+    if cls is ARRAY_TENSOR:
+        return record_array("{name}", x{params})
     xv = x._v
     try:
         z = {fwd}
@@ -156,6 +160,22 @@ def _source(spec: OpSpec, reflected: bool = False) -> str:
     )
 
 
+# The namespaces of the recording functions: a unary op on an array tensor (class ARRAY_TENSOR,
+# bound by register_arrays) records through the array recorder
+_NAMESPACES: list[dict] = []
+
+
+def register_arrays(cls: type, record: Callable[..., Any]) -> None:
+    """Route unary ops on instances of `cls` to `record(name, x, *params)` (tapegrad.array's)."""
+    global ARRAY_CLASS
+    ARRAY_CLASS = cls
+    for ns in _NAMESPACES:
+        ns.update(ARRAY_TENSOR=cls, record_array=record)
+
+
+ARRAY_CLASS: type | None = None
+
+
 def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     from . import tensor as tensor_module
 
@@ -164,8 +184,10 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     namespace.update(
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
-        LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v),
+        LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
+        record_array=None,
     )
+    _NAMESPACES.append(namespace)
     source = _source(spec, reflected)
     filename = f"<tapegrad recorder: {spec.name}{' reflected' if reflected else ''}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -186,6 +208,10 @@ REFLECTED: dict[str, Callable[..., Node]] = {
 def where(condition: Any, x: Any, y: Any) -> Any:
     """`x` where `condition` holds, else `y`: records both sides and a branchless select, so a
     replay follows the condition (a Python ``if`` would freeze the branch behind a guard)."""
+    if any(isinstance(v, (ARRAY_CLASS, np.ndarray)) for v in (condition, x, y)):
+        from .array import where as array_where
+
+        return array_where(condition, x, y)
     if not isinstance(condition, Node):
         return x if condition else y
     return APPLY["add"](APPLY["where_then"](condition, x), APPLY["where_else"](condition, y))

@@ -6,9 +6,12 @@ flat NumPy arrays (:meth:`Tape.arrays`), moving inline constants to the pool. Sl
 row writes a fresh slot (for scalar rows, the slot equal to its row index), so any sweep can run
 any number of times.
 
-Array rows (to come) write a contiguous block of slots: the row/slot correspondence then becomes
-a per-row slot offset (the cumulative widths), while operands stay slot numbers, so scalar rows,
-the op table and the sweeps' scalar branches stay as they are.
+An array op is one row too (opcode ``array``, or ``array_scalar`` for a 0-d result, which gets
+the row's scalar slot). Its operand a indexes the tape's **array table**: the op's own code, its
+operand rows x and y (or constant pool indices), the start of its entry in the int64 side table
+(shapes, strides, index maps) and the offset and size of its block of array slots. While
+recording eagerly an array row's values are the NumPy array NumPy computed (the tensor's own
+data, held once); the sweeps reach it by address.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .kernels import OPCODES
+from . import kernels
+from .kernels import ARRAY_CODE, ARRAY_ROW, OPCODES
 from .kernels.table import CV, VC
 
 if TYPE_CHECKING:
@@ -29,6 +33,7 @@ _serials = itertools.count(1)
 INPUT = 0  # opcode of the input row, see kernels.table
 CONST = 1
 GUARD = 2
+ARRAY_SCALAR = ARRAY_ROW + 1
 # opcodes whose operand a (resp. b) is a constant, written inline while recording
 _CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
 _CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
@@ -42,6 +47,9 @@ class TapeArrays(NamedTuple):
     b: np.ndarray  # uint32 operand per row
     vals: np.ndarray  # float64 value per slot
     consts: np.ndarray  # float64 constant pool
+    arr: tuple[np.ndarray, ...]  # the array table (kernels.array_table)
+    vaddr: np.ndarray  # address of each array row's value block (0 once released)
+    array_slots: int  # slots of all array blocks: the length of their adjoint array
 
 
 class Tape:
@@ -50,6 +58,7 @@ class Tape:
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
+        "blocks", "block_vals", "imeta", "imeta_len", "array_slots",
     )
 
     def __init__(self) -> None:
@@ -67,6 +76,12 @@ class Tape:
         self.tracing = False  # recording for tg.compile: values must not leave the tape
         self.frozen = False  # rows kept only as arrays (a tape that will not grow: tg.compile's)
         self._arrays: TapeArrays | None = None
+        # the array table: code, x, y, side-table start, block offset, size per array row
+        self.blocks: list[int] = []
+        self.block_vals: list[np.ndarray | None] = []  # each array row's values (None: 0-d)
+        self.imeta: list[np.ndarray] = []  # entries of the int64 side table
+        self.imeta_len = 0
+        self.array_slots = 0
 
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
@@ -89,10 +104,42 @@ class Tape:
         self.consts.append(value)
         return slot
 
+    def add_array(self, code: int, x: int, y: int, meta: np.ndarray | None, value: Any) -> int:
+        """Record an array op (code of kernels.table, operand rows or constant indices x, y, its
+        side-table entry) whose result is `value`: an array, or a float for a 0-d result."""
+        row = len(self.rows) >> 2
+        m = self.imeta_len
+        if meta is not None:
+            self.imeta.append(meta)
+            self.imeta_len += len(meta)
+        if value.__class__ is np.ndarray:
+            flat = value.reshape(-1)
+            self.rows += (ARRAY_ROW, len(self.block_vals), 0, 0.0)
+            self.blocks += (code, x, y, m, self.array_slots, len(flat))
+            self.block_vals.append(flat)
+            self.array_slots += len(flat)
+        else:
+            self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
+            self.blocks += (code, x, y, m, 0, 1)
+            self.block_vals.append(None)
+        return row
+
+    def add_array_const(self, value: np.ndarray) -> int:
+        """A row holding array data that needs no gradient (read by the reverse rules); its row."""
+        return self.add_array(ARRAY_CODE["array_const"], 0, 0, None, value)
+
+    def block(self, row: int) -> tuple[int, int]:
+        """[start, stop) of array row `row`'s block in the array slots."""
+        j = 6 * int(self.rows[4 * row + 1] if not (self.released or self.frozen) else self._arrays.a[row])
+        return self.blocks[j + 4], self.blocks[j + 4] + self.blocks[j + 5]
+
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""
-        slot = len(self.rows) >> 2
-        self.rows += (INPUT, len(self.inputs), 0, float(node._v))
+        if node._v.__class__ is np.ndarray:
+            slot = self.add_array(ARRAY_CODE["array_input"], len(self.inputs), 0, None, node._v)
+        else:
+            slot = len(self.rows) >> 2
+            self.rows += (INPUT, len(self.inputs), 0, float(node._v))
         self.inputs.append(node)
         self.input_slots.append(slot)
         node._reg = (self, slot)
@@ -109,7 +156,7 @@ class Tape:
             return cached
         if self.released:
             assert cached is not None
-            return cached._replace(vals=np.zeros(len(cached.op)))
+            return cached._replace(vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr))
         if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
         rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
@@ -122,12 +169,25 @@ class Tape:
         start += len(inline_a)
         b[const_b] = np.arange(start, start + len(inline_b))
         consts = np.concatenate([np.array(self.consts, dtype=np.float64), inline_a, inline_b, [0.0]])
+        if self.blocks:
+            t = np.array(self.blocks, dtype=np.int64).reshape(-1, 6).T
+            imeta = np.concatenate(self.imeta) if self.imeta else ()
+            arr = kernels.array_table(t[0], t[1], t[2], t[3], t[4], t[5], imeta)
+            vaddr = np.array(
+                [0 if v is None else v.__array_interface__["data"][0] for v in self.block_vals],
+                dtype=np.int64,
+            )
+        else:
+            arr, vaddr = kernels.NO_ARRAYS, kernels.NO_ADDRESSES
         arrays = TapeArrays(
             op=op,
             a=a.astype(np.uint32),
             b=b.astype(np.uint32),
             vals=rows[:, 3].copy(),
             consts=consts,
+            arr=arr,
+            vaddr=vaddr,
+            array_slots=self.array_slots,
         )
         self._arrays = arrays
         return arrays
@@ -156,8 +216,9 @@ class Tape:
     def release(self) -> None:
         """Drop the values and the recording lists, keeping the rows as compact arrays (9 bytes a
         row): a backward consumed every row and freed every row that reads saved values."""
-        self._arrays = self.arrays()._replace(vals=np.zeros(0))
-        self.rows, self.consts = [], []
+        arrays = self.arrays()
+        self._arrays = arrays._replace(vals=np.zeros(0), vaddr=np.zeros_like(arrays.vaddr))
+        self.rows, self.consts, self.block_vals = [], [], []
         self.released = True
 
     # ----------------------------------------------------------------------------- inspection

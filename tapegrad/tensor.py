@@ -183,10 +183,10 @@ def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> 
         value = data
     elif isinstance(data, complex):
         raise TypeError("tapegrad.tensor: complex data is not supported (float64 only)")
+    elif isinstance(data, (list, tuple, np.ndarray)):
+        return _array_tensor(data, requires_grad, dtype)
     else:
-        shape = np.shape(data) if isinstance(data, (list, tuple, np.ndarray)) else None
-        what = f"array data of shape {shape}" if shape is not None else type(data).__name__
-        raise TypeError(f"tapegrad.tensor: expected a number, got {what}")
+        raise TypeError(f"tapegrad.tensor: expected a number or array data, got {type(data).__name__}")
     if dtype is not None:
         casts = {"float64": float, "int64": int, "bool": bool}
         if dtype not in casts:
@@ -198,17 +198,48 @@ def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> 
     return t
 
 
-def _seed(output: Tensor, gradient: Any) -> float:
+def as_tensor(value: Any) -> Tensor:
+    """A leaf holding `value` (a float, or an array: an array tensor) that needs no grad."""
+    if value.__class__ is np.ndarray:
+        from .array import ArrayTensor
+
+        return ArrayTensor._leaf(value)
+    return Tensor._leaf(value)
+
+
+_DTYPE_OF_KIND = {"f": np.float64, "i": np.int64, "u": np.int64, "b": np.bool_}
+
+
+def _array_tensor(data: Any, requires_grad: bool, dtype: str | None) -> Tensor:
+    from .array import ArrayTensor
+
+    try:
+        array = np.array(data, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"tapegrad.tensor: cannot make a tensor of {type(data).__name__} ({err})") from None
+    if array.dtype.kind not in _DTYPE_OF_KIND:
+        raise TypeError(f"tapegrad.tensor: unsupported dtype {array.dtype} (float64, int64 or bool)")
+    array = np.ascontiguousarray(array, dtype=_DTYPE_OF_KIND[array.dtype.kind])
+    if array.ndim == 0:
+        return tensor(array.item(), requires_grad)
+    t = ArrayTensor._leaf(array)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _seed(output: Tensor, gradient: Any) -> Any:
     if gradient is None:
         if output.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
         return 1.0
     g = gradient._v if isinstance(gradient, Node) else gradient
-    if np.ndim(g) != 0:
+    if np.shape(g) != output.shape:
         raise RuntimeError(
-            f"Mismatch in shape: grad_output has a shape of {np.shape(g)} and output has a shape of ()"
+            f"Mismatch in shape: grad_output has a shape of {np.shape(g)} and output has a shape of "
+            f"{output.shape}"
         )
-    return float(g)
+    return float(g) if np.ndim(g) == 0 else np.array(g, dtype=np.float64)
 
 
 def backward(
@@ -226,4 +257,4 @@ def backward(
     engine.propagate(seeds, retain_graph=bool(retain_graph))
 
 
-__all__ = ["Tensor", "tensor", "backward", "format_scalar"]
+__all__ = ["Tensor", "tensor", "backward", "format_scalar", "as_tensor"]

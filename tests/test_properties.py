@@ -133,3 +133,71 @@ def test_random_programs_match_finite_differences(seed):
         return vals[-1] + vals[-2]
 
     assert tg.gradcheck(f, tuple(x0))
+
+
+# ---------------------------------------------------------------------------- array programs
+SMOOTH_UNARY = ["sin", "tanh", "sigmoid", "atan", "exp"]
+BINARY = ["add", "sub", "mul", "maximum", "minimum", "atan2"]
+
+
+def array_program(seed, lib):
+    """A random program of 1-25 array ops (broadcasting elementwise ops, matmul, reductions,
+    indexing, transposes) from `seed`, run with tapegrad or torch; its value and gradients."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (4,), (3, 1), (2, 3, 4)]
+    data = [rng.uniform(-1.5, 1.5, size=s) for s in shapes]
+    make = (lambda a: tg.tensor(a, requires_grad=True)) if lib == "tg" else (
+        lambda a: torch.tensor(a, requires_grad=True))
+    leaves = [make(a) for a in data]
+    values = list(leaves)
+    for _ in range(rng.integers(1, 26)):
+        kind = rng.choice(["unary", "binary", "reduce", "matmul", "index", "transpose"])
+        x = values[rng.integers(len(values))]
+        if kind == "unary":
+            spec = {s.name: s for s in OPS}[rng.choice(SMOOTH_UNARY)]
+            out = getattr(tg, spec.name)(x) if lib == "tg" else eval(spec.torch, {"torch": torch, "x": x})
+            out = out * 0.5
+        elif kind == "binary":
+            y = values[rng.integers(len(values))]
+            try:
+                np.broadcast_shapes(tuple(x.shape), tuple(y.shape))
+            except ValueError:
+                continue
+            spec = {s.name: s for s in OPS}[rng.choice(BINARY)]
+            out = getattr(tg, spec.name)(x, y) if lib == "tg" else eval(spec.torch, {"torch": torch, "x": x, "y": y})
+        elif kind == "reduce" and len(x.shape):
+            axis = int(rng.integers(len(x.shape)))
+            how = rng.choice(["sum", "mean", "max"])
+            if lib == "tg":
+                out = getattr(x, how)(axis=axis, keepdims=True)
+            else:
+                out = x.amax(dim=axis, keepdim=True) if how == "max" else getattr(x, how)(dim=axis, keepdim=True)
+        elif kind == "matmul" and len(x.shape) == 2:
+            out = (x @ x.T) * 0.25
+        elif kind == "index" and len(x.shape) and x.shape[0] > 1:
+            idx = rng.integers(x.shape[0], size=3)
+            out = x[idx.tolist()]
+        elif kind == "transpose" and len(x.shape) >= 2:
+            out = x.transpose(0, 1)
+        else:
+            continue
+        values.append(out)
+    total = values[0].sum() * 0.0
+    for k, v in enumerate(values[len(leaves):]):
+        total = total + v.sum() * (0.5 + 0.1 * k)
+    if lib == "tg":
+        grads = tg.autograd.grad(total, leaves, allow_unused=True)
+        return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
+
+
+@needs_torch
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_random_array_programs_match_torch(seed):
+    value, grads = array_program(seed, "tg")
+    t_value, t_grads = array_program(seed, "torch")
+    assert value == pytest.approx(t_value, rel=1e-10, abs=1e-10)
+    for ours, theirs in zip(grads, t_grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 import tapegrad as tg
@@ -84,6 +85,19 @@ def test_example3_matmul_mean_as_scalars():
     m = (mm[0] + mm[1] + mm[2]) / 3
     m.backward()
     assert [round(w.grad.item(), 4) for w in W] == [-0.1839, 0.0576]
+
+
+def test_example3_matmul_mean_as_arrays():
+    # seed 004, example 3 as written there: X @ W, .mean(), W.grad printed like torch
+    X = tg.tensor([[0.33669036626815796, 0.12880940735340118], [0.23446236550807953, 0.23033303022384644],
+                   [-1.1228563785552979, -0.18632829189300537]])
+    W = tg.tensor([[2.2082014083862305], [-0.637997031211853]], requires_grad=True)
+    mm = X @ W
+    m = mm.mean()
+    m.backward()
+    assert W.grad.shape == (2, 1)
+    assert np.round(W.grad.numpy(), 4).tolist() == [[-0.1839], [0.0576]]
+    assert repr(W.grad) == "tensor([[-0.1839],\n        [ 0.0576]])"
 
 
 def test_x_squared_plus_three():

@@ -1,0 +1,141 @@
+"""Kernels of the array ops that are not elementwise, and the block helpers every array row uses.
+
+Written once in plain Python over flat float64 blocks (C order) and the tape's int64 side table
+``imeta`` (an entry starting at ``m``); compiled by Numba inside the generated sweeps module (see
+:mod:`kernels.codegen`), which binds ``np``, ``carray`` and ``as_pointer``. A reverse kernel adds
+to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
+"""
+
+# ruff: noqa: F821  (np, carray, as_pointer are bound by the compiling namespace)
+
+
+def value_block(r, op, a, vals, asize, vaddr):
+    # the values of row r: its block when it is an array row, else its one scalar slot
+    if op[r] == ARRAY_ROW:
+        j = a[r]
+        return carray(as_pointer(vaddr[j]), asize[j])
+    return vals[r : r + 1]
+
+
+def adjoint_block(r, op, a, adj, aoff, asize, aadj):
+    if op[r] == ARRAY_ROW:
+        j = a[r]
+        return aadj[aoff[j] : aoff[j] + asize[j]]
+    return adj[r : r + 1]
+
+
+def broadcast_base(o, imeta, m, nd):
+    # offsets in x and y of the o-th run of the innermost dimension of an elementwise row whose
+    # entry is nd, shape[nd], x strides[nd], y strides[nd] (element strides, 0 where broadcast)
+    bx = 0
+    by = 0
+    for d in range(nd - 2, -1, -1):
+        extent = imeta[m + 1 + d]
+        i = o % extent
+        o //= extent
+        bx += i * imeta[m + 1 + nd + d]
+        by += i * imeta[m + 1 + 2 * nd + d]
+    return bx, by
+
+
+def matrix(block, start, rows, cols):
+    # rows x cols of a block from `start`, C order
+    return block[start : start + rows * cols].reshape((rows, cols))
+
+
+def gemm_into(out, x, y):
+    # out += x @ y for C-ordered matrices (one BLAS binding for every product)
+    out += np.dot(x, y)
+
+
+def matmul_forward(x, y, out, imeta, m):
+    batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
+    sx, sy = imeta[m + 4], imeta[m + 5]
+    out[:] = 0.0
+    for t in range(batch):
+        gemm_into(matrix(out, t * rows * cols, rows, cols), matrix(x, t * sx, rows, inner),
+                  matrix(y, t * sy, inner, cols))
+
+
+def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
+    batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
+    sx, sy = imeta[m + 4], imeta[m + 5]
+    for t in range(batch):
+        gb = matrix(g, t * rows * cols, rows, cols)
+        if dx:  # gx += g @ y.T
+            yt = np.ascontiguousarray(matrix(y, t * sy, inner, cols).T)
+            gemm_into(matrix(gx, t * sx, rows, inner), gb, yt)
+        if dy:  # gy += x.T @ g
+            xt = np.ascontiguousarray(matrix(x, t * sx, rows, inner).T)
+            gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)
+
+
+def gather_forward(x, out, imeta, m):
+    for k in range(out.shape[0]):
+        out[k] = x[imeta[m + k]]
+
+
+def gather_reverse(g, gx, imeta, m):
+    for k in range(g.shape[0]):
+        gx[imeta[m + k]] += g[k]
+
+
+def sum_into_forward(x, out, imeta, m):
+    out[:] = 0.0
+    for k in range(x.shape[0]):
+        out[imeta[m + k]] += x[k]
+
+
+def sum_into_reverse(g, gx, imeta, m):
+    for k in range(gx.shape[0]):
+        gx[k] += g[imeta[m + k]]
+
+
+def extreme_into_forward(x, out, imeta, m, sign):
+    # sign 1.0: the maximum of each segment, -1.0: the minimum; NaN wins, as in torch
+    out[:] = -np.inf * sign
+    for k in range(x.shape[0]):
+        s = imeta[m + k]
+        v = x[k]
+        if v * sign > out[s] * sign or np.isnan(v):
+            out[s] = v
+
+
+def extreme_into_reverse(g, x, z, gx, imeta, m):
+    # the segment's gradient, split evenly between the elements equal to its extreme
+    ties = np.zeros(z.shape[0])
+    for k in range(x.shape[0]):
+        s = imeta[m + k]
+        if x[k] == z[s]:
+            ties[s] += 1.0
+    for k in range(x.shape[0]):
+        s = imeta[m + k]
+        if x[k] == z[s] and g[s] != 0.0:
+            gx[k] += g[s] / ties[s]
+
+
+def prod_into_forward(x, out, imeta, m):
+    out[:] = 1.0
+    for k in range(x.shape[0]):
+        out[imeta[m + k]] *= x[k]
+
+
+def prod_into_reverse(g, x, gx, imeta, m):
+    # d prod / d x_k = product of the segment's other elements, without dividing by a zero x_k
+    n = g.shape[0]
+    zeros = np.zeros(n)
+    rest = np.ones(n)  # product of the nonzero elements
+    for k in range(x.shape[0]):
+        s = imeta[m + k]
+        if x[k] == 0.0:
+            zeros[s] += 1.0
+        else:
+            rest[s] *= x[k]
+    for k in range(x.shape[0]):
+        s = imeta[m + k]
+        if g[s] == 0.0:
+            continue
+        if zeros[s] == 0.0:
+            gx[k] += g[s] * rest[s] / x[k]
+        elif zeros[s] == 1.0 and x[k] == 0.0:
+            gx[k] += g[s] * rest[s]

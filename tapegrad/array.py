@@ -1,0 +1,621 @@
+"""Array tensors: n-d data on the same tape as scalars, one tape row per array op.
+
+An array op computes its value with NumPy (the tensor's own data, held once) and records one row:
+its code, operand rows and an entry of the tape's int side table (broadcast strides, matmul
+sizes, index maps). Every op here is a row of the op table (elementwise ops) or of its array ops
+(:data:`kernels.table.ARRAY_OPS`: matmul, gather, sum/max/min/prod into segments); the rest are
+compositions of those (mean, var, logsumexp, softmax, concatenate, the losses). Reshapes are free:
+the result shares the row and the data, under another shape.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .kernels import ARRAY_CODE, CODE
+from .kernels.pyeval import array_function
+from .kernels.table import CV, OPS, VC, VV, BY_NAME
+
+from .node import KEEP_TRACED, Node, current_tape, slot_on
+from .recorder import APPLY, register_arrays
+from .tensor import Tensor
+
+Axis = int | Sequence[int] | None
+
+
+class ArrayTensor(Tensor):
+    """A tensor of one or more dimensions (``tg.tensor`` makes one from array data)."""
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dtype(self) -> str:
+        return str(self._v.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._v.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._v.ndim
+
+    @property
+    def size(self) -> int:
+        return self._v.size
+
+    def numel(self) -> int:
+        return self._v.size
+
+    def dim(self) -> int:
+        return self._v.ndim
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self._v)))
+
+    def __bool__(self) -> bool:
+        if self._v.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self._v.size} values is ambiguous")
+        return bool(self.reshape(()))
+
+    # ------------------------------------------------------------------ conversions
+    def item(self) -> float | int | bool:
+        if self._v.size != 1:
+            raise ValueError(
+                f"a Tensor with {self._v.size} elements cannot be converted to Scalar"
+            )
+        return self._untraced(".item()", KEEP_TRACED).item()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def numpy(self) -> np.ndarray:
+        super().numpy()
+        return self._v.copy()
+
+    def tolist(self) -> list:
+        return self._v.tolist()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if self._rg or self._tape is not None:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        return self._v if dtype is None else self._v.astype(dtype)
+
+    def detach(self) -> ArrayTensor:
+        """A new leaf sharing this tensor's data, that does not require grad."""
+        return ArrayTensor._leaf(self._v)
+
+    def _accumulate_grad(self, g: np.ndarray) -> None:
+        if self._grad is None:
+            self._grad = ArrayTensor._leaf(g)
+        else:
+            self._grad._v += g
+
+    def __repr__(self) -> str:
+        body = np.array2string(
+            self._v, separator=", ", prefix="tensor(",
+            formatter={"float_kind": _float_format(self._v)} if self._v.dtype == np.float64 else None,
+        )
+        name = self.grad_fn
+        extra = f", grad_fn={name!r}" if name is not None else (", requires_grad=True" if self._rg else "")
+        if self._v.dtype not in (np.float64, np.int64, np.bool_):
+            extra = f", dtype={self._v.dtype}" + extra
+        return f"tensor({body}{extra})"
+
+    # ------------------------------------------------------------------ numpy protocol
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        name = _UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or name is None or kwargs:
+            return NotImplemented
+        return apply(name, *inputs)
+
+    def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
+        from . import numpy as tnp
+
+        mine = getattr(tnp, func.__name__, None)
+        if mine is None:
+            return NotImplemented
+        return mine(*args, **kwargs)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def T(self) -> ArrayTensor:
+        return self.permute(*reversed(range(self.ndim)))
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """The same data under another shape (no copy, no tape row)."""
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        try:
+            value = self._v.reshape(shape)
+        except ValueError:
+            raise ValueError(
+                f"reshape: shape {tuple(shape)} is invalid for input of size {self._v.size}"
+            ) from None
+        return _alias(self, value)
+
+    view = reshape
+
+    def flatten(self) -> Tensor:
+        return self.reshape(-1)
+
+    def squeeze(self, dim: int | None = None) -> Tensor:
+        if dim is None:
+            return self.reshape(tuple(d for d in self.shape if d != 1))
+        dim = _axis(dim, self.ndim, "squeeze")
+        if self.shape[dim] != 1:
+            return self
+        return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        dim = _axis(dim, self.ndim + 1, "unsqueeze")
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def permute(self, *axes: Any) -> ArrayTensor:
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        if sorted(_axis(a, self.ndim, "permute") for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: axes {axes} do not match a tensor of shape {self.shape}")
+        return _gather(self, _positions(self.shape).transpose(axes), "permute")
+
+    def transpose(self, dim0: int = 0, dim1: int = 1) -> ArrayTensor:
+        axes = list(range(self.ndim))
+        d0, d1 = _axis(dim0, self.ndim, "transpose"), _axis(dim1, self.ndim, "transpose")
+        axes[d0], axes[d1] = axes[d1], axes[d0]
+        return self.permute(*axes)
+
+    def expand(self, *shape: Any) -> Tensor:
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = tuple(s if s != -1 else self.shape[k - len(shape) + self.ndim]
+                      for k, s in enumerate(shape))
+        return broadcast_to(self, shape)
+
+    def __getitem__(self, key: Any) -> Tensor:
+        key = _index_key(key)
+        try:
+            idx = _positions(self.shape)[key]
+        except IndexError as err:
+            raise IndexError(f"getitem: {err} (tensor of shape {self.shape})") from None
+        return _gather(self, idx, "getitem")
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        return _reduce("sum_into", self, dim if dim is not None else axis, keepdims)
+
+    def mean(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        axis = dim if dim is not None else axis
+        total = self.sum(axis, keepdims)
+        return total * (1.0 / max(1, self._v.size // max(1, np.size(total._v))))
+
+    def max(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        return _reduce("amax_into", self, dim if dim is not None else axis, keepdims)
+
+    def min(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        return _reduce("amin_into", self, dim if dim is not None else axis, keepdims)
+
+    def prod(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        return _reduce("prod_into", self, dim if dim is not None else axis, keepdims)
+
+    def var(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None,
+            ddof: int = 1, correction: int | None = None) -> Tensor:
+        """Variance; like torch, the unbiased estimate by default (``correction=1``)."""
+        axis = dim if dim is not None else axis
+        ddof = ddof if correction is None else correction
+        centered = self - self.mean(axis, keepdims=True)
+        squares = (centered * centered).sum(axis, keepdims)
+        count = self._v.size // max(1, np.size(squares._v))
+        return squares * (1.0 / (count - ddof) if count > ddof else np.nan)
+
+    def std(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None,
+            ddof: int = 1, correction: int | None = None) -> Tensor:
+        return self.var(axis, keepdims, dim=dim, ddof=ddof, correction=correction).sqrt()
+
+    def logsumexp(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
+        return logsumexp(self, dim if dim is not None else axis, keepdims)
+
+    def softmax(self, dim: int = -1) -> Tensor:
+        return softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> Tensor:
+        return log_softmax(self, dim)
+
+    # ------------------------------------------------------------------ linear algebra
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(other, self)
+
+    matmul = __matmul__
+
+    def dot(self, other: Any) -> Tensor:
+        return dot(self, other)
+
+
+def _float_format(values: np.ndarray) -> Callable[[float], str]:
+    """torch's way of printing floats: one style for the whole tensor, right-aligned."""
+    finite = values[np.isfinite(values)]
+    if finite.size and np.all(finite == np.round(finite)) and np.abs(finite).max() < 1e8:
+        style = "{:.0f}."
+    elif finite.size and (np.abs(finite).max() >= 1e8 or np.abs(finite[finite != 0]).min(initial=1) < 1e-4):
+        style = "{:.4e}"
+    else:
+        style = "{:.4f}"
+    text = lambda v: style.format(v) if np.isfinite(v) else str(v)  # noqa: E731
+    width = max((len(text(v)) for v in values.flat), default=0)
+    return lambda v: text(v).rjust(width)
+
+
+# ---------------------------------------------------------------------------- recording core
+def _value(x: Any) -> Any:
+    """The data of an operand: a tensor's value, a Python number, or a float64 array."""
+    if isinstance(x, Node):
+        return x._v
+    if isinstance(x, (int, float, bool)):
+        return x
+    return np.asarray(x)
+
+
+def _traced(x: Any) -> bool:
+    return isinstance(x, Node) and (x._rg or x._tape is not None)
+
+
+def _row(tape: Any, x: Any) -> int:
+    """The row of operand `x` on `tape`: its own, an input row, or a row of constant data."""
+    if _traced(x):
+        return slot_on(tape, x)
+    value = _value(x)
+    if np.ndim(value) == 0:
+        return tape.add_const(float(value))
+    return tape.add_array_const(np.ascontiguousarray(value, dtype=np.float64))
+
+
+def _leaf(value: Any) -> Tensor:
+    if np.ndim(value) == 0:
+        v = value.item() if hasattr(value, "item") else value
+        return Tensor._leaf(v)
+    return ArrayTensor._leaf(value)
+
+
+def _record(code: int, x: int, y: int, meta: np.ndarray | None, value: Any, tape: Any, rg: bool) -> Tensor:
+    """Record an array op's row on `tape` and return its result tensor."""
+    if np.ndim(value) == 0:
+        value = float(value)
+        out = Tensor._leaf(value, rg)
+    else:
+        value = np.ascontiguousarray(value, dtype=np.float64)
+        out = ArrayTensor._leaf(value, rg)
+    out._tape, out._slot = tape, tape.add_array(code, x, y, meta, value)
+    return out
+
+
+def _alias(x: ArrayTensor, value: np.ndarray) -> Tensor:
+    """`x`'s data under another shape: the same row of the tape, no copy."""
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    if value.ndim == 0:  # a 0-d result is a scalar slot
+        return _gather(x, np.zeros((), dtype=np.int64), "reshape")
+    out = ArrayTensor._leaf(value, x._rg)
+    out._tape, out._slot = tape, slot_on(tape, x)
+    return out
+
+
+# ---------------------------------------------------------------------------- elementwise
+@lru_cache(maxsize=1024)
+def _broadcast_meta(xshape: tuple[int, ...], yshape: tuple[int, ...], zshape: tuple[int, ...]) -> np.ndarray:
+    """Side-table entry of a broadcasting elementwise row: nd, shape, x strides, y strides, with
+    size-1 dimensions dropped and contiguous ones merged."""
+    nd = len(zshape)
+
+    def strides(shape: tuple[int, ...]) -> list[int]:
+        shape = (1,) * (nd - len(shape)) + shape
+        out, step = [0] * nd, 1
+        for d in reversed(range(nd)):
+            out[d] = 0 if shape[d] == 1 else step
+            step *= shape[d]
+        return out
+
+    merged: list[list[int]] = []
+    for extent, sx, sy in zip(zshape, strides(xshape), strides(yshape)):
+        if extent == 1:
+            continue
+        if merged and merged[-1][1] == sx * extent and merged[-1][2] == sy * extent:
+            merged[-1] = [merged[-1][0] * extent, sx, sy]
+        else:
+            merged.append([extent, sx, sy])
+    merged = merged or [[1, 0, 0]]
+    columns = list(zip(*merged))
+    meta = np.array([len(merged), *columns[0], *columns[1], *columns[2]], dtype=np.int64)
+    meta.flags.writeable = False
+    return meta
+
+
+_FORWARD = {s.name: array_function(s) for s in OPS}
+_COMPARISONS = frozenset(s.name for s in OPS if s.boolean)
+
+
+def apply(name: str, *args: Any) -> Tensor:
+    """The elementwise op `name` of the table on tensors or array data, with NumPy broadcasting:
+    ``apply(name, x[, y], *params)``."""
+    spec = BY_NAME[name]
+    binary = spec.arity == 2
+    x, y, params = args[0], args[1] if binary else None, args[spec.arity :]
+    xv, yv = _value(x), _value(y) if binary else None
+    if np.ndim(xv) == 0 and np.ndim(yv) == 0:  # scalars: the scalar recorder
+        scalar = [v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: spec.arity]]
+        return APPLY[name](*scalar, *params)
+    with np.errstate(all="ignore"):
+        try:
+            z = _FORWARD[name](*((xv, yv) if binary else (xv,)), *params)
+        except ValueError:
+            shapes = f"{np.shape(xv)} and {np.shape(yv)}" if binary else f"{np.shape(xv)}"
+            raise ValueError(f"{name}: operands of shapes {shapes} cannot be broadcast together") from None
+    if name in _COMPARISONS:
+        return _leaf(np.asarray(z != 0.0))
+    xt, yt = _traced(x), binary and _traced(y)
+    tape = current_tape() if (xt or yt) and spec.differentiable else None
+    if tape is None:
+        if spec.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: spec.arity]):
+            z = np.asarray(z).astype(np.result_type(*(xv, yv)[: spec.arity]))
+        return _leaf(z)
+    rg = (xt and x._rg) or (yt and y._rg)
+    meta = None
+    if not binary:
+        code, a, b = CODE[(name, "v")], _row(tape, x), len(tape.consts)
+        tape.consts += params
+    elif not yt and np.ndim(yv) == 0:
+        code, a, b = CODE[(name, VC)], _row(tape, x), len(tape.consts)
+        tape.consts.append(float(yv))
+    elif not xt and np.ndim(xv) == 0:
+        code, a, b = CODE[(name, CV)], len(tape.consts), _row(tape, y)
+        tape.consts.append(float(xv))
+    else:
+        code, a, b = CODE[(name, VV)], _row(tape, x), _row(tape, y)
+        meta = _broadcast_meta(np.shape(xv), np.shape(yv), np.shape(z))
+    return _record(code, a, b, meta, z, tape, rg)
+
+
+# ---------------------------------------------------------------------------- structural ops
+def _positions(shape: tuple[int, ...]) -> np.ndarray:
+    """Each element's flat position, as an array of `shape`."""
+    return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+
+
+def _gather(x: Any, idx: np.ndarray, op: str) -> Tensor:
+    """out[k] = x.flat[idx.flat[k]], shaped like idx: indexing, permutes, broadcasts."""
+    value = _value(x).reshape(-1)[idx]
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    return _record(ARRAY_CODE["gather"], _row(tape, x), 0, idx.reshape(-1), value, tape, x._rg)
+
+
+def _axis(axis: int, ndim: int, op: str) -> int:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise IndexError(
+            f"{op}: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {axis})"
+        )
+    return axis % max(ndim, 1)
+
+
+def _axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted({_axis(int(a), ndim, op) for a in axes}))
+
+
+_NUMPY_REDUCE = {"sum_into": np.sum, "amax_into": np.max, "amin_into": np.min, "prod_into": np.prod}
+
+
+def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
+    """Sum, max, min or product over `axis` (all axes by default) as one segment-reduction row."""
+    xv = _value(x)
+    name = {"sum_into": "sum", "amax_into": "max", "amin_into": "min", "prod_into": "prod"}[op]
+    axes = _axes(axis, xv.ndim, name)
+    if xv.size == 0 and op in ("amax_into", "amin_into"):
+        raise RuntimeError(f"{name}: expected a non-empty tensor, got shape {xv.shape}")
+    value = _NUMPY_REDUCE[op](xv, axis=axes, keepdims=keepdims)
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    kept = tuple(1 if d in axes else n for d, n in enumerate(xv.shape))
+    segment = np.broadcast_to(_positions(kept), xv.shape).reshape(-1)
+    return _record(ARRAY_CODE[op], _row(tape, x), 0, segment, value, tape, x._rg)
+
+
+def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
+    """`x` repeated along new or size-1 dimensions to `shape` (gradients sum back)."""
+    shape = tuple(shape)
+    try:
+        idx = np.broadcast_to(_positions(np.shape(_value(x))), shape)
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {np.shape(_value(x))} to {shape}") from None
+    return _gather(x, np.ascontiguousarray(idx), "broadcast_to")
+
+
+def matmul(x: Any, y: Any) -> Tensor:
+    """Matrix product with NumPy's rules: 1-D operands are vectors, leading dimensions batch."""
+    xv, yv = _value(x), _value(y)
+    if np.ndim(xv) == 0 or np.ndim(yv) == 0:
+        raise ValueError(
+            f"matmul: both arguments need at least one dimension, got shapes {np.shape(xv)} and {np.shape(yv)}"
+        )
+    x2 = xv.reshape(1, -1) if xv.ndim == 1 else xv
+    y2 = yv.reshape(-1, 1) if yv.ndim == 1 else yv
+    if x2.shape[-1] != y2.shape[-2]:
+        raise ValueError(
+            f"matmul: shapes {xv.shape} and {yv.shape} are not aligned "
+            f"({x2.shape[-1]} != {y2.shape[-2]})"
+        )
+    try:
+        batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of {xv.shape} and {yv.shape} do not broadcast") from None
+    value = np.matmul(xv, yv)
+    if not (_traced(x) or _traced(y)):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    operands = []
+    for t, t2 in ((x, x2), (y, y2)):
+        if t2.shape[:-2] not in (batch, ()):  # batch dimensions repeated: materialize them
+            t = broadcast_to(t, batch + t2.shape[-2:])
+            t2 = np.broadcast_to(t2, batch + t2.shape[-2:])
+        operands.append((t, t2))
+    (xs, x2), (ys, y2) = operands
+    rows, inner, cols = x2.shape[-2], x2.shape[-1], y2.shape[-1]
+    count = int(np.prod(batch))
+    meta = np.array([
+        count, rows, inner, cols,
+        rows * inner if x2.shape[:-2] == batch and batch else 0,
+        inner * cols if y2.shape[:-2] == batch and batch else 0,
+    ], dtype=np.int64)
+    rg = (_traced(xs) and xs._rg) or (_traced(ys) and ys._rg)
+    return _record(ARRAY_CODE["matmul"], _row(tape, xs), _row(tape, ys), meta, value, tape, rg)
+
+
+def dot(x: Any, y: Any) -> Tensor:
+    """Inner product of two 1-D tensors (matmul otherwise)."""
+    return matmul(x, y)
+
+
+def outer(x: Any, y: Any) -> Tensor:
+    """x[i] * y[j] for 1-D x and y."""
+    return apply("mul", reshape(x, (-1, 1)), reshape(y, (1, -1)))
+
+
+def reshape(x: Any, shape: Sequence[int]) -> Any:
+    return x.reshape(tuple(shape)) if isinstance(x, ArrayTensor) else np.reshape(_value(x), shape)
+
+
+def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis: each lands in its place of the result by a
+    scatter-sum row, and the pieces are added."""
+    values = [np.atleast_1d(_value(t)) for t in tensors]
+    if not values:
+        raise ValueError("concatenate: expected a non-empty sequence of tensors")
+    try:
+        value = np.concatenate(values, axis=axis)
+    except (ValueError, np.exceptions.AxisError) as err:
+        shapes = ", ".join(str(v.shape) for v in values)
+        raise ValueError(f"concatenate: shapes {shapes} along axis {axis}: {err}") from None
+    traced = [t for t in tensors if _traced(t)]
+    tape = current_tape() if traced else None
+    if tape is None:
+        return _leaf(value)
+    positions = _positions(value.shape)
+    axis = axis % value.ndim
+    bounds = np.cumsum([0] + [v.shape[axis] for v in values])
+    total = None
+    for t, lo, hi in zip(tensors, bounds[:-1], bounds[1:]):
+        where = np.take(positions, np.arange(lo, hi), axis=axis).reshape(-1)
+        piece = np.zeros(value.size)
+        piece[where] = np.asarray(_value(t), dtype=np.float64).reshape(-1)
+        part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece.reshape(value.shape), tape, t._rg)
+                if _traced(t) else _leaf(piece.reshape(value.shape)))
+        total = part if total is None else apply("add", total, part)
+    return total
+
+
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors")
+    shape = np.shape(_value(tensors[0]))
+    axis = _axis(axis, len(shape) + 1, "stack")
+    for t in tensors:
+        if np.shape(_value(t)) != shape:
+            shapes = ", ".join(str(np.shape(_value(u))) for u in tensors)
+            raise ValueError(f"stack: expects each tensor to be equal size, got shapes {shapes}")
+    expanded = [
+        t.reshape(shape[:axis] + (1,) + shape[axis:]) if isinstance(t, Tensor) and _traced(t)
+        else np.reshape(_value(t), shape[:axis] + (1,) + shape[axis:])
+        for t in tensors
+    ]
+    return concatenate(expanded, axis)
+
+
+def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """log(sum(exp(x))) over `axis`, shifted by the maximum (a constant for the gradient)."""
+    xv = _value(x)
+    axes = _axes(axis, np.ndim(xv), "logsumexp")
+    shift = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    total = _reduce("sum_into", apply("exp", apply("sub", x, shift)), axes, keepdims)
+    return apply("add", apply("log", total), shift if keepdims else shift.reshape(np.shape(total._v)))
+
+
+def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    """x - logsumexp(x) along `axis`."""
+    return apply("sub", x, logsumexp(x, axis, keepdims=True))
+
+
+def softmax(x: Any, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along `axis`."""
+    return apply("exp", log_softmax(x, axis))
+
+
+def _index_key(key: Any) -> Any:
+    """An indexing key with tensors replaced by their (integer or boolean) data."""
+    if isinstance(key, tuple):
+        return tuple(_index_key(k) for k in key)
+    if isinstance(key, Node):
+        return key._untraced("indexing with", "Index with integer data.")
+    if isinstance(key, list):
+        return np.asarray(key)
+    return key
+
+
+def where(condition: Any, x: Any, y: Any) -> Tensor:
+    """`x` where `condition` holds, else `y` (elementwise, broadcasting; no gradient leaks from
+    the branch not taken)."""
+    c = np.asarray(_value(condition), dtype=np.float64)
+    return apply("add", apply("where_then", c, x), apply("where_else", c, y))
+
+
+# numpy ufunc names -> ops of the table
+_UFUNCS = {
+    "add": "add", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
+    "power": "pow", "negative": "neg", "exp": "exp", "log": "log", "log1p": "log1p", "expm1": "expm1",
+    "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan", "arcsin": "asin", "arccos": "acos",
+    "arctan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "absolute": "abs", "fabs": "abs",
+    "maximum": "maximum", "minimum": "minimum", "arctan2": "atan2", "less": "lt", "less_equal": "le",
+    "greater": "gt", "greater_equal": "ge", "equal": "eq", "not_equal": "ne",
+}
+
+
+def _binary_method(name: str, reflected: bool) -> Callable[[Any, Any], Tensor]:
+    if reflected:
+        return lambda self, other: apply(name, other, self)
+    return lambda self, other: apply(name, self, other)
+
+
+_OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv", "pow": "pow",
+              "lt": "lt", "le": "le", "gt": "gt", "ge": "ge", "eq": "eq", "ne": "ne"}
+
+for _spec in OPS:
+    if _spec.arity == 2:
+        setattr(ArrayTensor, _spec.name, _binary_method(_spec.name, False))
+for _op, _dunder in _OPERATORS.items():
+    setattr(ArrayTensor, f"__{_dunder}__", _binary_method(_op, False))
+    if not BY_NAME[_op].boolean:
+        setattr(ArrayTensor, f"__r{_dunder}__", _binary_method(_op, True))
+ArrayTensor.__hash__ = object.__hash__
+register_arrays(ArrayTensor, apply)

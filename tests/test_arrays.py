@@ -1,0 +1,378 @@
+"""Array tensors: every array op against torch (float64) and central differences, broadcasting,
+indexing, reductions, the error cases."""
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+import tapegrad.numpy as tnp
+from tapegrad.kernels.table import OPS
+
+from .conftest import torch
+
+
+def central_differences(f, arrays, weights, eps=1e-6):
+    """d sum(f(*arrays) * weights) / d arrays, by central differences (no recording)."""
+    grads = []
+    for k, base in enumerate(arrays):
+        g = np.zeros_like(base)
+        for i in np.ndindex(base.shape):
+            values = []
+            for sign in (1.0, -1.0):
+                moved = [a.copy() for a in arrays]
+                moved[k][i] += sign * eps
+                with tg.no_grad():
+                    out = f(*[tg.tensor(a) for a in moved])
+                values.append(float(np.sum(np.asarray(out.detach().numpy()) * weights)))
+            g[i] = (values[0] - values[1]) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+def check(f, arrays, torch_f=None, fd=True, rtol=1e-6, atol=1e-8):
+    """Value and gradient of sum(f(*arrays) * R) (R fixed, random) against torch and differences."""
+    arrays = [np.array(a, dtype=np.float64) for a in arrays]
+    inputs = [tg.tensor(a, requires_grad=True) for a in arrays]
+    out = f(*inputs)
+    weights = np.random.default_rng(7).normal(size=out.shape)
+    loss = (out * tg.tensor(weights)).sum() if out.shape else out * float(weights)
+    loss.backward()
+    grads = [np.zeros_like(a) if t.grad is None else t.grad.numpy() for a, t in zip(arrays, inputs)]
+    for a, g in zip(arrays, grads):
+        assert g.shape == a.shape
+    if torch is not None:
+        torch_f = torch_f or f
+        t_inputs = [torch.tensor(a, requires_grad=True) for a in arrays]
+        t_out = torch_f(*t_inputs)
+        np.testing.assert_allclose(out.detach().numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+        if t_out.requires_grad:
+            (t_out * torch.tensor(weights)).sum().backward()
+        for g, t in zip(grads, t_inputs):
+            expected = np.zeros(g.shape) if t.grad is None else t.grad.numpy()
+            np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-12)
+    if fd:
+        for g, d in zip(grads, central_differences(f, arrays, weights)):
+            np.testing.assert_allclose(g, d, rtol=rtol, atol=atol)
+    return out, grads
+
+
+# ---------------------------------------------------------------------------- elementwise ops
+BROADCASTS = [((4, 3), (3,)), ((4, 1), (1, 3)), ((), (2, 3)), ((2, 3), ()), ((2, 3), (2, 3)),
+              ((2, 1, 3), (4, 1))]
+PARAMS = {"clamp": (-0.5, 0.5)}
+DIFFERENTIABLE = [s for s in OPS if s.differentiable]
+
+
+def _sample(spec, shape, rng):
+    lo, hi = spec.domain
+    return rng.uniform(lo, hi, size=shape)
+
+
+def _torch_op(spec):
+    return lambda *t: eval(spec.torch, {"torch": torch, "x": t[0], "y": t[-1],
+                                        "p0": PARAMS.get(spec.name, (0, 0))[0],
+                                        "p1": PARAMS.get(spec.name, (0, 0))[1]})
+
+
+@pytest.mark.parametrize("spec", [s for s in DIFFERENTIABLE if s.arity == 1], ids=lambda s: s.name)
+def test_unary_op_on_arrays(spec, rng):
+    params = PARAMS.get(spec.name, ())
+    check(lambda x: getattr(tg, spec.name)(x, *params), [_sample(spec, (3, 4), rng)], _torch_op(spec))
+
+
+@pytest.mark.parametrize("shapes", BROADCASTS, ids=str)
+@pytest.mark.parametrize("spec", [s for s in DIFFERENTIABLE if s.arity == 2], ids=lambda s: s.name)
+def test_binary_op_broadcasts(spec, shapes, rng):
+    x, y = (_sample(spec, s, rng) for s in shapes)
+    check(lambda a, b: getattr(tg, spec.name)(a, b), [x, y], _torch_op(spec))
+
+
+@pytest.mark.parametrize("spec", [s for s in DIFFERENTIABLE if s.arity == 2], ids=lambda s: s.name)
+def test_binary_op_with_a_python_number(spec, rng):
+    x = _sample(spec, (2, 3), rng)
+    c = 0.3 * spec.domain[0] + 0.7 * spec.domain[1]
+    f = getattr(tg, spec.name)
+    check(lambda a: f(a, c), [x], lambda a: _torch_op(spec)(a, torch.tensor(c)) if torch else None)
+    check(lambda a: f(c, a), [x], lambda a: _torch_op(spec)(torch.tensor(c), a) if torch else None)
+
+
+@pytest.mark.parametrize("spec", [s for s in OPS if s.boolean], ids=lambda s: s.name)
+def test_comparisons_give_bool_arrays_without_gradient(spec, rng):
+    x = tg.tensor(rng.normal(size=(3, 2)), requires_grad=True)
+    y = tg.tensor(rng.normal(size=(2,)))
+    out = getattr(tg, spec.name)(x, y)
+    assert out.dtype == "bool" and not out.requires_grad
+    np.testing.assert_array_equal(out.numpy(), eval(spec.torch, {"x": x.detach().numpy(), "y": y.numpy()}))
+
+
+def test_scalar_tensor_broadcasts_into_an_array_and_gets_the_summed_gradient():
+    w = tg.tensor(2.0, requires_grad=True)
+    x = tg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    (w * x).sum().backward()
+    assert w.grad.item() == 10.0 and x.grad.numpy().tolist() == [[2.0, 2.0], [2.0, 2.0]]
+
+
+def test_masked_partials_pass_nothing_at_the_branch_not_taken():
+    # relu'(0) = 0, ties of maximum split, where() leaks no NaN from the other side
+    x = tg.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    tg.relu(x).sum().backward()
+    assert x.grad.numpy().tolist() == [0.0, 0.0, 1.0]
+    a = tg.tensor([1.0, 2.0], requires_grad=True)
+    b = tg.tensor([1.0, 3.0], requires_grad=True)
+    tg.maximum(a, b).sum().backward()
+    assert a.grad.numpy().tolist() == [0.5, 0.0] and b.grad.numpy().tolist() == [0.5, 1.0]
+    x = tg.tensor([0.0, 4.0], requires_grad=True)
+    tg.where(x > 0, tg.sqrt(x), 0.0).sum().backward()
+    assert x.grad.numpy().tolist() == [0.0, 0.25]
+
+
+# ---------------------------------------------------------------------------- linear algebra
+MATMULS = [((3,), (3,)), ((2, 3), (3, 4)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 2, 3), (2, 3, 4)),
+           ((2, 2, 3), (3, 4)), ((2, 3), (2, 3, 4)), ((3, 1, 2, 3), (2, 3, 2))]
+
+
+@pytest.mark.parametrize("shapes", MATMULS, ids=str)
+def test_matmul(shapes, rng):
+    check(lambda a, b: a @ b, [rng.normal(size=s) for s in shapes])
+
+
+def test_dot_and_outer(rng):
+    x, y = rng.normal(size=3), rng.normal(size=3)
+    check(tg.dot, [x, y], torch.dot if torch else None)
+    check(tg.outer, [x, y], torch.outer if torch else None)
+
+
+def test_seed_linear_layer_mean(rng):
+    X, W, b = rng.normal(size=(5, 3)), rng.normal(size=(3, 2)), rng.normal(size=2)
+    check(lambda X, W, b: tg.tanh(X @ W + b).mean(), [X, W, b],
+          lambda X, W, b: torch.tanh(X @ W + b).mean() if torch else None)
+
+
+# ---------------------------------------------------------------------------- reductions
+REDUCTIONS = [dict(), dict(dim=0), dict(dim=1), dict(dim=(0, 2)), dict(dim=-1, keepdim=True)]
+
+
+def _tg_kwargs(kw):
+    return {"axis": kw.get("dim"), "keepdims": kw.get("keepdim", False)}
+
+
+@pytest.mark.parametrize("kw", REDUCTIONS, ids=str)
+@pytest.mark.parametrize("name", ["sum", "mean", "prod", "logsumexp"])
+def test_reduction(name, kw, rng):
+    x = rng.uniform(0.5, 1.5, size=(2, 3, 4))
+    if name == "logsumexp" and "dim" not in kw:
+        kw = dict(dim=(0, 1, 2))
+
+    def torch_f(t):
+        if name == "prod" and isinstance(kw.get("dim"), tuple):  # torch's prod takes one dim
+            for d in sorted(kw["dim"], reverse=True):
+                t = t.prod(dim=d)
+            return t
+        return getattr(t, name)(**kw)
+
+    check(lambda t: getattr(t, name)(**_tg_kwargs(kw)), [x], torch_f)
+
+
+@pytest.mark.parametrize("kw", REDUCTIONS[1:], ids=str)
+@pytest.mark.parametrize("name", ["max", "min", "var", "std"])
+def test_reduction_along_axes(name, kw, rng):
+    x = rng.normal(size=(2, 3, 4))
+
+    def torch_f(t):
+        if name in ("max", "min"):
+            return getattr(t, "amax" if name == "max" else "amin")(**kw)
+        return getattr(t, name)(**kw)
+
+    check(lambda t: getattr(t, name)(**_tg_kwargs(kw)), [x], torch_f)
+
+
+def test_max_splits_ties_and_prod_handles_zeros():
+    x = tg.tensor([3.0, 1.0, 3.0], requires_grad=True)
+    x.max().backward()
+    assert x.grad.numpy().tolist() == [0.5, 0.0, 0.5]
+    x = tg.tensor([2.0, 0.0, 5.0], requires_grad=True)
+    x.prod().backward()
+    assert x.grad.numpy().tolist() == [0.0, 10.0, 0.0]
+    x = tg.tensor([0.0, 0.0, 5.0], requires_grad=True)
+    x.prod().backward()
+    assert x.grad.numpy().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_softmax_and_log_softmax(rng):
+    x = rng.normal(size=(3, 4))
+    check(lambda t: tg.softmax(t, -1), [x], lambda t: torch.softmax(t, -1) if torch else None)
+    check(lambda t: tg.log_softmax(t, 0), [x], lambda t: torch.log_softmax(t, 0) if torch else None)
+    big = tg.tensor([1000.0, 1000.0])
+    assert tg.logsumexp(big, 0).item() == pytest.approx(1000.0 + np.log(2.0))
+
+
+# ---------------------------------------------------------------------------- shapes and indexing
+SHAPE_OPS = {
+    "reshape": lambda t: t.reshape(4, 6),
+    "T": lambda t: t.reshape(4, 6).T,
+    "permute": lambda t: t.permute(2, 0, 1),
+    "transpose": lambda t: t.transpose(0, 2),
+    "unsqueeze-squeeze": lambda t: t.unsqueeze(1).squeeze(1) * 1.0,
+    "flatten": lambda t: t.flatten(),
+    "expand": lambda t: t[:, :1, :].expand(2, 5, 4),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPE_OPS))
+def test_shape_op(name, rng):
+    f = SHAPE_OPS[name]
+    torch_f = (lambda t: t.reshape(4, 6).T) if name == "T" else None
+    check(f, [rng.normal(size=(2, 3, 4))], torch_f)
+
+
+def test_broadcast_to_concatenate_stack(rng):
+    a, b = rng.normal(size=(2, 3)), rng.normal(size=(1, 3))
+    check(lambda x: tg.broadcast_to(x, (4, 2, 3)), [a],
+          lambda x: torch.broadcast_to(x, (4, 2, 3)) if torch else None)
+    check(lambda x, y: tg.concatenate([x, y, x], 0), [a, b],
+          lambda x, y: torch.cat([x, y, x], 0) if torch else None)
+    check(lambda x, y: tg.stack([x, y], 1), [a, 2.0 * a + 1.0],
+          lambda x, y: torch.stack([x, y], 1) if torch else None)
+
+
+INDEXES = {
+    "int": lambda t: t[1],
+    "negative int": lambda t: t[-1, 2],
+    "slice": lambda t: t[1:, ::2],
+    "none": lambda t: t[None, :, 1],
+    "repeated ints": lambda t: t[[0, 2, 0, 0]],
+    "int pairs": lambda t: t[[0, 1, 1], [2, 0, 2]],
+    "bool mask": lambda t: t[t.detach() > 0],
+}
+
+
+@pytest.mark.parametrize("name", list(INDEXES))
+def test_indexing(name, rng):
+    f = INDEXES[name]
+    torch_f = (lambda t: t[t.detach() > 0]) if name == "bool mask" else f
+    check(f, [rng.normal(size=(3, 4))], torch_f)
+
+
+def test_repeated_indices_accumulate():
+    x = tg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x[[0, 0, 2, 0]].sum().backward()
+    assert x.grad.numpy().tolist() == [3.0, 0.0, 1.0]
+
+
+# ---------------------------------------------------------------------------- API
+def test_tensor_interop_with_numpy(rng):
+    data = rng.normal(size=(2, 3))
+    t = tg.tensor(data)
+    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert np.asarray(t) is t._v and t.dtype == "float64"
+    x = tg.tensor(data, requires_grad=True)
+    y = np.sum(np.sin(x) * 2.0)  # numpy functions record like tg's
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 * np.cos(data))
+    with pytest.raises(RuntimeError, match="requires grad"):
+        np.asarray(x)
+    ints = tg.tensor([1, 2, 3])
+    assert ints.dtype == "int64" and (ints + ints).dtype == "int64"
+    with pytest.raises(RuntimeError, match="floating point"):
+        tg.tensor([1, 2], requires_grad=True)
+    assert [r.item() for r in tg.tensor([[1.0], [2.0]])] == [1.0, 2.0]
+
+
+def test_tnp_falls_back_to_numpy_and_records_tensors(rng):
+    data = rng.normal(size=(4,))
+    assert tnp.sum(tnp.exp(data)) == pytest.approx(np.sum(np.exp(data)))
+
+    def f(x):
+        return tnp.sum(tnp.tanh(x) ** 2) + tnp.dot(x, x) + tnp.var(x)
+
+    g = tg.grad(f)(data) if hasattr(tg, "grad") else None
+    x = tg.tensor(data, requires_grad=True)
+    f(x).backward()
+    expected = 2 * np.tanh(data) * (1 - np.tanh(data) ** 2) + 2 * data + 2 * (data - data.mean()) / 4
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12)
+    if g is not None:
+        np.testing.assert_allclose(g, expected, rtol=1e-12)
+
+
+def test_backward_of_an_array_needs_a_gradient_of_its_shape():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3.0
+    with pytest.raises(RuntimeError, match="scalar outputs"):
+        y.backward()
+    with pytest.raises(RuntimeError, match="shape"):
+        y.backward(np.ones(3))
+    y.backward(np.array([1.0, 10.0]))
+    assert x.grad.numpy().tolist() == [3.0, 30.0]
+
+
+def test_second_backward_raises_and_retain_graph_allows_it():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    assert x.grad.numpy().tolist() == [4.0, 8.0]
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_retain_grad_and_autograd_grad_on_arrays():
+    x = tg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = x * 2.0
+    h.retain_grad()
+    y = (h * h).sum()
+    (gx,) = tg.autograd.grad(y, [x], retain_graph=True)
+    assert x.grad is None and gx.numpy().tolist() == [8.0, 16.0, 24.0]
+    y.backward()
+    assert h.grad.numpy().tolist() == [4.0, 8.0, 12.0]
+
+
+# ---------------------------------------------------------------------------- errors
+def test_errors_name_the_op_and_shapes_and_the_library_keeps_working():
+    a = tg.tensor(np.ones((2, 3)), requires_grad=True)
+    b = tg.tensor(np.ones((4, 5)), requires_grad=True)
+    with pytest.raises(ValueError, match=r"matmul: shapes \(2, 3\) and \(4, 5\)"):
+        a @ b
+    with pytest.raises(ValueError, match=r"add: .*\(2, 3\) and \(4, 5\)"):
+        a + b
+    with pytest.raises(IndexError, match="sum: dimension out of range"):
+        a.sum(axis=2)
+    with pytest.raises(IndexError, match=r"getitem: .*\(2, 3\)"):
+        a[5]
+    with pytest.raises(ValueError, match="reshape"):
+        a.reshape(4, 2)
+    with pytest.raises(ValueError, match="stack"):
+        tg.stack([a, b])
+    (a.sum() * 2.0).backward()
+    assert a.grad.numpy().tolist() == [[2.0] * 3] * 2
+
+
+# ---------------------------------------------------------------------------- functional API
+def test_functional_grad_value_and_grad_argnums(rng):
+    data, w = rng.normal(size=5), 1.5
+
+    def f(x, scale):
+        return tnp.sum(tnp.exp(x) * scale) + scale * scale
+
+    value, (gx, gs) = tg.value_and_grad(f, argnums=(0, 1))(data, w)
+    assert value == pytest.approx(np.sum(np.exp(data)) * w + w * w)
+    np.testing.assert_allclose(gx, np.exp(data) * w)
+    assert gs == pytest.approx(np.sum(np.exp(data)) + 2 * w)
+    np.testing.assert_allclose(tg.grad(f)(data, w), np.exp(data) * w)
+    assert tg.grad(lambda x: x * x)(3.0) == 6.0
+    assert tg.grad(lambda x: 2.0)(3.0) == 0.0
+    with pytest.raises(TypeError, match="scalar"):
+        tg.grad(lambda x: x * 2.0)(data)
+
+
+def test_functional_vjp_and_jacobian(rng):
+    A, x = rng.normal(size=(3, 4)), rng.normal(size=4)
+    y, vjp_fn = tg.vjp(lambda v: tnp.tanh(tg.tensor(A) @ v), x)
+    np.testing.assert_allclose(y, np.tanh(A @ x))
+    (g,) = vjp_fn(np.ones(3))
+    np.testing.assert_allclose(g, A.T @ (1 - np.tanh(A @ x) ** 2))
+    J = tg.jacobian(lambda v: tnp.tanh(tg.tensor(A) @ v))(x)
+    np.testing.assert_allclose(J, (1 - np.tanh(A @ x) ** 2)[:, None] * A)
+    H = tg.hessian(lambda v: tnp.sum(v ** 3))(x)
+    np.testing.assert_allclose(H, np.diag(6 * x))
+    y, ydot = tg.jvp(lambda v: tnp.sum(v * v), (x,), (np.ones(4),))
+    assert ydot == pytest.approx(2 * x.sum())
