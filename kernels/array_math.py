@@ -49,25 +49,36 @@ def gemm_into(out, x, y):
 
 
 def matmul_forward(x, y, out, imeta, m):
+    # entry: batch, rows, inner, cols, x batch stride, y batch stride (0: broadcast), y transposed
+    # (its block holds cols x inner: x @ w.T of a linear layer, without moving w)
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
-    sx, sy = imeta[m + 4], imeta[m + 5]
+    sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
     out[:] = 0.0
     for t in range(batch):
-        gemm_into(matrix(out, t * rows * cols, rows, cols), matrix(x, t * sx, rows, inner),
-                  matrix(y, t * sy, inner, cols))
+        if ty:
+            yb = np.ascontiguousarray(matrix(y, t * sy, cols, inner).T)
+        else:
+            yb = matrix(y, t * sy, inner, cols)
+        gemm_into(matrix(out, t * rows * cols, rows, cols), matrix(x, t * sx, rows, inner), yb)
 
 
 def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
-    sx, sy = imeta[m + 4], imeta[m + 5]
+    sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
     for t in range(batch):
         gb = matrix(g, t * rows * cols, rows, cols)
         if dx:  # gx += g @ y.T
-            yt = np.ascontiguousarray(matrix(y, t * sy, inner, cols).T)
-            gemm_into(matrix(gx, t * sx, rows, inner), gb, yt)
-        if dy:  # gy += x.T @ g
-            xt = np.ascontiguousarray(matrix(x, t * sx, rows, inner).T)
-            gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)
+            if ty:
+                gemm_into(matrix(gx, t * sx, rows, inner), gb, matrix(y, t * sy, cols, inner))
+            else:
+                yt = np.ascontiguousarray(matrix(y, t * sy, inner, cols).T)
+                gemm_into(matrix(gx, t * sx, rows, inner), gb, yt)
+        if dy:  # gy += x.T @ g (or its transpose, g.T @ x)
+            if ty:
+                gemm_into(matrix(gy, t * sy, cols, inner), np.ascontiguousarray(gb.T), matrix(x, t * sx, rows, inner))
+            else:
+                xt = np.ascontiguousarray(matrix(x, t * sx, rows, inner).T)
+                gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)
 
 
 def gather_forward(x, out, imeta, m):

@@ -203,7 +203,7 @@ class ArrayOpSpec:
 ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ArrayOpSpec("array_input", 0, False, "leaf data: an input of the tape (x = input index)"),
     ArrayOpSpec("array_const", 0, False, "array data that needs no gradient"),
-    ArrayOpSpec("matmul", 2, True, "batch, m, k, n, x batch stride, y batch stride (0: broadcast)"),
+    ArrayOpSpec("matmul", 2, True, "batch, m, k, n, x and y batch strides (0: broadcast), y transposed"),
     ArrayOpSpec("gather", 1, False, "out[k] = x[idx[k]]: idx (output size)"),
     ArrayOpSpec("sum_into", 1, False, "out[idx[k]] += x[k]: idx (input size)"),
     ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k]: idx (input size); ties split"),

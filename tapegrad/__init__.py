@@ -13,7 +13,7 @@ micrograd-like: ``tg.Value``. See the README for the rest.
 
 from __future__ import annotations
 
-from . import autograd
+from . import autograd, nn, optim
 from .array import broadcast_to, concatenate, dot, log_softmax, logsumexp, matmul, outer, softmax, stack
 from .functions import *  # noqa: F403  (one function per op of the table)
 from .functions import __all__ as _op_names
@@ -30,7 +30,7 @@ from .value import Value
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "no_grad", "enable_grad",
+    "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "nn", "optim", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
     "compile", "load", "CompiledFunction", "ReplayTape", "TracingError", "sweeps",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian",

@@ -485,9 +485,29 @@ def matmul(x: Any, y: Any) -> Tensor:
         count, rows, inner, cols,
         rows * inner if x2.shape[:-2] == batch and batch else 0,
         inner * cols if y2.shape[:-2] == batch and batch else 0,
+        0,
     ], dtype=np.int64)
     rg = (_traced(xs) and xs._rg) or (_traced(ys) and ys._rg)
     return _record(ARRAY_CODE["matmul"], _row(tape, xs), _row(tape, ys), meta, value, tape, rg)
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """x @ weight.T + bias, with weight of shape (out, in) as torch lays it out (recorded as one
+    matmul row that reads weight transposed: no copy of it)."""
+    xv, wv = _value(x), _value(weight)
+    if np.ndim(wv) != 2 or np.ndim(xv) == 0 or np.shape(xv)[-1] != np.shape(wv)[1]:
+        raise ValueError(f"linear: input of shape {np.shape(xv)} and weight of shape {np.shape(wv)} "
+                         "do not match (weight is (out_features, in_features))")
+    value = np.matmul(xv, wv.T)
+    tape = current_tape() if (_traced(x) or _traced(weight)) else None
+    if tape is None:
+        out = _leaf(value)
+    else:
+        cols, inner = wv.shape
+        meta = np.array([1, xv.size // inner, inner, cols, 0, 0, 1], dtype=np.int64)
+        rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
+        out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), meta, value, tape, rg)
+    return out if bias is None else apply("add", out, bias)
 
 
 def dot(x: Any, y: Any) -> Tensor:

@@ -131,6 +131,12 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         out_slots, out_shape = _output_slots(tape, out)
     finally:
         set_tape(previous)
+    if tape.blocks:
+        raise NotImplementedError(
+            "tg.compile: the function used array tensors (tg.tensor of an array, a tg.nn module's "
+            "weights, or an op on them); replaying array ops is not supported yet. Write f on its "
+            "array arguments (arrays of traced scalars inside f), or use the eager API."
+        )
     arrays = tape.freeze()
     n_args = len(flat)
     return Variant(

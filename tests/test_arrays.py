@@ -376,3 +376,10 @@ def test_functional_vjp_and_jacobian(rng):
     np.testing.assert_allclose(H, np.diag(6 * x))
     y, ydot = tg.jvp(lambda v: tnp.sum(v * v), (x,), (np.ones(4),))
     assert ydot == pytest.approx(2 * x.sum())
+
+
+def test_compile_refuses_array_tensors_clearly():
+    W = tg.tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(NotImplementedError, match="array tensors"):
+        tg.compile(lambda x: (W * x[0]).sum())(np.ones(2))
+    assert tg.compile(lambda x: x[0] * x[1])(np.array([2.0, 3.0])) == 6.0

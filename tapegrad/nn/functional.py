@@ -1,0 +1,76 @@
+"""Activations and losses on tensors (``tg.nn.functional``, torch-like names), each a
+composition of the op table's rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..array import _value, apply, linear, log_softmax, softmax
+from ..node import Node
+
+__all__ = [
+    "binary_cross_entropy_with_logits", "cross_entropy", "linear", "log_softmax", "mse_loss", "relu",
+    "sigmoid", "softmax", "tanh",
+]
+
+
+def relu(x: Any) -> Any:
+    return apply("relu", x)
+
+
+def tanh(x: Any) -> Any:
+    return apply("tanh", x)
+
+
+def sigmoid(x: Any) -> Any:
+    return apply("sigmoid", x)
+
+
+def _reduce(loss: Any, reduction: str, op: str) -> Any:
+    if reduction == "mean":
+        return loss.mean() if np.ndim(_value(loss)) else loss
+    if reduction == "sum":
+        return loss.sum() if np.ndim(_value(loss)) else loss
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _same_shape(a: Any, b: Any, op: str) -> None:
+    if np.shape(_value(a)) != np.shape(_value(b)):
+        raise ValueError(f"{op}: input of shape {np.shape(_value(a))} and target of shape "
+                         f"{np.shape(_value(b))} differ")
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
+    """Mean (or sum) of the squared differences."""
+    _same_shape(input, target, "mse_loss")
+    diff = apply("sub", input, target)
+    return _reduce(apply("mul", diff, diff), reduction, "mse_loss")
+
+
+def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Any:
+    """Softmax cross entropy of logits `input` (batch, classes) against integer class indices
+    `target` (batch,)."""
+    labels = np.asarray(target._untraced("cross_entropy", "") if isinstance(target, Node) else target)
+    shape = np.shape(_value(input))
+    if len(shape) != 2 or labels.shape != shape[:1]:
+        raise ValueError(f"cross_entropy: expected input (batch, classes) and target (batch,), got "
+                         f"shapes {shape} and {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
+        raise IndexError(f"cross_entropy: target {int(labels.max())} is out of bounds for {shape[1]} classes")
+    picked = log_softmax(input, 1)[np.arange(shape[0]), labels]
+    return _reduce(apply("neg", picked), reduction, "cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, reduction: str = "mean") -> Any:
+    """Binary cross entropy of sigmoid(input) against targets in [0, 1], computed stably:
+    max(x, 0) - x * t + log(1 + exp(-|x|))."""
+    _same_shape(input, target, "binary_cross_entropy_with_logits")
+    softplus = apply("log1p", apply("exp", apply("neg", apply("abs", input))))
+    loss = apply("add", apply("sub", apply("maximum", input, 0.0), apply("mul", input, target)), softplus)
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")

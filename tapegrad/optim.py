@@ -1,0 +1,86 @@
+"""``tg.optim``: optimizers that update parameters in place from their ``.grad`` (not recorded)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["SGD", "Adam", "Optimizer"]
+
+
+class Optimizer:
+    """Holds the parameters to update; ``step()`` applies their ``.grad``."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if lr < 0.0:
+            raise ValueError(f"{type(self).__name__}: invalid learning rate {lr}")
+        self.lr = lr
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None if set_to_none or p.grad is None else p.grad * 0.0
+
+    def _grads(self) -> Iterable[tuple[int, Tensor, np.ndarray | float]]:
+        for k, p in enumerate(self.params):
+            if p.grad is not None:
+                yield k, p, p.grad._v
+
+    @staticmethod
+    def _update(p: Tensor, delta: np.ndarray | float) -> None:
+        """p -= delta, in place for arrays."""
+        if isinstance(p._v, np.ndarray):
+            p._v -= delta
+        else:
+            p._v = float(p._v - delta)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (torch's form) and weight decay."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        self.velocity: dict[int, np.ndarray | float] = {}
+
+    def step(self) -> None:
+        for k, p, g in self._grads():
+            if self.weight_decay:
+                g = g + self.weight_decay * p._v
+            if self.momentum:
+                v = self.velocity.get(k)
+                v = g if v is None else self.momentum * v + g
+                self.velocity[k] = v
+                g = g + self.momentum * v if self.nesterov else v
+            self._update(p, self.lr * g)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba), with torch's defaults and L2 weight decay."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.state: dict[int, list] = {}
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        for k, p, g in self._grads():
+            if self.weight_decay:
+                g = g + self.weight_decay * p._v
+            m, v = self.state.setdefault(k, [0.0 * g, 0.0 * g])
+            m = b1 * m + (1.0 - b1) * g
+            v = b2 * v + (1.0 - b2) * g * g
+            self.state[k] = [m, v]
+            m_hat = m / (1.0 - b1**self.steps)
+            v_hat = v / (1.0 - b2**self.steps)
+            self._update(p, self.lr * m_hat / (np.sqrt(v_hat) + self.eps))
