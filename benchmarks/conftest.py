@@ -6,6 +6,10 @@ import sys
 # Thread pools read these when their library is first imported, so set them before any import.
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
+# NumPy asks for transparent huge pages on large arrays (madvise). With this VM's THP setting
+# (defrag=madvise) a fault in such memory may stall on compaction: first passes over freshly
+# allocated 10-MB arrays took 10-40x longer, at random. Every peer's NumPy arrays run without it.
+os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
 
 import pytest  # noqa: E402
 

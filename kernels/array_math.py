@@ -27,14 +27,14 @@ def adjoint_block(r, op, a, adj, aoff, asize, aadj):
 def broadcast_base(o, imeta, m, nd):
     # offsets in x and y of the o-th run of the innermost dimension of an elementwise row whose
     # entry is nd, shape[nd], x strides[nd], y strides[nd] (element strides, 0 where broadcast)
-    bx = 0
-    by = 0
+    bx = np.uint64(0)
+    by = np.uint64(0)
     for d in range(nd - 2, -1, -1):
-        extent = imeta[m + 1 + d]
+        extent = np.uint64(imeta[m + 1 + d])
         i = o % extent
         o //= extent
-        bx += i * imeta[m + 1 + nd + d]
-        by += i * imeta[m + 1 + 2 * nd + d]
+        bx += i * np.uint64(imeta[m + 1 + nd + d])
+        by += i * np.uint64(imeta[m + 1 + 2 * nd + d])
     return bx, by
 
 
@@ -81,32 +81,112 @@ def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
                 gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)
 
 
-def gather_forward(x, out, imeta, m):
+def pack_forward(vals, out, imeta, m):
     for k in range(out.shape[0]):
-        out[k] = x[imeta[m + k]]
+        out[k] = vals[imeta[m + k]]
+
+
+def pack_reverse(g, adj, imeta, m):
+    for k in range(g.shape[0]):
+        adj[imeta[m + k]] += g[k]
+
+
+def index_map(imeta, m, count):
+    # the flat positions an index-map entry names, `count` of them: explicit (-1, positions...)
+    # or strided (nd, offset, shape[nd], strides[nd]: the positions of a strided view, in C order)
+    nd = imeta[m]
+    if nd < 0:
+        return imeta[m + 1 : m + 1 + count]
+    idx = np.empty(count, dtype=np.int64)
+    counter = np.zeros(nd, dtype=np.int64)
+    pos = imeta[m + 1]
+    for k in range(count):
+        idx[k] = pos
+        d = nd - 1
+        while d >= 0:
+            counter[d] += 1
+            pos += imeta[m + 2 + nd + d]
+            if counter[d] < imeta[m + 2 + d]:
+                break
+            pos -= imeta[m + 2 + nd + d] * imeta[m + 2 + d]
+            counter[d] = 0
+            d -= 1
+    return idx
+
+
+def strided_base(o, imeta, m, nd):
+    # position of the first element of the o-th run of the innermost dimension of a strided map
+    pos = imeta[m + 1]
+    for d in range(nd - 2, -1, -1):
+        extent = imeta[m + 2 + d]
+        pos += (o % extent) * imeta[m + 2 + nd + d]
+        o //= extent
+    return pos
+
+
+def gather_forward(x, out, imeta, m):
+    nd = imeta[m]
+    if nd <= 0:
+        idx = index_map(imeta, m, out.shape[0])
+        for k in range(out.shape[0]):
+            out[k] = x[idx[k]]
+        return
+    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
+    for o in range(out.shape[0] // max(inner, 1)):
+        base = strided_base(o, imeta, m, nd)
+        for t in range(inner):
+            out[o * inner + t] = x[base + t * step]
 
 
 def gather_reverse(g, gx, imeta, m):
-    for k in range(g.shape[0]):
-        gx[imeta[m + k]] += g[k]
+    nd = imeta[m]
+    if nd <= 0:
+        idx = index_map(imeta, m, g.shape[0])
+        for k in range(g.shape[0]):
+            gx[idx[k]] += g[k]
+        return
+    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
+    for o in range(g.shape[0] // max(inner, 1)):
+        base = strided_base(o, imeta, m, nd)
+        for t in range(inner):
+            gx[base + t * step] += g[o * inner + t]
 
 
 def sum_into_forward(x, out, imeta, m):
     out[:] = 0.0
-    for k in range(x.shape[0]):
-        out[imeta[m + k]] += x[k]
+    nd = imeta[m]
+    if nd <= 0:
+        idx = index_map(imeta, m, x.shape[0])
+        for k in range(x.shape[0]):
+            out[idx[k]] += x[k]
+        return
+    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
+    for o in range(x.shape[0] // max(inner, 1)):
+        base = strided_base(o, imeta, m, nd)
+        for t in range(inner):
+            out[base + t * step] += x[o * inner + t]
 
 
 def sum_into_reverse(g, gx, imeta, m):
-    for k in range(gx.shape[0]):
-        gx[k] += g[imeta[m + k]]
+    nd = imeta[m]
+    if nd <= 0:
+        idx = index_map(imeta, m, gx.shape[0])
+        for k in range(gx.shape[0]):
+            gx[k] += g[idx[k]]
+        return
+    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
+    for o in range(gx.shape[0] // max(inner, 1)):
+        base = strided_base(o, imeta, m, nd)
+        for t in range(inner):
+            gx[o * inner + t] += g[base + t * step]
 
 
 def extreme_into_forward(x, out, imeta, m, sign):
     # sign 1.0: the maximum of each segment, -1.0: the minimum; NaN wins, as in torch
+    idx = index_map(imeta, m, x.shape[0])
     out[:] = -np.inf * sign
     for k in range(x.shape[0]):
-        s = imeta[m + k]
+        s = idx[k]
         v = x[k]
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
@@ -114,36 +194,39 @@ def extreme_into_forward(x, out, imeta, m, sign):
 
 def extreme_into_reverse(g, x, z, gx, imeta, m):
     # the segment's gradient, split evenly between the elements equal to its extreme
+    idx = index_map(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])
     for k in range(x.shape[0]):
-        s = imeta[m + k]
+        s = idx[k]
         if x[k] == z[s]:
             ties[s] += 1.0
     for k in range(x.shape[0]):
-        s = imeta[m + k]
+        s = idx[k]
         if x[k] == z[s] and g[s] != 0.0:
             gx[k] += g[s] / ties[s]
 
 
 def prod_into_forward(x, out, imeta, m):
+    idx = index_map(imeta, m, x.shape[0])
     out[:] = 1.0
     for k in range(x.shape[0]):
-        out[imeta[m + k]] *= x[k]
+        out[idx[k]] *= x[k]
 
 
 def prod_into_reverse(g, x, gx, imeta, m):
     # d prod / d x_k = product of the segment's other elements, without dividing by a zero x_k
+    idx = index_map(imeta, m, x.shape[0])
     n = g.shape[0]
     zeros = np.zeros(n)
     rest = np.ones(n)  # product of the nonzero elements
     for k in range(x.shape[0]):
-        s = imeta[m + k]
+        s = idx[k]
         if x[k] == 0.0:
             zeros[s] += 1.0
         else:
             rest[s] *= x[k]
     for k in range(x.shape[0]):
-        s = imeta[m + k]
+        s = idx[k]
         if g[s] == 0.0:
             continue
         if zeros[s] == 0.0:

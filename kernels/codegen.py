@@ -159,21 +159,27 @@ def _array_sources(oc: Opcode) -> dict[str, str]:
     }
 
 
+_INNER_LOOP = ["for t in range(inner):", "    k = k0 + t", "    ix = bx + t * sxl", "    iy = by + t * syl"]
+
+
 def _elementwise_forward_body(oc: Opcode):
+    """The loop over one run of the innermost dimension (one dispatch per run, not per element)."""
     if not oc.kind:
         return None
     fwd = oc.spec.fwd
-    return [ln.strip() for ln in _loads(oc, (fwd,), "", _array_sources)] + [f"zv[k] = {fwd}"]
+    body = [ln.strip() for ln in _loads(oc, (fwd,), "", _array_sources)] + [f"zv[k] = {fwd}"]
+    return _INNER_LOOP + ["    " + ln for ln in body]
 
 
 def _elementwise_reverse_body(oc: Opcode):
     if not oc.kind or not oc.spec.differentiable:
         return None
     terms = _diff_terms(oc)
-    body = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
+    body = ["gk = g[k]", "if gk == 0.0:", "    continue"]
+    body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
     for op, d, masked in terms:
         body += _accumulate("gx[ix]" if op == "a" else "gy[iy]", d, masked, "gk")
-    return body
+    return _INNER_LOOP + ["    " + ln for ln in body]
 
 
 # The array ops that are not elementwise: (forward, reverse) calls of their kernels in
@@ -181,6 +187,7 @@ def _elementwise_reverse_body(oc: Opcode):
 _ARRAY_KERNELS = {
     "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None),
     "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None),
+    "pack": ("pack_forward(vals, zv, imeta, m)", "pack_reverse(g, adj, imeta, m)"),
     "matmul": ("matmul_forward(xv, yv, zv, imeta, m)",
                "matmul_reverse(g, xv, yv, gx, gy, needs_adjoint(ax[j], op, a, code), "
                "needs_adjoint(ay[j], op, a, code), imeta, m)"),
@@ -252,11 +259,12 @@ BROADCASTS = {broadcasts}
 
 @_helper
 def elementwise_shape(c, n, imeta, m):
-    """nd, innermost extent and innermost x, y strides of elementwise row code c of n elements."""
+    """nd, innermost extent and innermost x, y strides of elementwise row code c of n elements
+    (unsigned, as are the loops' indices: no negative-index checks in the hot loops)."""
     if BROADCASTS[c]:
         nd = imeta[m]
-        return nd, imeta[m + nd], imeta[m + 2 * nd], imeta[m + 3 * nd]
-    return 1, n, 1, 1
+        return nd, np.uint64(imeta[m + nd]), np.uint64(imeta[m + 2 * nd]), np.uint64(imeta[m + 3 * nd])
+    return 1, np.uint64(n), np.uint64(1), np.uint64(1)
 
 
 @_kernel
@@ -264,12 +272,9 @@ def elementwise_forward(c, xv, yv, zv, consts, cx, cy, imeta, m):
     """zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy])."""
     n = zv.shape[0]
     nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(n // inner):
+    for o in range(np.uint64(n) // inner):
         bx, by = broadcast_base(o, imeta, m, nd)
-        for t in range(inner):
-            k = o * inner + t
-            ix = bx + t * sxl
-            iy = by + t * syl
+        k0 = o * inner
 {elementwise_forward_cases}
 
 
@@ -279,15 +284,9 @@ def elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m):
     (a broadcast operand's elements sum the adjoints of every element they reached)."""
     n = g.shape[0]
     nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(n // inner):
+    for o in range(np.uint64(n) // inner):
         bx, by = broadcast_base(o, imeta, m, nd)
-        for t in range(inner):
-            k = o * inner + t
-            gk = g[k]
-            if gk == 0.0:
-                continue
-            ix = bx + t * sxl
-            iy = by + t * syl
+        k0 = o * inner
 {elementwise_reverse_cases}
 
 
@@ -483,7 +482,7 @@ def helper_source(module=scalar_math) -> str:
 
 
 # array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ()
+_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base")
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
@@ -523,8 +522,8 @@ def generate(cache: bool) -> str:
         operands=_code_table(lambda o: (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
                              if isinstance(o, Opcode) else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
-        elementwise_forward_cases=_branches(_elementwise_forward_body, " " * 12),
-        elementwise_reverse_cases=_branches(_elementwise_reverse_body, " " * 12),
+        elementwise_forward_cases=_branches(_elementwise_forward_body, " " * 8),
+        elementwise_reverse_cases=_branches(_elementwise_reverse_body, " " * 8),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),
         tangent_cases=cases["tangent_cases"],

@@ -201,14 +201,16 @@ class ArrayOpSpec:
 
 
 ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
-    ArrayOpSpec("array_input", 0, False, "leaf data: an input of the tape (x = input index)"),
-    ArrayOpSpec("array_const", 0, False, "array data that needs no gradient"),
+    ArrayOpSpec("array_input", 0, False, "leaf data: inputs[x : x + size] of the tape's input vector"),
+    ArrayOpSpec("array_const", 0, False, "data that needs no gradient: consts[x : x + size]"),
+    ArrayOpSpec("pack", 0, False, "out[k] = vals[rows[k]]: scalar rows (size of them) as one array"),
     ArrayOpSpec("matmul", 2, True, "batch, m, k, n, x and y batch strides (0: broadcast), y transposed"),
-    ArrayOpSpec("gather", 1, False, "out[k] = x[idx[k]]: idx (output size)"),
-    ArrayOpSpec("sum_into", 1, False, "out[idx[k]] += x[k]: idx (input size)"),
-    ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k]: idx (input size); ties split"),
-    ArrayOpSpec("amin_into", 1, True, "out[idx[k]] = min x[k]: idx (input size); ties split"),
-    ArrayOpSpec("prod_into", 1, True, "out[idx[k]] *= x[k]: idx (input size)"),
+    # idx: an index map, strided (nd, offset, shape, strides) or explicit (-1, positions)
+    ArrayOpSpec("gather", 1, False, "out[k] = x[idx[k]], idx over the output"),
+    ArrayOpSpec("sum_into", 1, False, "out[idx[k]] += x[k], idx over the input"),
+    ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k], idx over the input; ties split"),
+    ArrayOpSpec("amin_into", 1, True, "out[idx[k]] = min x[k], idx over the input; ties split"),
+    ArrayOpSpec("prod_into", 1, True, "out[idx[k]] *= x[k], idx over the input"),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

@@ -11,7 +11,7 @@ the result shares the row and the data, under another shape.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -163,7 +163,9 @@ class ArrayTensor(Tensor):
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         if sorted(_axis(a, self.ndim, "permute") for a in axes) != list(range(self.ndim)):
             raise ValueError(f"permute: axes {axes} do not match a tensor of shape {self.shape}")
-        return _gather(self, _positions(self.shape).transpose(axes), "permute")
+        strides = _c_strides(self.shape)
+        entry = _strided(0, [self.shape[a] for a in axes], [strides[a] for a in axes])
+        return _gather(self, self._v.transpose(axes), entry)
 
     def transpose(self, dim0: int = 0, dim1: int = 1) -> ArrayTensor:
         axes = list(range(self.ndim))
@@ -180,10 +182,12 @@ class ArrayTensor(Tensor):
     def __getitem__(self, key: Any) -> Tensor:
         key = _index_key(key)
         try:
-            idx = _positions(self.shape)[key]
+            value = self._v[key]
         except IndexError as err:
             raise IndexError(f"getitem: {err} (tensor of shape {self.shape})") from None
-        return _gather(self, idx, "getitem")
+        if not _traced(self):
+            return _leaf(value)
+        return _gather(self, value, _index_entry(self.shape, key))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
@@ -269,7 +273,9 @@ def _traced(x: Any) -> bool:
 
 def _row(tape: Any, x: Any) -> int:
     """The row of operand `x` on `tape`: its own, an input row, or a row of constant data."""
-    if _traced(x):
+    if isinstance(x, Node) and (x._rg or x._tape is not None):
+        if x._tape is tape:
+            return x._slot
         return slot_on(tape, x)
     value = _value(x)
     if np.ndim(value) == 0:
@@ -278,7 +284,7 @@ def _row(tape: Any, x: Any) -> int:
 
 
 def _leaf(value: Any) -> Tensor:
-    if np.ndim(value) == 0:
+    if _ndim(value) == 0:
         v = value.item() if hasattr(value, "item") else value
         return Tensor._leaf(v)
     return ArrayTensor._leaf(value)
@@ -286,7 +292,7 @@ def _leaf(value: Any) -> Tensor:
 
 def _record(code: int, x: int, y: int, meta: np.ndarray | None, value: Any, tape: Any, rg: bool) -> Tensor:
     """Record an array op's row on `tape` and return its result tensor."""
-    if np.ndim(value) == 0:
+    if _ndim(value) == 0:
         value = float(value)
         out = Tensor._leaf(value, rg)
     else:
@@ -304,7 +310,7 @@ def _alias(x: ArrayTensor, value: np.ndarray) -> Tensor:
     if tape is None:
         return _leaf(value)
     if value.ndim == 0:  # a 0-d result is a scalar slot
-        return _gather(x, np.zeros((), dtype=np.int64), "reshape")
+        return _gather(x, value, _strided(0, (), ()))
     out = ArrayTensor._leaf(value, x._rg)
     out._tape, out._slot = tape, slot_on(tape, x)
     return out
@@ -340,66 +346,119 @@ def _broadcast_meta(xshape: tuple[int, ...], yshape: tuple[int, ...], zshape: tu
     return meta
 
 
-_FORWARD = {s.name: array_function(s) for s in OPS}
-_COMPARISONS = frozenset(s.name for s in OPS if s.boolean)
+class _Op(NamedTuple):
+    """What recording an elementwise op needs, looked up once."""
+
+    name: str
+    arity: int
+    forward: Callable[..., Any]
+    codes: dict[str, int]  # by operand kind
+    differentiable: bool
+    comparison: bool
+    integer: bool
+
+
+_OPS = {
+    s.name: _Op(s.name, s.arity, array_function(s), {k: CODE[(s.name, k)] for k in ((VV, VC, CV) if s.arity == 2 else ("v",))},
+                s.differentiable, s.boolean, s.integer)
+    for s in OPS
+}
+
+
+def _ndim(v: Any) -> int:
+    return v.ndim if v.__class__ is np.ndarray else np.ndim(v)
 
 
 def apply(name: str, *args: Any) -> Tensor:
     """The elementwise op `name` of the table on tensors or array data, with NumPy broadcasting:
     ``apply(name, x[, y], *params)``."""
-    spec = BY_NAME[name]
-    binary = spec.arity == 2
-    x, y, params = args[0], args[1] if binary else None, args[spec.arity :]
-    xv, yv = _value(x), _value(y) if binary else None
-    if np.ndim(xv) == 0 and np.ndim(yv) == 0:  # scalars: the scalar recorder
-        scalar = [v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: spec.arity]]
-        return APPLY[name](*scalar, *params)
-    with np.errstate(all="ignore"):
-        try:
-            z = _FORWARD[name](*((xv, yv) if binary else (xv,)), *params)
-        except ValueError:
-            shapes = f"{np.shape(xv)} and {np.shape(yv)}" if binary else f"{np.shape(xv)}"
-            raise ValueError(f"{name}: operands of shapes {shapes} cannot be broadcast together") from None
-    if name in _COMPARISONS:
-        return _leaf(np.asarray(z != 0.0))
-    xt, yt = _traced(x), binary and _traced(y)
-    tape = current_tape() if (xt or yt) and spec.differentiable else None
+    op = _OPS[name]
+    return _apply(op, args[0], args[1] if op.arity == 2 else None, args[op.arity :])
+
+
+def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
+    binary = op.arity == 2
+    xv = x._v if isinstance(x, Node) else _value(x)
+    yv = (y._v if isinstance(y, Node) else _value(y)) if binary else None
+    if _ndim(xv) == 0 and (not binary or _ndim(yv) == 0):  # scalars: the scalar recorder
+        scalar = [v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: op.arity]]
+        return APPLY[op.name](*scalar, *params)
+    try:  # values follow NumPy, RuntimeWarnings (log(0), 0/0) included
+        z = op.forward(xv, yv, *params) if binary else op.forward(xv, *params)
+    except ValueError:
+        shapes = f"{np.shape(xv)} and {np.shape(yv)}" if binary else f"{np.shape(xv)}"
+        raise ValueError(f"{op.name}: operands of shapes {shapes} cannot be broadcast together") from None
+    if op.comparison:
+        return ArrayTensor._leaf(np.asarray(z != 0.0))
+    xt = isinstance(x, Node) and (x._rg or x._tape is not None)
+    yt = binary and isinstance(y, Node) and (y._rg or y._tape is not None)
+    tape = current_tape() if (xt or yt) and op.differentiable else None
     if tape is None:
-        if spec.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: spec.arity]):
-            z = np.asarray(z).astype(np.result_type(*(xv, yv)[: spec.arity]))
+        if op.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: op.arity]):
+            z = np.asarray(z).astype(np.result_type(*(xv, yv)[: op.arity]))
         return _leaf(z)
     rg = (xt and x._rg) or (yt and y._rg)
     meta = None
     if not binary:
-        code, a, b = CODE[(name, "v")], _row(tape, x), len(tape.consts)
+        code, a, b = op.codes["v"], _row(tape, x), len(tape.consts)
         tape.consts += params
-    elif not yt and np.ndim(yv) == 0:
-        code, a, b = CODE[(name, VC)], _row(tape, x), len(tape.consts)
+    elif not yt and _ndim(yv) == 0:
+        code, a, b = op.codes[VC], _row(tape, x), len(tape.consts)
         tape.consts.append(float(yv))
-    elif not xt and np.ndim(xv) == 0:
-        code, a, b = CODE[(name, CV)], len(tape.consts), _row(tape, y)
+    elif not xt and _ndim(xv) == 0:
+        code, a, b = op.codes[CV], len(tape.consts), _row(tape, y)
         tape.consts.append(float(xv))
     else:
-        code, a, b = CODE[(name, VV)], _row(tape, x), _row(tape, y)
-        meta = _broadcast_meta(np.shape(xv), np.shape(yv), np.shape(z))
+        code, a, b = op.codes[VV], _row(tape, x), _row(tape, y)
+        meta = _broadcast_meta(np.shape(xv), np.shape(yv), z.shape)
     return _record(code, a, b, meta, z, tape, rg)
 
 
 # ---------------------------------------------------------------------------- structural ops
-def _positions(shape: tuple[int, ...]) -> np.ndarray:
-    """Each element's flat position, as an array of `shape`."""
-    return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+def _c_strides(shape: Sequence[int]) -> list[int]:
+    """Element strides of a C-ordered array of `shape`."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(range(len(shape))):
+        strides[d] = step
+        step *= shape[d]
+    return strides
 
 
-def _gather(x: Any, idx: np.ndarray, op: str) -> Tensor:
-    """out[k] = x.flat[idx.flat[k]], shaped like idx: indexing, permutes, broadcasts."""
-    value = _value(x).reshape(-1)[idx]
+def _strided(offset: int, shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """A strided index map: the positions, in C order over `shape`, offset + sum(i_d * strides_d)."""
+    return np.array([len(shape), offset, *shape, *strides], dtype=np.int64)
+
+
+def _is_basic(key: Any) -> bool:
+    """Basic indexing (ints, slices, None, Ellipsis): a strided view, no index array."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(
+        k is None or k is Ellipsis or isinstance(k, slice) or (isinstance(k, (int, np.integer)) and not isinstance(k, bool))
+        for k in keys
+    )
+
+
+def _index_entry(shape: tuple[int, ...], key: Any) -> np.ndarray:
+    """The index map of ``x[key]`` for x of `shape`: strided for basic indexing (its offset and
+    strides, read off a view of a fake array), else the explicit positions."""
+    if not _is_basic(key):
+        return np.concatenate([[-1], np.arange(int(np.prod(shape))).reshape(shape)[key].reshape(-1)])
+    fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, _c_strides(shape))
+    keys = key if isinstance(key, tuple) else (key,)
+    view = fake[keys if any(k is Ellipsis for k in keys) else (*keys, Ellipsis)]  # a 0-d view, not a scalar
+    offset = view.__array_interface__["data"][0] - fake.__array_interface__["data"][0]
+    return _strided(offset, view.shape, view.strides)
+
+
+def _gather(x: Any, value: np.ndarray, entry: np.ndarray) -> Tensor:
+    """out[k] = x.flat[idx[k]] for the index map `entry` (over the output): indexing, permutes,
+    broadcasts; `value` is the result NumPy computed."""
     if not _traced(x):
         return _leaf(value)
     tape = current_tape()
     if tape is None:
         return _leaf(value)
-    return _record(ARRAY_CODE["gather"], _row(tape, x), 0, idx.reshape(-1), value, tape, x._rg)
+    return _record(ARRAY_CODE["gather"], _row(tape, x), 0, entry, value, tape, x._rg)
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:
@@ -433,19 +492,22 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     tape = current_tape()
     if tape is None:
         return _leaf(value)
-    kept = tuple(1 if d in axes else n for d, n in enumerate(xv.shape))
-    segment = np.broadcast_to(_positions(kept), xv.shape).reshape(-1)
+    kept = _c_strides([1 if d in axes else n for d, n in enumerate(xv.shape)])
+    segment = _strided(0, xv.shape, [0 if d in axes else kept[d] for d in range(xv.ndim)])
     return _record(ARRAY_CODE[op], _row(tape, x), 0, segment, value, tape, x._rg)
 
 
 def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
     """`x` repeated along new or size-1 dimensions to `shape` (gradients sum back)."""
-    shape = tuple(shape)
+    shape, xv = tuple(shape), _value(x)
     try:
-        idx = np.broadcast_to(_positions(np.shape(_value(x))), shape)
+        value = np.broadcast_to(xv, shape)
     except ValueError:
-        raise ValueError(f"broadcast_to: cannot broadcast shape {np.shape(_value(x))} to {shape}") from None
-    return _gather(x, np.ascontiguousarray(idx), "broadcast_to")
+        raise ValueError(f"broadcast_to: cannot broadcast shape {np.shape(xv)} to {shape}") from None
+    lead = len(shape) - np.ndim(xv)
+    own = _c_strides(np.shape(xv))
+    strides = [0 if d < lead or np.shape(xv)[d - lead] == 1 else own[d - lead] for d in range(len(shape))]
+    return _gather(x, value, _strided(0, shape, strides))
 
 
 def matmul(x: Any, y: Any) -> Tensor:
@@ -539,16 +601,18 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     tape = current_tape() if traced else None
     if tape is None:
         return _leaf(value)
-    positions = _positions(value.shape)
     axis = axis % value.ndim
+    strides = _c_strides(value.shape)
     bounds = np.cumsum([0] + [v.shape[axis] for v in values])
     total = None
-    for t, lo, hi in zip(tensors, bounds[:-1], bounds[1:]):
-        where = np.take(positions, np.arange(lo, hi), axis=axis).reshape(-1)
-        piece = np.zeros(value.size)
-        piece[where] = np.asarray(_value(t), dtype=np.float64).reshape(-1)
-        part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece.reshape(value.shape), tape, t._rg)
-                if _traced(t) else _leaf(piece.reshape(value.shape)))
+    for t, v, lo in zip(tensors, values, bounds[:-1]):
+        piece = np.zeros(value.shape)
+        index = [slice(None)] * value.ndim
+        index[axis] = slice(lo, lo + v.shape[axis])
+        piece[tuple(index)] = v
+        where = _strided(int(lo) * strides[axis], v.shape, strides)  # v's elements in the result
+        part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece, tape, t._rg)
+                if _traced(t) else _leaf(piece))
         total = part if total is None else apply("add", total, part)
     return total
 
@@ -622,9 +686,10 @@ _UFUNCS = {
 
 
 def _binary_method(name: str, reflected: bool) -> Callable[[Any, Any], Tensor]:
+    op = _OPS[name]
     if reflected:
-        return lambda self, other: apply(name, other, self)
-    return lambda self, other: apply(name, self, other)
+        return lambda self, other: _apply(op, other, self, ())
+    return lambda self, other: _apply(op, self, other, ())
 
 
 _OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv", "pow": "pow",

@@ -8,6 +8,7 @@ next. Tapes are swept newest first (a tape only reads nodes that existed when it
 from __future__ import annotations
 
 import heapq
+import threading
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -92,11 +93,27 @@ def _adjoint(tape: Tape, adj: np.ndarray, aadj: np.ndarray, node: Node, slot: in
     return float(adj[slot])
 
 
+_scratch = threading.local()
+
+
+def _zeroed_scratch(n: int) -> np.ndarray:
+    """n zeros in a buffer the thread reuses from one backward to the next (the adjoints of array
+    blocks: results are copied out before the next sweep). Fresh memory from the OS costs more
+    than zeroing warm memory, several times over for large arrays."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _scratch.buf = np.zeros(max(n, 2 * len(buf) if buf is not None else n))
+        return buf[:n]
+    view = buf[:n]
+    view.fill(0.0)
+    return view
+
+
 def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool):
     arrays = tape.arrays()
     n = len(arrays.vals)
     adj = np.zeros(n)
-    aadj = np.zeros(arrays.array_slots)
+    aadj = _zeroed_scratch(arrays.array_slots)
     reached = np.zeros(n, dtype=np.uint8)
     for slot, g in seeds:
         if g.__class__ is np.ndarray:

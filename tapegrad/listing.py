@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .kernels import OPCODES
+import numpy as np
+
+from .kernels import ARRAY_OPS, OPCODES
 from .kernels.table import CV, VC
 
 if TYPE_CHECKING:
@@ -22,12 +24,10 @@ def describe_row(tape: Tape, i: int) -> str:
     consts = arrays.consts
     oc = OPCODES[op]
     name = oc.spec.name
+    if name in ("array", "array_scalar"):
+        return _describe_array_row(tape, arrays, i)
     if name == "input":
-        node = tape.inputs[a]
-        label = getattr(node, "label", "")
-        if node._tape is tape:
-            return f"input #{a}"  # an argument of a compiled function
-        return f"input {label or '#' + str(a)}" + ("" if node._tape is None else " (from another tape)")
+        return _describe_input(tape, i)
     if name == "const":
         return f"const {_const(consts[a])}"
     if name == "guard":
@@ -37,6 +37,34 @@ def describe_row(tape: Tape, i: int) -> str:
         args.append(_const(consts[b]) if oc.kind == VC else f"v{b}")
     args += [_const(consts[b + k]) for k in range(oc.spec.params)]
     return f"{name}({', '.join(args)})"
+
+
+def _describe_input(tape: Tape, i: int) -> str:
+    k = tape.input_slots.index(i)
+    node = tape.inputs[k]
+    label = getattr(node, "label", "")
+    if node._tape is tape:
+        return f"input #{k}"  # an argument of a compiled function
+    shape = f" {node._v.shape}" if node._v.__class__ is np.ndarray else ""
+    return f"input {label or '#' + str(k)}{shape}" + ("" if node._tape is None else " (from another tape)")
+
+
+def _describe_array_row(tape: Tape, arrays, i: int) -> str:
+    """An array row: its op (``matmul(v3, v5)``, ``add[vv](v1, 2.0)``) and result size."""
+    code_, ax, ay = (t[int(arrays.a[i])] for t in arrays.arr[:3])
+    size = int(arrays.arr[5][int(arrays.a[i])])
+    code, x, y = int(code_), int(ax), int(ay)
+    if code >= len(OPCODES):
+        spec = ARRAY_OPS[code - len(OPCODES)]
+        if spec.name == "array_input":
+            return _describe_input(tape, i) + f" [{size}]"
+        names = ["v" + str(v) for v in (x, y)[: spec.arity]]
+        return f"{spec.name}({', '.join(names)}) [{size}]"
+    oc = OPCODES[code]
+    args = [_const(arrays.consts[x]) if oc.kind == CV else f"v{x}"]
+    if oc.spec.arity == 2:
+        args.append(_const(arrays.consts[y]) if oc.kind == VC else f"v{y}")
+    return f"{oc.spec.name}({', '.join(args)}) [{size}]"
 
 
 def wengert_listing(tape: Tape, limit: int | None = 50) -> str:

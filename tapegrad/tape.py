@@ -58,7 +58,7 @@ class Tape:
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
-        "blocks", "block_vals", "imeta", "imeta_len", "array_slots",
+        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width",
     )
 
     def __init__(self) -> None:
@@ -82,6 +82,7 @@ class Tape:
         self.imeta: list[np.ndarray] = []  # entries of the int64 side table
         self.imeta_len = 0
         self.array_slots = 0
+        self.input_width = 0  # length of the input vector the input rows read (an array: its size)
 
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
@@ -90,7 +91,8 @@ class Tape:
     def add_traced_input(self, cls: type, value: float) -> Node:
         """A new node standing for an input of the tape (a traced argument of tg.compile)."""
         slot = len(self.rows) >> 2
-        self.rows += (INPUT, len(self.inputs), 0, value)
+        self.rows += (INPUT, self.input_width, 0, value)
+        self.input_width += 1
         node = cls._leaf(value, True)
         node._tape, node._slot = self, slot
         self.inputs.append(node)
@@ -125,8 +127,16 @@ class Tape:
         return row
 
     def add_array_const(self, value: np.ndarray) -> int:
-        """A row holding array data that needs no gradient (read by the reverse rules); its row."""
-        return self.add_array(ARRAY_CODE["array_const"], 0, 0, None, value)
+        """A row holding array data that needs no gradient (read by the reverse rules); its row.
+        A tape that will be replayed keeps the data in its constant pool."""
+        offset = len(self.consts)
+        if self.tracing:
+            self.consts += value.reshape(-1).tolist()
+        return self.add_array(ARRAY_CODE["array_const"], offset, 0, None, value)
+
+    def add_pack(self, rows: list[int], value: np.ndarray) -> int:
+        """A row making one array of scalar rows (traced scalars used as an array); its row."""
+        return self.add_array(ARRAY_CODE["pack"], 0, 0, np.array(rows, dtype=np.int64), value)
 
     def block(self, row: int) -> tuple[int, int]:
         """[start, stop) of array row `row`'s block in the array slots."""
@@ -136,10 +146,12 @@ class Tape:
     def add_input(self, node: Node) -> int:
         """Register `node` as an input of this tape; return its slot."""
         if node._v.__class__ is np.ndarray:
-            slot = self.add_array(ARRAY_CODE["array_input"], len(self.inputs), 0, None, node._v)
+            slot = self.add_array(ARRAY_CODE["array_input"], self.input_width, 0, None, node._v)
+            self.input_width += node._v.size
         else:
             slot = len(self.rows) >> 2
-            self.rows += (INPUT, len(self.inputs), 0, float(node._v))
+            self.rows += (INPUT, self.input_width, 0, float(node._v))
+            self.input_width += 1
         self.inputs.append(node)
         self.input_slots.append(slot)
         node._reg = (self, slot)

@@ -240,6 +240,9 @@ INDEXES = {
     "negative int": lambda t: t[-1, 2],
     "slice": lambda t: t[1:, ::2],
     "none": lambda t: t[None, :, 1],
+    "ellipsis": lambda t: t[..., 1:3],
+    "negative step": lambda t: t[::-1, 3:0:-2],
+    "int and int array": lambda t: t[1, [3, 0, 3]],
     "repeated ints": lambda t: t[[0, 2, 0, 0]],
     "int pairs": lambda t: t[[0, 1, 1], [2, 0, 2]],
     "bool mask": lambda t: t[t.detach() > 0],
@@ -249,7 +252,8 @@ INDEXES = {
 @pytest.mark.parametrize("name", list(INDEXES))
 def test_indexing(name, rng):
     f = INDEXES[name]
-    torch_f = (lambda t: t[t.detach() > 0]) if name == "bool mask" else f
+    torch_f = {"bool mask": lambda t: t[t.detach() > 0],
+               "negative step": lambda t: t.flip(0)[:, [3, 1]]}.get(name, f)  # torch: no negative steps
     check(f, [rng.normal(size=(3, 4))], torch_f)
 
 
