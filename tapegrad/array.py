@@ -20,6 +20,7 @@ from .kernels.pyeval import array_function
 from .kernels.table import CV, OPS, VC, VV, BY_NAME
 
 from .node import KEEP_TRACED, Node, current_tape, slot_on
+from .state import get_tape
 from .recorder import APPLY, register_arrays
 from .tensor import Tensor
 
@@ -366,7 +367,10 @@ _OPS = {
 
 
 def _ndim(v: Any) -> int:
-    return v.ndim if v.__class__ is np.ndarray else np.ndim(v)
+    cls = v.__class__
+    if cls is np.ndarray:
+        return v.ndim
+    return 0 if cls is float or cls is int or cls is bool else np.ndim(v)
 
 
 def apply(name: str, *args: Any) -> Tensor:
@@ -380,7 +384,8 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     binary = op.arity == 2
     xv = x._v if isinstance(x, Node) else _value(x)
     yv = (y._v if isinstance(y, Node) else _value(y)) if binary else None
-    if _ndim(xv) == 0 and (not binary or _ndim(yv) == 0):  # scalars: the scalar recorder
+    xd, yd = _ndim(xv), _ndim(yv) if binary else 0
+    if xd == 0 and yd == 0:  # scalars: the scalar recorder
         scalar = [v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: op.arity]]
         return APPLY[op.name](*scalar, *params)
     try:  # values follow NumPy, RuntimeWarnings (log(0), 0/0) included
@@ -392,26 +397,39 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
         return ArrayTensor._leaf(np.asarray(z != 0.0))
     xt = isinstance(x, Node) and (x._rg or x._tape is not None)
     yt = binary and isinstance(y, Node) and (y._rg or y._tape is not None)
-    tape = current_tape() if (xt or yt) and op.differentiable else None
+    tape = None
+    if (xt or yt) and op.differentiable:
+        tape = get_tape()
+        if tape.closed:
+            tape = current_tape()
     if tape is None:
         if op.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: op.arity]):
             z = np.asarray(z).astype(np.result_type(*(xv, yv)[: op.arity]))
         return _leaf(z)
-    rg = (xt and x._rg) or (yt and y._rg)
     meta = None
     if not binary:
         code, a, b = op.codes["v"], _row(tape, x), len(tape.consts)
-        tape.consts += params
-    elif not yt and _ndim(yv) == 0:
+        if params:
+            tape.consts += params
+    elif not yt and yd == 0:
         code, a, b = op.codes[VC], _row(tape, x), len(tape.consts)
         tape.consts.append(float(yv))
-    elif not xt and _ndim(xv) == 0:
+    elif not xt and xd == 0:
         code, a, b = op.codes[CV], len(tape.consts), _row(tape, y)
         tape.consts.append(float(xv))
     else:
         code, a, b = op.codes[VV], _row(tape, x), _row(tape, y)
         meta = _broadcast_meta(np.shape(xv), np.shape(yv), z.shape)
-    return _record(code, a, b, meta, z, tape, rg)
+    if z.dtype is not _FLOAT64:  # a float64 operand with integer data
+        z = z.astype(np.float64)
+    out = _new(ArrayTensor)  # NumPy's result of C-ordered operands: C-ordered, the block itself
+    out._v, out._tape, out._slot, out._reg, out._grad = z, tape, tape.add_array(code, a, b, meta, z), None, None
+    out._rg = bool((xt and x._rg) or (yt and y._rg))
+    return out
+
+
+_FLOAT64 = np.dtype(np.float64)
+_new = object.__new__
 
 
 # ---------------------------------------------------------------------------- structural ops

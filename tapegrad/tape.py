@@ -34,6 +34,9 @@ INPUT = 0  # opcode of the input row, see kernels.table
 CONST = 1
 GUARD = 2
 ARRAY_SCALAR = ARRAY_ROW + 1
+# A tape whose array values reach this many float64s (256 MB) takes no new graphs: a loop that
+# records without ever calling backward lets old graphs go with their tensors
+ARRAY_SLOTS_LIMIT = 1 << 25
 # opcodes whose operand a (resp. b) is a constant, written inline while recording
 _CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
 _CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
@@ -50,6 +53,33 @@ class TapeArrays(NamedTuple):
     arr: tuple[np.ndarray, ...]  # the array table (kernels.array_table)
     vaddr: np.ndarray  # address of each array row's value block (0 once released)
     array_slots: int  # slots of all array blocks: the length of their adjoint array
+    keep: Any = None  # memory that vaddr points into, beyond the tensors' own arrays
+
+
+SMALL_BLOCK = 4096  # array values up to this many floats are copied together for a sweep
+
+
+def _addresses(values: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The address of each array row's values, for the sweeps; and the memory to keep alive.
+
+    Small arrays are copied into one buffer (asking NumPy for an array's address costs about a
+    microsecond, more than copying a few thousand floats); large ones are read where they are."""
+    vaddr = np.zeros(len(values), dtype=np.int64)
+    small, pieces = [], []
+    for j, v in enumerate(values):
+        if v is None:
+            continue
+        if v.size <= SMALL_BLOCK:
+            small.append(j)
+            pieces.append(v.reshape(-1))
+        else:
+            vaddr[j] = v.__array_interface__["data"][0]
+    if not pieces:
+        return vaddr, None
+    buffer = np.concatenate(pieces)
+    starts = np.cumsum([0] + [p.size for p in pieces[:-1]])
+    vaddr[small] = buffer.__array_interface__["data"][0] + 8 * starts
+    return vaddr, buffer
 
 
 class Tape:
@@ -114,12 +144,14 @@ class Tape:
         if meta is not None:
             self.imeta.append(meta)
             self.imeta_len += len(meta)
-        if value.__class__ is np.ndarray:
-            flat = value.reshape(-1)
+        if value.__class__ is np.ndarray:  # C-ordered float64: its memory is the block
+            size = value.size
             self.rows += (ARRAY_ROW, len(self.block_vals), 0, 0.0)
-            self.blocks += (code, x, y, m, self.array_slots, len(flat))
-            self.block_vals.append(flat)
-            self.array_slots += len(flat)
+            self.blocks += (code, x, y, m, self.array_slots, size)
+            self.block_vals.append(value)
+            self.array_slots += size
+            if self.array_slots >= ARRAY_SLOTS_LIMIT and not self.tracing:
+                self.closed = True  # full: the thread's next graph starts a new tape
         else:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
@@ -168,7 +200,7 @@ class Tape:
             return cached
         if self.released:
             assert cached is not None
-            return cached._replace(vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr))
+            return cached._replace(vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr), keep=None)
         if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
         rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
@@ -185,12 +217,9 @@ class Tape:
             t = np.array(self.blocks, dtype=np.int64).reshape(-1, 6).T
             imeta = np.concatenate(self.imeta) if self.imeta else ()
             arr = kernels.array_table(t[0], t[1], t[2], t[3], t[4], t[5], imeta)
-            vaddr = np.array(
-                [0 if v is None else v.__array_interface__["data"][0] for v in self.block_vals],
-                dtype=np.int64,
-            )
+            vaddr, keep = _addresses(self.block_vals)
         else:
-            arr, vaddr = kernels.NO_ARRAYS, kernels.NO_ADDRESSES
+            arr, vaddr, keep = kernels.NO_ARRAYS, kernels.NO_ADDRESSES, None
         arrays = TapeArrays(
             op=op,
             a=a.astype(np.uint32),
@@ -200,6 +229,7 @@ class Tape:
             arr=arr,
             vaddr=vaddr,
             array_slots=self.array_slots,
+            keep=keep,
         )
         self._arrays = arrays
         return arrays
@@ -229,7 +259,7 @@ class Tape:
         """Drop the values and the recording lists, keeping the rows as compact arrays (9 bytes a
         row): a backward consumed every row and freed every row that reads saved values."""
         arrays = self.arrays()
-        self._arrays = arrays._replace(vals=np.zeros(0), vaddr=np.zeros_like(arrays.vaddr))
+        self._arrays = arrays._replace(vals=np.zeros(0), vaddr=np.zeros_like(arrays.vaddr), keep=None)
         self.rows, self.consts, self.block_vals = [], [], []
         self.released = True
 
