@@ -129,17 +129,15 @@ def test_reverse_sweep(benchmark, report_ns_per_row, big_tape):
     t, reverse = big_tape, kernels.sweeps().reverse
     op, a, b, vals, consts = t.arrays[:5]
     adj = np.zeros(t.rows)
-    no_arrays = (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)
 
     def seed():
         adj.fill(0.0)
         adj[t.out] = 1.0
 
     seed()
-    reverse(op, a, b, vals, consts, adj, 0, t.rows, *no_arrays)  # compile (or load) before timing
+    reverse(op, a, b, vals, consts, adj, 0, t.rows)  # compile (or load) before timing
     benchmark.pedantic(
-        reverse, args=(op, a, b, vals, consts, adj, 0, t.rows, *no_arrays), setup=seed, rounds=30,
-        warmup_rounds=1,
+        reverse, args=(op, a, b, vals, consts, adj, 0, t.rows), setup=seed, rounds=30, warmup_rounds=1
     )
     report_ns_per_row(t.rows)
     grad = np.empty_like(t.x)
@@ -153,10 +151,9 @@ def test_forward_sweep(benchmark, report_ns_per_row, big_tape):
     t, forward = big_tape, kernels.sweeps().forward
     op, a, b, vals, consts = t.arrays[:5]
     out = np.zeros(t.rows)
-    no_arrays = (kernels.NO_ARRAYS, kernels.NO_ADDRESSES)
-    forward(op, a, b, out, consts, t.inputs, 0, t.rows, *no_arrays)  # compile (or load) before timing
+    forward(op, a, b, out, consts, t.inputs, 0, t.rows)  # compile (or load) before timing
     failed = benchmark.pedantic(
-        forward, args=(op, a, b, out, consts, t.inputs, 0, t.rows, *no_arrays),
+        forward, args=(op, a, b, out, consts, t.inputs, 0, t.rows),
         setup=lambda: out.fill(0.0), rounds=30, warmup_rounds=1,
     )
     report_ns_per_row(t.rows)

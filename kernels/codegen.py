@@ -359,7 +359,7 @@ def second_order(op, a, b, vals, consts, dot, adj, adjd, start, stop):
 
 SWEEPS = '''\
 @_kernel
-def forward{S}(op, a, b, vals, consts, inputs, start, stop, arr, vaddr):
+def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
     for i in range(np.uint64(start), np.uint64(stop)):
         c = op[i]
@@ -368,10 +368,10 @@ def forward{S}(op, a, b, vals, consts, inputs, start, stop, arr, vaddr):
 
 
 @_kernel
-def reverse{S}(op, a, b, vals, consts, adj, start, stop, arr, vaddr, aadj):
+def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
     """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
-    array part: arr (the tape's array table), vaddr (each array row's value block, by address)
-    and aadj (the adjoints of the array blocks)."""
+    array part (sweeps for tapes with array rows): arr (the tape's array table), vaddr (each
+    array row's value block, by address) and aadj (the adjoints of the array blocks)."""
     for k in range(stop - start):
         i = np.uint64(stop - 1 - k)
         c = op[i]
@@ -384,7 +384,7 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop, arr, vaddr, aadj):
 
 
 @_kernel
-def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, operands, release, arr, vaddr, aadj):
+def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, operands, release{AR}):
     """Reverse sweep of an eager backward: as `reverse`, and marks the rows it reaches.
 
     Rows whose rule reads saved values are marked freed when `release` is set; reaching a freed
@@ -422,29 +422,29 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
 
 
 @_kernel
-def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad, arr, vaddr, aadj):
+def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad{AR}):
     """Replay the whole tape at `inputs`, then sweep back from `out_slot`:
     grad[k] = d vals[out_slot] / d inputs[k]. `vals` and `adj` are workspaces of one slot per row.
     Returns -1, or the row of the first guard that fails at these inputs (grad is then not set)."""
     n = op.shape[0]
-    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n, arr, vaddr)
+    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n{AF})
     if failed >= 0:
         return failed
     adj[:] = 0.0
     aadj[:] = 0.0  #A
     adj[out_slot] = 1.0
-    reverse{S}(op, a, b, vals, consts, adj, 0, n, arr, vaddr, aadj)
+    reverse{S}(op, a, b, vals, consts, adj, 0, n{AR})
     for k in range(input_slots.shape[0]):
         grad[k] = adj[input_slots[k]]
     return -1
 
 
 @_kernel
-def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv, arr, vaddr):
+def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv{AF}):
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
     Returns -1, or the row of the first guard that fails at these inputs."""
     n = op.shape[0]
-    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n, arr, vaddr)
+    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n{AF})
     if failed >= 0:
         return failed
     tangent(op, a, b, vals, consts, seeds, dot, 0, n)
@@ -459,7 +459,7 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
 
 
 @_parallel
-def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, grads, failed, threads, arr, vaddr, aadj):
+def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, grads, failed, threads{AR}):
     """`gradient` at every row of `inputs` (one point per row), in parallel: one workspace per
     each of `threads` workers. values[r] = the output at row r, grads[r] its gradient, failed[r]
     as `gradient`."""
@@ -467,11 +467,18 @@ def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, g
     for t in prange(threads):
         vals = np.empty(n)
         adj = np.empty(n)
+        arena = np.empty(aadj.shape[0])  # this thread's array values, and adjoints  #A
+        own_adj = np.empty(aadj.shape[0])  #A
+        own_vaddr = vaddr.copy()  #A
+        for j in range(vaddr.shape[0]):  #A
+            if vaddr[j] != 0:  #A
+                own_vaddr[j] = arena.ctypes.data + 8 * arr[4][j]  #A
         for r in range(t, points, threads):
             failed[r] = gradient{S}(
-                op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r], arr, vaddr, aadj
+                op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r]{AOWN}
             )
             values[r] = vals[out_slot]
+            values[r] += 0.0 * arena.shape[0]  # (keeps the arena alive to here)  #A
 '''
 
 
@@ -491,7 +498,10 @@ ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows
 def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
     scalar rows only runs sweeps that never compile the array kernels."""
-    text = SWEEPS.format(S="_arrays" if arrays else "", **{k: v for k, v in cases.items() if k in SWEEPS})
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AOWN=", arr, own_vaddr, own_adj") if arrays else \
+        dict(AF="", AR="", AOWN="")
+    text = SWEEPS.format(S="_arrays" if arrays else "", **params,
+                         **{k: v for k, v in cases.items() if k in SWEEPS})
     lines = text.splitlines()
     if arrays:
         return "\n".join(ln.replace(ARRAY_LINE, "") for ln in lines)

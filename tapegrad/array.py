@@ -85,14 +85,18 @@ class ArrayTensor(Tensor):
         return self._v.tolist()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        self._untraced("converting to a NumPy array", KEEP_TRACED)
         if self._rg or self._tape is not None:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
             )
         return self._v if dtype is None else self._v.astype(dtype)
 
-    def detach(self) -> ArrayTensor:
-        """A new leaf sharing this tensor's data, that does not require grad."""
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, that does not require grad (recorded as
+        ``stop_gradient`` while tracing for tg.compile, so replays follow the value)."""
+        if _tracing(self):
+            return apply("stop_gradient", self)
         return ArrayTensor._leaf(self._v)
 
     def _accumulate_grad(self, g: np.ndarray) -> None:
@@ -268,6 +272,35 @@ def _value(x: Any) -> Any:
     return np.asarray(x)
 
 
+def _tracing(x: Any) -> bool:
+    return isinstance(x, Node) and x._tape is not None and x._tape.tracing
+
+
+def as_array(x: Any) -> Any:
+    """`x` as an operand of array ops: an array (or list) holding tensors becomes one array
+    tensor (a ``pack`` row: how tg.compile's traced array arguments enter array ops)."""
+    if isinstance(x, (np.ndarray, list, tuple)) and not isinstance(x, Node):
+        items = np.asarray(x, dtype=object) if not isinstance(x, np.ndarray) else x
+        if items.dtype == object and items.size and any(isinstance(v, Node) for v in items.flat):
+            return pack(items)
+    return x
+
+
+def pack(items: np.ndarray) -> Tensor:
+    """One array tensor of an object array of scalars (tensors or numbers), recorded as one row."""
+    scalars = [v if isinstance(v, Node) else float(v) for v in items.flat]
+    value = np.array([float(v._v) if isinstance(v, Node) else v for v in scalars], dtype=np.float64)
+    value = value.reshape(items.shape)
+    traced = [v for v in scalars if _traced(v)]
+    tape = current_tape() if traced else None
+    if tape is None:
+        return _leaf(value)
+    rows = [slot_on(tape, v) if _traced(v) else tape.add_const(float(_value(v))) for v in scalars]
+    out = _record(ARRAY_CODE["pack"], 0, 0, np.array(rows, dtype=np.int64), value, tape,
+                  any(v._rg for v in traced))
+    return out
+
+
 def _traced(x: Any) -> bool:
     return isinstance(x, Node) and (x._rg or x._tape is not None)
 
@@ -382,6 +415,10 @@ def apply(name: str, *args: Any) -> Tensor:
 
 def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     binary = op.arity == 2
+    if x.__class__ is np.ndarray and x.dtype == object:
+        x = as_array(x)
+    if y.__class__ is np.ndarray and y.dtype == object:
+        y = as_array(y)
     xv = x._v if isinstance(x, Node) else _value(x)
     yv = (y._v if isinstance(y, Node) else _value(y)) if binary else None
     xd, yd = _ndim(xv), _ndim(yv) if binary else 0
@@ -393,12 +430,12 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     except ValueError:
         shapes = f"{np.shape(xv)} and {np.shape(yv)}" if binary else f"{np.shape(xv)}"
         raise ValueError(f"{op.name}: operands of shapes {shapes} cannot be broadcast together") from None
-    if op.comparison:
-        return ArrayTensor._leaf(np.asarray(z != 0.0))
     xt = isinstance(x, Node) and (x._rg or x._tape is not None)
     yt = binary and isinstance(y, Node) and (y._rg or y._tape is not None)
+    if op.comparison and not (_tracing(x) or _tracing(y)):  # data: a bool array, no row
+        return ArrayTensor._leaf(np.asarray(z != 0.0))
     tape = None
-    if (xt or yt) and op.differentiable:
+    if (xt or yt) and (op.differentiable or _tracing(x) or _tracing(y)):  # a replay needs them all
         tape = get_tape()
         if tape.closed:
             tape = current_tape()
@@ -499,6 +536,7 @@ _NUMPY_REDUCE = {"sum_into": np.sum, "amax_into": np.max, "amin_into": np.min, "
 
 def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     """Sum, max, min or product over `axis` (all axes by default) as one segment-reduction row."""
+    x = as_array(x)
     xv = _value(x)
     name = {"sum_into": "sum", "amax_into": "max", "amin_into": "min", "prod_into": "prod"}[op]
     axes = _axes(axis, xv.ndim, name)
@@ -517,6 +555,7 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
 
 def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
     """`x` repeated along new or size-1 dimensions to `shape` (gradients sum back)."""
+    x = as_array(x)
     shape, xv = tuple(shape), _value(x)
     try:
         value = np.broadcast_to(xv, shape)
@@ -530,6 +569,7 @@ def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
 
 def matmul(x: Any, y: Any) -> Tensor:
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading dimensions batch."""
+    x, y = as_array(x), as_array(y)
     xv, yv = _value(x), _value(y)
     if np.ndim(xv) == 0 or np.ndim(yv) == 0:
         raise ValueError(
@@ -574,6 +614,7 @@ def matmul(x: Any, y: Any) -> Tensor:
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     """x @ weight.T + bias, with weight of shape (out, in) as torch lays it out (recorded as one
     matmul row that reads weight transposed: no copy of it)."""
+    x, weight = as_array(x), as_array(weight)
     xv, wv = _value(x), _value(weight)
     if np.ndim(wv) != 2 or np.ndim(xv) == 0 or np.shape(xv)[-1] != np.shape(wv)[1]:
         raise ValueError(f"linear: input of shape {np.shape(xv)} and weight of shape {np.shape(wv)} "
@@ -607,6 +648,7 @@ def reshape(x: Any, shape: Sequence[int]) -> Any:
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     """Join tensors along an existing axis: each lands in its place of the result by a
     scatter-sum row, and the pieces are added."""
+    tensors = [as_array(t) for t in tensors]
     values = [np.atleast_1d(_value(t)) for t in tensors]
     if not values:
         raise ValueError("concatenate: expected a non-empty sequence of tensors")
@@ -656,12 +698,17 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 
 def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """log(sum(exp(x))) over `axis`, shifted by the maximum (a constant for the gradient)."""
+    x = as_array(x)
     xv = _value(x)
     axes = _axes(axis, np.ndim(xv), "logsumexp")
-    shift = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
-    shift = np.where(np.isfinite(shift), shift, 0.0)
+    if _tracing(x):  # the shift must follow the inputs of a replay: a recorded max, no gradient
+        shift = _reduce("amax_into", x, axes, True).detach()
+    else:
+        shift = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
+        shift = np.where(np.isfinite(shift), shift, 0.0)
     total = _reduce("sum_into", apply("exp", apply("sub", x, shift)), axes, keepdims)
-    return apply("add", apply("log", total), shift if keepdims else shift.reshape(np.shape(total._v)))
+    kept = shift if keepdims else reshape(shift, np.shape(total._v))
+    return apply("add", apply("log", total), kept)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
@@ -688,7 +735,7 @@ def _index_key(key: Any) -> Any:
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """`x` where `condition` holds, else `y` (elementwise, broadcasting; no gradient leaks from
     the branch not taken)."""
-    c = np.asarray(_value(condition), dtype=np.float64)
+    c = condition if _tracing(condition) else np.asarray(_value(condition), dtype=np.float64)
     return apply("add", apply("where_then", c, x), apply("where_else", c, y))
 
 

@@ -29,11 +29,7 @@ from .state import get_tape, set_tape
 from .tape import Tape
 from .tensor import Tensor
 
-FORMAT_VERSION = 1
-# the array part of the sweeps' arguments (array table, value addresses), empty: compiled tapes
-# hold scalar rows only so far
-_NO_ARRAYS = (kernels.NO_ARRAYS, kernels.NO_ADDRESSES)
-_NO_ADJ = kernels.NO_ADJOINTS
+FORMAT_VERSION = 2  # 2: array tables, captured values flattened
 Signature = tuple[tuple[int, ...], ...]
 
 
@@ -51,12 +47,28 @@ class Variant(NamedTuple):
     captured: tuple[Node, ...]  # tensors read from outside f: their values are read at each call
     rows: int
     out_slot: int  # the first output's slot (the output, for a scalar f), as a Python int
+    arrays: tuple  # the array table (kernels.NO_ARRAYS for a tape of scalar rows)
+    array_slots: int  # floats in the array blocks (0 without array rows)
+    suffix: str  # of the sweeps this tape runs: "_arrays" with array rows, else ""
 
     def inputs(self, flat: np.ndarray) -> np.ndarray:
         """The tape's input vector: the flat arguments, then the captured tensors' values now."""
         if not self.captured:
             return flat
-        return np.concatenate([flat, [float(node._v) for node in self.captured]])
+        return np.concatenate([flat, *[np.ravel(node._v).astype(np.float64) for node in self.captured]])
+
+    def sweep(self, name: str) -> Callable[..., Any]:
+        """The compiled sweep `name` for this tape (the array-aware one if it has array rows)."""
+        return getattr(kernels.sweeps(), name + self.suffix)
+
+    def scalar_only(self, what: str) -> None:
+        """Refuse a sweep that array rows do not have yet."""
+        if self.suffix:
+            raise NotImplementedError(
+                f"tg.compile: {what} of a tape with array rows is not supported yet (forward-mode "
+                "sweeps of array ops are the next step); grad, value_and_grad, vjp and reverse-mode "
+                "jacobians are."
+            )
 
 
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
@@ -108,6 +120,9 @@ def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | No
             f"them), got {type(item).__name__}"
         )
 
+    if isinstance(out, Node) and out._v.__class__ is np.ndarray:  # an array tensor: one slot each
+        flat = out.reshape(-1)
+        return [slot(flat[k]) for k in range(flat.shape[0])], out.shape
     if isinstance(out, (Node, int, float, np.number)):
         return [slot(out)], None
     array = np.empty(0, dtype=object)
@@ -131,12 +146,6 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         out_slots, out_shape = _output_slots(tape, out)
     finally:
         set_tape(previous)
-    if tape.blocks:
-        raise NotImplementedError(
-            "tg.compile: the function used array tensors (tg.tensor of an array, a tg.nn module's "
-            "weights, or an op on them); replaying array ops is not supported yet. Write f on its "
-            "array arguments (arrays of traced scalars inside f), or use the eager API."
-        )
     arrays = tape.freeze()
     n_args = len(flat)
     return Variant(
@@ -144,15 +153,17 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         input_slots=np.array(tape.input_slots, dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(tape.inputs[n_args:]), rows=len(arrays.op), out_slot=out_slots[0],
+        arrays=arrays.arr, array_slots=arrays.array_slots, suffix="_arrays" if len(arrays.vaddr) else "",
     )
 
 
 class ReplayTape(NamedTuple):
     """A recorded tape as plain arrays for your own ``@numba.njit`` code: pass it (a NamedTuple
     of arrays) into a jitted function and call ``tg.sweeps().gradient(t.op, t.a, t.b, t.consts,
-    inputs, t.input_slots, t.out_slot, vals, adj, grad, t.arrays, t.addresses, t.adjoints)``
-    there, with ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)``
-    floats."""
+    inputs, t.input_slots, t.out_slot, vals, adj, grad)`` there, with
+    ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)`` floats. A
+    tape with array rows (``len(t.addresses) > 0``) replays with ``gradient_arrays``, which takes
+    ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time)."""
 
     op: np.ndarray
     a: np.ndarray
@@ -164,6 +175,7 @@ class ReplayTape(NamedTuple):
     arrays: tuple  # the array table (empty: compiled tapes hold scalar rows only so far)
     addresses: np.ndarray  # where each array row's values live
     adjoints: np.ndarray  # the adjoints of the array rows
+    arena: np.ndarray  # the memory `addresses` point into (keep the tape alive while using it)
 
 
 class CompiledFunction:
@@ -181,27 +193,48 @@ class CompiledFunction:
             functools.update_wrapper(self, f)
 
     # ------------------------------------------------------------------ variants and replay
-    def _workspace(self, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
-        """Value and adjoint arrays for `variant`, one pair per thread (reused across calls)."""
+    def _space(self, variant: Variant) -> tuple:
+        """This thread's workspace for `variant` (reused across calls): values and adjoints of the
+        rows; the array part of the sweeps' arguments (none for a tape of scalar rows: the array
+        table, the addresses of the array blocks' values in the arena, their adjoints); the arena;
+        the gradient sweep."""
         spaces = self._workspaces.__dict__.setdefault("spaces", {})
         space = spaces.get(id(variant))
         if space is None or space[0].shape[0] != variant.rows:
             if len(spaces) > 2 * self.max_variants:  # workspaces of evicted variants
                 spaces.clear()
-            space = spaces[id(variant)] = (np.empty(variant.rows), np.empty(variant.rows))
+            arena = np.empty(variant.array_slots)
+            array_args: tuple = ()
+            if variant.suffix:  # each array row's block in the arena (a 0-d result: its scalar slot)
+                scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
+                vaddr = arena.__array_interface__["data"][0] + 8 * variant.arrays[4]
+                vaddr[scalar] = 0
+                array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
+            space = spaces[id(variant)] = (
+                np.empty(variant.rows), np.empty(variant.rows), array_args, arena, variant.sweep("gradient"),
+            )
         return space
+
+    def _workspace(self, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
+        """Value and adjoint arrays of the rows for `variant`, one pair per thread."""
+        return self._space(variant)[:2]
+
+    def _array_args(self, variant: Variant) -> tuple:
+        """The array part of a sweep's arguments: array table, value addresses, array adjoints
+        (empty for a tape of scalar rows)."""
+        return self._space(variant)[2]
 
     def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
         """The variant whose guards hold at `args`, its values there, and the flat inputs."""
         signature, flat = _flatten_args(args)
-        sweeps = kernels.sweeps()
         self._counts["calls"] += 1
         variants = self._variants.get(signature)
         for key, variant in list(variants.items()) if variants else ():
             inputs = variant.inputs(flat)
             vals, _ = self._workspace(variant)
-            failed = sweeps.forward(
-                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows, *_NO_ARRAYS
+            failed = variant.sweep("forward")(
+                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
+                *self._array_args(variant)[:2],
             )
             if failed < 0:
                 with self._lock:
@@ -228,8 +261,9 @@ class CompiledFunction:
                 variants.popitem(last=True)
         inputs = variant.inputs(flat)
         vals, _ = self._workspace(variant)
-        failed = kernels.sweeps().forward(
-            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows, *_NO_ARRAYS
+        failed = variant.sweep("forward")(
+            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
+            *self._array_args(variant)[:2],
         )
         if failed >= 0:  # a comparison that gives another answer when replayed (NaN, say)
             raise RuntimeError(f"tg.compile: guard row {failed} fails at the inputs it was recorded at")
@@ -269,15 +303,14 @@ class CompiledFunction:
         """(f(*args), d f / d args[argnums]) for a scalar-valued f."""
         signature, flat = _flatten_args(args)
         variants = self._variants.get(signature)
-        sweeps = kernels.sweeps()
         if variants:  # the hot path: one Numba call replays and differentiates
             variant = next(iter(variants.values()))
             if variant.out_shape is None:
-                vals, adj = self._workspace(variant)
+                vals, adj, array_args, _, gradient = self._space(variant)
                 grad = np.empty(len(variant.input_slots))
-                failed = sweeps.gradient(
+                failed = gradient(
                     variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
-                    variant.input_slots, variant.out_slot, vals, adj, grad, *_NO_ARRAYS, _NO_ADJ,
+                    variant.input_slots, variant.out_slot, vals, adj, grad, *array_args,
                 )
                 if failed < 0:
                     self._counts["calls"] += 1
@@ -292,8 +325,16 @@ class CompiledFunction:
         _, adj = self._workspace(variant)
         adj[:] = 0.0
         adj[variant.out_slot] = 1.0
-        sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ)
+        self._reverse(variant, vals, adj)
         return float(vals[variant.out_slot]), self._split(adj[variant.input_slots], args, argnums)
+
+    def _reverse(self, variant: Variant, vals: np.ndarray, adj: np.ndarray) -> None:
+        """A reverse sweep of `variant` from the seeds in `adj` (array blocks' adjoints zeroed)."""
+        array_args = self._array_args(variant)
+        if array_args:
+            array_args[2][:] = 0.0
+        variant.sweep("reverse")(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows,
+                                 *array_args)
 
     def grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> Any:
         """d f / d args[argnums] for a scalar-valued f (a tuple of them for several argnums)."""
@@ -317,9 +358,10 @@ class CompiledFunction:
             n, k = variant.rows, len(variant.input_slots)
             vals, adj = self._workspace(variant)
             grad, hv = np.empty(k), np.empty(k)
+            variant.scalar_only("hvp")
             failed = kernels.sweeps().hvp(
                 variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *_NO_ARRAYS,
+                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *self._array_args(variant)[:2],
             )
             if failed < 0:
                 break
@@ -354,9 +396,9 @@ class CompiledFunction:
         inputs = np.ascontiguousarray(np.stack([variant.inputs(row) for row in X.reshape(m, -1)]))
         flat_grads = np.empty((m, len(variant.input_slots)))
         failed = np.empty(m, dtype=np.int64)
-        kernels.sweeps().batch_gradient(
+        variant.sweep("batch_gradient")(
             variant.op, variant.a, variant.b, variant.consts, inputs, variant.input_slots,
-            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m), *_NO_ARRAYS, _NO_ADJ,
+            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m), *self._array_args(variant),
         )
         n = X[0].size
         grads.reshape(m, -1)[:] = flat_grads[:, :n]
@@ -376,7 +418,9 @@ class CompiledFunction:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
         return ReplayTape(
             variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
-            variant.out_slot, np.array([float(n._v) for n in variant.captured]), *_NO_ARRAYS, _NO_ADJ,
+            variant.out_slot, variant.inputs(np.zeros(0)),
+            *(self._array_args(variant) or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
+            self._space(variant)[3],
         )
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -389,9 +433,7 @@ class CompiledFunction:
         if cot.shape != expected:
             raise ValueError(f"vjp: cotangent has shape {cot.shape}, the output has shape {expected}")
         np.add.at(adj, variant.out_slots, cot.ravel())
-        kernels.sweeps().reverse(
-            variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ
-        )
+        self._reverse(variant, vals, adj)
         out = self._shape_output(variant, vals[variant.out_slots])
         return out, self._split(adj[variant.input_slots], args, tuple(range(len(args))))
 
@@ -412,6 +454,7 @@ class CompiledFunction:
 
     @staticmethod
     def _tangent(variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        variant.scalar_only("a tangent sweep (jvp, or a jacobian with more outputs than inputs)")
         dot = np.empty(variant.rows)
         kernels.sweeps().tangent(
             variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows
@@ -426,13 +469,12 @@ class CompiledFunction:
         lo, hi = offsets[argnums], offsets[argnums + 1]
         m, n = len(variant.out_slots), hi - lo
         jac = np.empty((m, n))
-        sweeps = kernels.sweeps()
         if m <= n:
             _, adj = self._workspace(variant)
             for r, slot in enumerate(variant.out_slots):
                 adj[:] = 0.0
                 adj[slot] = 1.0
-                sweeps.reverse(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows, *_NO_ARRAYS, _NO_ADJ)
+                self._reverse(variant, vals, adj)
                 jac[r] = adj[variant.input_slots[lo:hi]]
         else:
             seeds = np.zeros(len(inputs))
@@ -471,12 +513,14 @@ class CompiledFunction:
         for signature, variants in self._variants.items():
             for variant in variants.values():
                 k = len(meta)
-                captured = np.array([float(node._v) for node in variant.captured])
                 meta.append({"signature": [list(s) for s in signature],
-                             "out_shape": None if variant.out_shape is None else list(variant.out_shape)})
+                             "out_shape": None if variant.out_shape is None else list(variant.out_shape),
+                             "array_slots": variant.array_slots})
                 for name in ("op", "a", "b", "consts", "input_slots", "out_slots"):
                     arrays[f"{k}_{name}"] = getattr(variant, name)
-                arrays[f"{k}_captured"] = captured
+                arrays[f"{k}_captured"] = variant.inputs(np.zeros(0))  # their values now, flat
+                for c, column in enumerate(variant.arrays):
+                    arrays[f"{k}_arr{c}"] = column
         header = {"format": "tapegrad", "version": FORMAT_VERSION, "variants": meta}
         np.savez(path, header=np.array(json.dumps(header)), **arrays)
 
@@ -511,22 +555,26 @@ def load(path: str) -> CompiledFunction:
         signature = tuple(tuple(s) for s in meta["signature"])
         tape = Tape()
         tape.closed = True
+        arr = tuple(data[f"{k}_arr{c}"] for c in range(len(kernels.NO_ARRAYS)))
+        captured = data[f"{k}_captured"]
         variant = Variant(
             tape=tape, op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
             input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
             out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
-            captured=tuple(_Constant(float(v)) for v in data[f"{k}_captured"]),  # type: ignore[misc]
-            rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]),
+            captured=(_Constant(captured),) if len(captured) else (),  # type: ignore[arg-type]
+            rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]), arrays=arr,
+            array_slots=int(meta.get("array_slots", 0)),
+            suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
         )
-        _check_variant(variant, path)
+        _check_variant(variant, path, sum(math.prod(s) for s in signature) + len(captured))
         cf._variants.setdefault(signature, OrderedDict())[id(variant)] = variant
     return cf
 
 
-def _check_variant(v: Variant, path: str) -> None:
+def _check_variant(v: Variant, path: str, input_width: int) -> None:
     """Refuse a saved tape whose operands point outside it: every slot operand must name an
-    earlier row, every constant a pool entry, every input an input (a corrupted file must raise,
-    not crash the sweeps)."""
+    earlier row, every constant a pool entry, every input an input, every array block and index
+    map stay inside what it reads and writes (a corrupted file must raise, not crash the sweeps)."""
     n = len(v.op)
     if not (v.a.dtype == np.uint32 and v.b.dtype == np.uint32 and len(v.a) == n and len(v.b) == n
             and np.all(v.input_slots < n) and np.all(v.out_slots < n)):
@@ -542,10 +590,104 @@ def _check_variant(v: Variant, path: str) -> None:
         (a[a_slot], rows[a_slot]), (b[b_slot], rows[b_slot]),  # slots: earlier rows
         (a[(kind == "cv") | (name == "const")], len(v.consts)), (b[kind == "vc"], len(v.consts)),
         (b[params > 0] + params[params > 0] - 1, len(v.consts)),
-        (a[name == "input"], len(v.input_slots)),
+        (a[name == "input"], input_width),
     ]
     if not all(np.all(ops < bound) for ops, bound in within):
         raise ValueError(f"tg.load: {path} is corrupted (operands outside the tape)")
+    if v.suffix and not _array_rows_valid(v, input_width):
+        raise ValueError(f"tg.load: {path} is corrupted (array rows outside their blocks)")
+
+
+def _array_rows_valid(v: Variant, input_width: int) -> bool:
+    """Whether every array row of `v` reads and writes inside its operands' blocks."""
+    dtypes = (np.uint8, np.uint32, np.uint32, np.int64, np.int64, np.int64, np.int64)
+    if len(v.arrays) != 7 or any(c.dtype != d or c.ndim != 1 for c, d in zip(v.arrays, dtypes)):
+        return False
+    code, ax, ay, ameta, aoff, asize, imeta = (c.astype(np.int64) for c in v.arrays)
+    entries, n_codes = len(code), len(kernels.OPCODES)
+    if len({len(c) for c in (code, ax, ay, ameta, aoff, asize)}) != 1:
+        return False
+    sizes = {}  # row -> number of values it holds
+    for i in range(len(v.op)):
+        op = int(v.op[i])
+        if op < kernels.ARRAY_ROW:
+            sizes[i] = 1
+            continue
+        j = int(v.a[i])
+        if j >= entries or asize[j] < 0 or (op == kernels.ARRAY_ROW + 1 and asize[j] != 1):
+            return False
+        if op == kernels.ARRAY_ROW and not (0 <= aoff[j] and aoff[j] + asize[j] <= v.array_slots):
+            return False
+        sizes[i] = int(asize[j])
+        if not _array_entry_valid(int(code[j]), i, int(ax[j]), int(ay[j]), int(ameta[j]), sizes, imeta,
+                                  len(v.consts), input_width, n_codes):
+            return False
+    return True
+
+
+def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imeta: np.ndarray,
+                       n_consts: int, input_width: int, n_codes: int) -> bool:
+    """One array row: code c at row i, operands x, y, side-table entry at m (see kernels.table)."""
+    n = sizes[i]
+    mask = int(kernels.OPERAND_MASK[c]) if c < len(kernels.OPERAND_MASK) else -1
+    if mask < 0 or any(r >= i for r, bit in ((x, 1), (y, 2)) if mask & bit):
+        return False
+    entry = imeta[m:] if 0 <= m <= len(imeta) else imeta[:0]
+
+    def positions_within(count: int, bound: int, at: int = 0) -> bool:  # an index map at entry[at:]
+        if len(entry) <= at:
+            return False
+        nd = int(entry[at])
+        if nd < 0:
+            idx = entry[at + 1 : at + 1 + count]
+            return len(idx) == count and bool(np.all((idx >= 0) & (idx < bound)))
+        if len(entry) < at + 2 + 2 * nd:
+            return False
+        shape, strides = entry[at + 2 : at + 2 + nd], entry[at + 2 + nd : at + 2 + 2 * nd]
+        if np.any(shape < 0) or math.prod(shape.tolist()) != count:
+            return False
+        if count == 0:
+            return True
+        low = int(entry[at + 1]) + int(np.sum(np.minimum(strides * (shape - 1), 0)))
+        high = int(entry[at + 1]) + int(np.sum(np.maximum(strides * (shape - 1), 0)))
+        return 0 <= low and high < bound
+
+    if c < n_codes:  # elementwise
+        oc = kernels.OPCODES[c]
+        if not oc.kind:
+            return False
+        if (oc.kind == "cv" and x >= n_consts) or ((oc.kind == "vc" or oc.spec.params) and y + oc.spec.params > n_consts):
+            return False
+        if oc.kind != "vv":
+            return all(sizes[r] == n for r, bit in ((x, 1), (y, 2)) if mask & bit)
+        if len(entry) < 1 or entry[0] < 1 or len(entry) < 1 + 3 * int(entry[0]):
+            return False
+        nd = int(entry[0])
+        shape = entry[1 : 1 + nd]
+        if np.any(shape < 1) or math.prod(shape.tolist()) != n:
+            return False
+        for r, strides in ((x, entry[1 + nd : 1 + 2 * nd]), (y, entry[1 + 2 * nd : 1 + 3 * nd])):
+            if np.any(strides < 0) or int(np.sum(strides * (shape - 1))) >= sizes[r]:
+                return False
+        return True
+    name = kernels.ARRAY_OPS[c - n_codes].name
+    if name == "array_input":
+        return 0 <= x and x + n <= input_width
+    if name == "array_const":
+        return 0 <= x and x + n <= n_consts
+    if name == "pack":
+        rows = entry[:n]
+        return len(rows) == n and all(0 <= r < i and sizes.get(int(r)) == 1 for r in rows)
+    if name == "matmul":
+        if len(entry) < 7:
+            return False
+        batch, rows, inner, cols, sx, sy, _ = (int(e) for e in entry[:7])
+        if min(batch, rows, inner, cols, sx, sy) < 0 or batch * rows * cols != n:
+            return False
+        return ((batch - 1) * sx + rows * inner <= sizes[x]) and ((batch - 1) * sy + inner * cols <= sizes[y])
+    if name == "gather":
+        return positions_within(n, sizes[x])
+    return positions_within(sizes[x], n)  # the reductions: over the input, into the output
 
 
 def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8) -> Any:

@@ -123,11 +123,11 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool)
             adj[slot] += g
         reached[slot] = 1
     # a tape of scalar rows runs the sweep that never compiles the array kernels
-    sweep = sweeps.reverse_tracked_arrays if len(arrays.vaddr) else sweeps.reverse_tracked
+    array_args = (arrays.arr, arrays.vaddr, aadj) if len(arrays.vaddr) else ()
+    sweep = sweeps.reverse_tracked_arrays if array_args else sweeps.reverse_tracked
     bad = sweep(
         arrays.op, arrays.a, arrays.b, arrays.vals, arrays.consts, adj, reached,
-        tape.freed_rows(), kernels.SAVES, kernels.OPERAND_MASK, not retain_graph,
-        arrays.arr, arrays.vaddr, aadj,
+        tape.freed_rows(), kernels.SAVES, kernels.OPERAND_MASK, not retain_graph, *array_args,
     )
     if bad >= 0:
         raise RuntimeError(_SECOND_BACKWARD)

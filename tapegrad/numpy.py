@@ -21,6 +21,7 @@ def _has_tensor(*args: Any) -> bool:
     return any(isinstance(a, _Node) or (isinstance(a, (list, tuple)) and _has_tensor(*a)) for a in args)
 
 
+
 def _elementwise(name: str, numpy_name: str) -> Callable[..., Any]:
     numpy_fn = getattr(_np, numpy_name)
 
@@ -96,8 +97,15 @@ def logsumexp(a: Any, axis: Axis = None, keepdims: bool = False) -> Any:
 
 
 def asarray(a: Any) -> Any:
-    """Tensors pass through; anything else becomes a NumPy array."""
-    return a if isinstance(a, _Node) else _np.asarray(a)
+    """Tensors pass through; an array of traced scalars (an argument inside tg.compile) becomes
+    one array tensor; anything else becomes a NumPy array."""
+    if isinstance(a, _Node):
+        return a
+    packed = _array.as_array(a)
+    return packed if isinstance(packed, _Node) else _np.asarray(a)
+
+
+array = asarray
 
 
 def __getattr__(name: str) -> Any:

@@ -154,10 +154,7 @@ def test_numba_forward_replay_equals_eager(spec, kind, rng):
         arrays = out.tape.arrays()
         inputs = np.array([float(x._v) for x in out.tape.inputs])
         vals = np.zeros_like(arrays.vals)
-        failed = sweeps.forward(
-            arrays.op, arrays.a, arrays.b, vals, arrays.consts, inputs, 0, len(vals),
-            kernels.NO_ARRAYS, kernels.NO_ADDRESSES,
-        )
+        failed = sweeps.forward(arrays.op, arrays.a, arrays.b, vals, arrays.consts, inputs, 0, len(vals))
         assert failed == -1
         np.testing.assert_array_equal(vals, arrays.vals)
 

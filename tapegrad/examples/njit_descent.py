@@ -38,7 +38,7 @@ def descend(x0, tape, steps, rate):
     for step in range(steps):
         inputs = np.concatenate((x, tape.captured))
         if gradient(tape.op, tape.a, tape.b, tape.consts, inputs, tape.input_slots,
-                    tape.out_slot, vals, adj, grad, tape.arrays, tape.addresses, tape.adjoints) >= 0:
+                    tape.out_slot, vals, adj, grad) >= 0:
             return x, losses[:step], step  # another branch: back to Python to record it
         losses[step] = vals[tape.out_slot]
         x -= rate * grad[:n]
