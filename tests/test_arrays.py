@@ -387,3 +387,20 @@ def test_compile_replays_array_tensors_with_traced_scalars():
     cf = tg.compile(lambda x: (W * x[0]).sum() * x[1])
     assert cf(np.array([2.0, 3.0])) == 24.0
     np.testing.assert_allclose(cf.grad(np.array([1.0, 5.0])), [20.0, 4.0])
+
+
+def test_gradients_flow_across_tapes_and_full_tapes_let_graphs_go(monkeypatch):
+    from tapegrad import tape as tape_module
+
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * x
+    h.sum().backward(retain_graph=True)  # closes h's tape: the next graph is recorded on a new one
+    y = (h * 3.0).sum()
+    assert y.tape is not h.tape
+    x.grad = None
+    y.backward()
+    assert x.grad.numpy().tolist() == [6.0, 12.0]
+    monkeypatch.setattr(tape_module, "ARRAY_SLOTS_LIMIT", 100)
+    w = tg.tensor(np.ones(60), requires_grad=True)
+    tapes = [(w * 2.0).tape for _ in range(4)]
+    assert len({id(t) for t in tapes}) == 4  # each 60-float graph filled the tape it was recorded on
