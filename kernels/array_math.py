@@ -216,20 +216,100 @@ def prod_into_forward(x, out, imeta, m):
 def prod_into_reverse(g, x, gx, imeta, m):
     # d prod / d x_k = product of the segment's other elements, without dividing by a zero x_k
     idx = index_map(imeta, m, x.shape[0])
-    n = g.shape[0]
+    zeros, rest = prod_segments(x, idx, g.shape[0])
+    for k in range(x.shape[0]):
+        s = idx[k]
+        if g[s] != 0.0:
+            gx[k] += g[s] * prod_partial(x, k, s, zeros, rest)
+
+
+def matmul_tangent(x, y, xd, yd, zd, dx, dy, imeta, m):
+    # d(x @ y) = xd @ y + x @ yd (an operand without a tangent contributes nothing)
+    zd[:] = 0.0
+    tmp = np.empty(zd.shape[0])
+    if dx:
+        matmul_forward(xd, y, tmp, imeta, m)
+        zd += tmp
+    if dy:
+        matmul_forward(x, yd, tmp, imeta, m)
+        zd += tmp
+
+
+def extreme_into_tangent(x, z, xd, zd, imeta, m):
+    # the tangent of a segment's extreme: the mean of its tied elements' tangents (the reverse
+    # rule splits the gradient evenly between them)
+    idx = index_map(imeta, m, x.shape[0])
+    ties = np.zeros(z.shape[0])
+    zd[:] = 0.0
+    for k in range(x.shape[0]):
+        s = idx[k]
+        if x[k] == z[s]:
+            ties[s] += 1.0
+            zd[s] += xd[k]
+    for s in range(z.shape[0]):
+        if ties[s] > 0.0:
+            zd[s] /= ties[s]
+
+
+def prod_segments(x, idx, n):
+    # per segment: the number of zeros and the product of the nonzero elements
     zeros = np.zeros(n)
-    rest = np.ones(n)  # product of the nonzero elements
+    rest = np.ones(n)
     for k in range(x.shape[0]):
         s = idx[k]
         if x[k] == 0.0:
             zeros[s] += 1.0
         else:
             rest[s] *= x[k]
+    return zeros, rest
+
+
+def prod_partial(x, k, s, zeros, rest):
+    # d prod / d x_k for element k of segment s
+    if zeros[s] == 0.0:
+        return rest[s] / x[k]
+    if zeros[s] == 1.0 and x[k] == 0.0:
+        return rest[s]
+    return 0.0
+
+
+def prod_into_tangent(x, xd, zd, imeta, m):
+    idx = index_map(imeta, m, x.shape[0])
+    zeros, rest = prod_segments(x, idx, zd.shape[0])
+    zd[:] = 0.0
+    for k in range(x.shape[0]):
+        if xd[k] != 0.0:
+            s = idx[k]
+            zd[s] += xd[k] * prod_partial(x, k, s, zeros, rest)
+
+
+def prod_into_second_order(g, gd, x, xd, gx, gxd, imeta, m):
+    # gx += g dp/dx_k; gxd += gd dp/dx_k + g sum_j d2p/dx_k dx_j xd_j, where d2p/dx_k dx_j (j != k)
+    # is the product of the segment without x_k and x_j
+    idx = index_map(imeta, m, x.shape[0])
+    n = g.shape[0]
+    zeros, rest = prod_segments(x, idx, n)
+    # per segment: sum of xd_j / x_j over nonzero x_j, and the tangent of the zero element(s)
+    ratio = np.zeros(n)
+    zero_tangent = np.zeros(n)
     for k in range(x.shape[0]):
         s = idx[k]
-        if g[s] == 0.0:
+        if x[k] != 0.0:
+            ratio[s] += xd[k] / x[k]
+        else:
+            zero_tangent[s] += xd[k]
+    for k in range(x.shape[0]):
+        s = idx[k]
+        if g[s] == 0.0 and gd[s] == 0.0:
             continue
-        if zeros[s] == 0.0:
-            gx[k] += g[s] * rest[s] / x[k]
-        elif zeros[s] == 1.0 and x[k] == 0.0:
-            gx[k] += g[s] * rest[s]
+        p = prod_partial(x, k, s, zeros, rest)
+        if zeros[s] == 0.0:  # sum_{j != k} (rest / (x_k x_j)) xd_j
+            cross = rest[s] / x[k] * (ratio[s] - xd[k] / x[k])
+        elif zeros[s] == 1.0:
+            cross = rest[s] * (ratio[s] if x[k] == 0.0 else zero_tangent[s] / x[k])
+        elif zeros[s] == 2.0 and x[k] == 0.0:
+            cross = rest[s] * (zero_tangent[s] - xd[k])  # the other zero's tangent
+        else:
+            cross = 0.0
+        gx[k] += g[s] * p
+        gxd[k] += gd[s] * p + g[s] * cross

@@ -106,44 +106,57 @@ def _reverse_body(oc: Opcode):
     return lines
 
 
-def _tangent_body(oc: Opcode):
+_SCALAR_TARGETS = {"xd": "dot[a[i]]", "yd": "dot[b[i]]", "zd": "dot[i]", "a": "adj[a[i]]", "b": "adj[b[i]]",
+                   "ad": "adjd[a[i]]", "bd": "adjd[b[i]]", "g": "g", "gd": "gd"}
+# an elementwise array row at element k: operand elements ix, iy, their tangent and adjoint blocks
+_ARRAY_TARGETS = {"xd": "xd[ix]", "yd": "yd[iy]", "zd": "zd[k]", "a": "gx[ix]", "b": "gy[iy]",
+                  "ad": "gxd[ix]", "bd": "gyd[iy]", "g": "gk", "gd": "gdk"}
+
+
+def _tangent_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
+    if oc.spec.name in ("array", "array_scalar"):
+        return ["array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot)" + ARRAY_LINE]
     if oc.spec.name == "input":
         return ["dot[i] = seeds[a[i]]"]
     if not oc.spec.differentiable:
-        return ["dot[i] = 0.0"]
+        return [f"{at['zd']} = 0.0"] if oc.kind or at is _SCALAR_TARGETS else None
     terms = _diff_terms(oc)
-    lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "")]
+    lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", sources)]
     lines.append("t = 0.0")
     for op, d, masked in terms:
         # a zero tangent contributes nothing, even through an infinite partial
-        lines += [f"d = dot[{op}[i]]", "if d != 0.0:"]
+        lines += [f"d = {at['xd' if op == 'a' else 'yd']}", "if d != 0.0:"]
         lines += ["    " + ln for ln in _accumulate("t", d, masked, "d")]
-    lines.append("dot[i] = t")
+    lines.append(f"{at['zd']} = t")
     return lines
 
 
-def _second_order_body(oc: Opcode):
+def _second_order_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     """Forward-over-reverse: the reverse rule and its derivative along the tangents ``dot``.
 
     adj[k] += g * d_k;  adjd[k] += gd * d_k + g * (d_kx * xd + d_ky * yd), where xd, yd are the
     operands' tangents (0 for constants); zero factors contribute nothing."""
+    if oc.spec.name == "array_scalar":
+        return ["array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)"
+                + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     spec = oc.spec
     second = {"a": (spec.dxx, spec.dxy), "b": (spec.dxy, spec.dyy)}
     terms = _diff_terms(oc)
     exprs = tuple(e for op, d, _ in terms for e in (d, *second[op]))
-    lines = [ln.strip() for ln in _loads(oc, exprs, "")]
-    lines.append("xd = dot[a[i]]" if oc.kind in ("v", VV, VC) else "xd = 0.0")
-    lines.append("yd = dot[b[i]]" if oc.kind in (VV, CV) else "yd = 0.0")
+    g, gd = at["g"], at["gd"]
+    lines = [ln.strip() for ln in _loads(oc, exprs, "", sources)]
+    lines.append(f"xd_ = {at['xd']}" if oc.kind in ("v", VV, VC) else "xd_ = 0.0")
+    lines.append(f"yd_ = {at['yd']}" if oc.kind in (VV, CV) else "yd_ = 0.0")
     for op, d, masked in terms:
         lines += [f"p = {d}", "t = 0.0"]
-        lines += ["if gd != 0.0" + (" and p != 0.0" if masked else "") + ":", "    t += gd * p"]
-        for tangent, dd in zip(("xd", "yd"), second[op]):
+        lines += [f"if {gd} != 0.0" + (" and p != 0.0" if masked else "") + ":", f"    t += {gd} * p"]
+        for tangent, dd in zip(("xd_", "yd_"), second[op]):
             if dd != "0.0":
-                lines += [f"if {tangent} != 0.0:", f"    t += g * ({dd}) * {tangent}"]
-        lines += [f"adjd[{op}[i]] += t"]
-        lines += _accumulate(f"adj[{op}[i]]", "p", masked, "g")
+                lines += [f"if {tangent} != 0.0:", f"    t += {g} * ({dd}) * {tangent}"]
+        lines += [f"{at[op + 'd']} += t"]
+        lines += _accumulate(at[op], "p", masked, g)
     return lines
 
 
@@ -182,25 +195,54 @@ def _elementwise_reverse_body(oc: Opcode):
     return _INNER_LOOP + ["    " + ln for ln in body]
 
 
-# The array ops that are not elementwise: (forward, reverse) calls of their kernels in
-# kernels.array_math, on the row's blocks: xv, yv, zv (values), gx, gy, g (adjoints).
+def _elementwise_tangent_body(oc: Opcode):
+    if not oc.kind:
+        return None
+    body = _tangent_body(oc, _ARRAY_TARGETS, _array_sources)
+    return _INNER_LOOP + ["    " + ln for ln in body]
+
+
+def _elementwise_second_order_body(oc: Opcode):
+    if not oc.kind or not oc.spec.differentiable:
+        return None
+    body = ["gk = g[k]", "gdk = gd[k]", "if gk == 0.0 and gdk == 0.0:", "    continue"]
+    body += _second_order_body(oc, _ARRAY_TARGETS, _array_sources)
+    return _INNER_LOOP + ["    " + ln for ln in body]
+
+
+# The array ops that are not elementwise: (forward, reverse, tangent, second-order) calls of their
+# kernels in kernels.array_math, on the row's blocks: xv, yv, zv (values), g, gx, gy (adjoints),
+# xd, yd, zd (tangents), gd, gxd, gyd (tangents of the adjoints).
+_NEEDS = "needs_adjoint(ax[j], op, a, code), needs_adjoint(ay[j], op, a, code)"
 _ARRAY_KERNELS = {
-    "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None),
-    "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None),
-    "pack": ("pack_forward(vals, zv, imeta, m)", "pack_reverse(g, adj, imeta, m)"),
-    "matmul": ("matmul_forward(xv, yv, zv, imeta, m)",
-               "matmul_reverse(g, xv, yv, gx, gy, needs_adjoint(ax[j], op, a, code), "
-               "needs_adjoint(ay[j], op, a, code), imeta, m)"),
-    "gather": ("gather_forward(xv, zv, imeta, m)", "gather_reverse(g, gx, imeta, m)"),
-    "sum_into": ("sum_into_forward(xv, zv, imeta, m)", "sum_into_reverse(g, gx, imeta, m)"),
-    "amax_into": ("extreme_into_forward(xv, zv, imeta, m, 1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)"),
-    "amin_into": ("extreme_into_forward(xv, zv, imeta, m, -1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)"),
-    "prod_into": ("prod_into_forward(xv, zv, imeta, m)", "prod_into_reverse(g, xv, gx, imeta, m)"),
+    "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None, "zd[:] = seeds[ax[j] : ax[j] + n]", None),
+    "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None, "zd[:] = 0.0", None),
+    "pack": ("pack_forward(vals, zv, imeta, m)", "pack_reverse(g, adj, imeta, m)", "pack_forward(dot, zd, imeta, m)",
+             "pack_reverse(g, adj, imeta, m)\n        pack_reverse(gd, adjd, imeta, m)"),
+    "matmul": ("matmul_forward(xv, yv, zv, imeta, m)", f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)",
+               f"matmul_tangent(xv, yv, xd, yd, zd, {_NEEDS}, imeta, m)",
+               f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)\n"
+               f"        matmul_reverse(gd, xv, yv, gxd, gyd, {_NEEDS}, imeta, m)\n"
+               f"        matmul_reverse(g, xd, yd, gxd, gyd, {_NEEDS}, imeta, m)"),
+    "gather": ("gather_forward(xv, zv, imeta, m)", "gather_reverse(g, gx, imeta, m)", "gather_forward(xd, zd, imeta, m)",
+               "gather_reverse(g, gx, imeta, m)\n        gather_reverse(gd, gxd, imeta, m)"),
+    "sum_into": ("sum_into_forward(xv, zv, imeta, m)", "sum_into_reverse(g, gx, imeta, m)",
+                 "sum_into_forward(xd, zd, imeta, m)",
+                 "sum_into_reverse(g, gx, imeta, m)\n        sum_into_reverse(gd, gxd, imeta, m)"),
+    "amax_into": ("extreme_into_forward(xv, zv, imeta, m, 1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
+                  "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
+                  "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)"),
+    "amin_into": ("extreme_into_forward(xv, zv, imeta, m, -1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
+                  "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
+                  "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)"),
+    "prod_into": ("prod_into_forward(xv, zv, imeta, m)", "prod_into_reverse(g, xv, gx, imeta, m)",
+                  "prod_into_tangent(xv, xd, zd, imeta, m)", "prod_into_second_order(g, gd, xv, xd, gx, gxd, imeta, m)"),
 }
 
 
 def _array_kernel_branches(which: int) -> str:
-    """The branches of array_forward (which=0) or array_reverse (which=1) for ARRAY_OPS."""
+    """The branches of array_forward, array_reverse, array_tangent or array_second_order (which =
+    0, 1, 2, 3) for ARRAY_OPS."""
     out = []
     for name, calls in _ARRAY_KERNELS.items():
         if calls[which] is not None:
@@ -291,6 +333,76 @@ def elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m):
 
 
 @_kernel
+def elementwise_tangent(c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m):
+    """zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd."""
+    n = zd.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    for o in range(np.uint64(n) // inner):
+        bx, by = broadcast_base(o, imeta, m, nd)
+        k0 = o * inner
+{elementwise_tangent_cases}
+
+
+@_kernel
+def elementwise_second_order(c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, cx, cy, imeta, m):
+    """The reverse rule of elementwise row code c on adjoints g and on their tangents gd."""
+    n = g.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    for o in range(np.uint64(n) // inner):
+        bx, by = broadcast_base(o, imeta, m, nd)
+        k0 = o * inner
+{elementwise_second_order_cases}
+
+
+@_kernel
+def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
+    """The tangent of array row i (its block of adot, or its scalar slot of dot)."""
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    c = code[j]
+    m = ameta[j]
+    zd = adjoint_block(i, op, a, dot, aoff, asize, adot)
+    n = zd.shape[0]
+    if n == 0:
+        return
+    zv = value_block(i, op, a, vals, asize, vaddr)
+    rows = OPERANDS[c]
+    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
+    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
+    xd = adjoint_block(ax[j], op, a, dot, aoff, asize, adot) if rows & 1 else dot[:0]
+    yd = adjoint_block(ay[j], op, a, dot, aoff, asize, adot) if rows & 2 else dot[:0]
+    if c < ARRAY_ROW:
+        elementwise_tangent(c, xv, yv, zv, xd, yd, zd, consts, ax[j], ay[j], imeta, m)
+{array_tangent_cases}
+
+
+@_kernel
+def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot):
+    """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents."""
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    c = code[j]
+    m = ameta[j]
+    g = adjoint_block(i, op, a, adj, aoff, asize, aadj)
+    gd = adjoint_block(i, op, a, adjd, aoff, asize, aadjd)
+    if g.shape[0] == 0:
+        return
+    zv = value_block(i, op, a, vals, asize, vaddr)
+    rows = OPERANDS[c]
+    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
+    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
+    xd = adjoint_block(ax[j], op, a, dot, aoff, asize, adot) if rows & 1 else dot[:0]
+    yd = adjoint_block(ay[j], op, a, dot, aoff, asize, adot) if rows & 2 else dot[:0]
+    gx = adjoint_block(ax[j], op, a, adj, aoff, asize, aadj) if rows & 1 else adj[:0]
+    gy = adjoint_block(ay[j], op, a, adj, aoff, asize, aadj) if rows & 2 else adj[:0]
+    gxd = adjoint_block(ax[j], op, a, adjd, aoff, asize, aadjd) if rows & 1 else adjd[:0]
+    gyd = adjoint_block(ay[j], op, a, adjd, aoff, asize, aadjd) if rows & 2 else adjd[:0]
+    if c < ARRAY_ROW:
+        elementwise_second_order(c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m)
+{array_second_order_cases}
+
+
+@_kernel
 def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
     """Compute array row i: its block, or its scalar slot when its result is 0-d."""
     code, ax, ay, ameta, aoff, asize, imeta = arr
@@ -330,8 +442,14 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj):
 {array_reverse_cases}
 
 
+{sweeps}
+{array_sweeps}
+'''
+
+
+SWEEPS = '''\
 @_kernel
-def tangent(op, a, b, vals, consts, seeds, dot, start, stop):
+def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
     for i in range(np.uint64(start), np.uint64(stop)):
         c = op[i]
@@ -339,25 +457,21 @@ def tangent(op, a, b, vals, consts, seeds, dot, start, stop):
 
 
 @_kernel
-def second_order(op, a, b, vals, consts, dot, adj, adjd, start, stop):
+def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products."""
     for k in range(stop - start):
         i = np.uint64(stop - 1 - k)
         g = adj[i]
         gd = adjd[i]
-        if g == 0.0 and gd == 0.0:
-            continue
         c = op[i]
+        if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
+            if c == ARRAY_ROW:  #A
+                array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)  #A
+            continue
 {second_order_cases}
 
 
-{sweeps}
-{array_sweeps}
-'''
-
-
-SWEEPS = '''\
 @_kernel
 def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
@@ -440,18 +554,20 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
 
 
 @_kernel
-def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv{AF}):
+def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv{AH}):
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
     Returns -1, or the row of the first guard that fails at these inputs."""
     n = op.shape[0]
     failed = forward{S}(op, a, b, vals, consts, inputs, 0, n{AF})
     if failed >= 0:
         return failed
-    tangent(op, a, b, vals, consts, seeds, dot, 0, n)
+    tangent{S}(op, a, b, vals, consts, seeds, dot, 0, n{AT})
     adj[:] = 0.0
     adjd[:] = 0.0
+    aadj[:] = 0.0  #A
+    aadjd[:] = 0.0  #A
     adj[out_slot] = 1.0
-    second_order(op, a, b, vals, consts, dot, adj, adjd, 0, n)
+    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, 0, n{A2})
     for k in range(input_slots.shape[0]):
         grad[k] = adj[input_slots[k]]
         hv[k] = adjd[input_slots[k]]
@@ -498,8 +614,11 @@ ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows
 def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
     scalar rows only runs sweeps that never compile the array kernels."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AOWN=", arr, own_vaddr, own_adj") if arrays else \
-        dict(AF="", AR="", AOWN="")
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AOWN=", arr, own_vaddr, own_adj",
+                  AT=", arr, vaddr, adot", A2=", arr, vaddr, aadj, aadjd, adot",
+                  AH=", arr, vaddr, aadj, aadjd, adot")
+    if not arrays:
+        params = dict.fromkeys(params, "")
     text = SWEEPS.format(S="_arrays" if arrays else "", **params,
                          **{k: v for k, v in cases.items() if k in SWEEPS})
     lines = text.splitlines()
@@ -536,8 +655,10 @@ def generate(cache: bool) -> str:
         elementwise_reverse_cases=_branches(_elementwise_reverse_body, " " * 8),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),
-        tangent_cases=cases["tangent_cases"],
-        second_order_cases=cases["second_order_cases"],
+        elementwise_tangent_cases=_branches(_elementwise_tangent_body, " " * 8),
+        elementwise_second_order_cases=_branches(_elementwise_second_order_body, " " * 8),
+        array_tangent_cases=_array_kernel_branches(2),
+        array_second_order_cases=_array_kernel_branches(3),
         **{f"{name}sweeps": _sweeps(arrays, cases) for name, arrays in (("", False), ("array_", True))},
     )
 

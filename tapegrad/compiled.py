@@ -61,14 +61,6 @@ class Variant(NamedTuple):
         """The compiled sweep `name` for this tape (the array-aware one if it has array rows)."""
         return getattr(kernels.sweeps(), name + self.suffix)
 
-    def scalar_only(self, what: str) -> None:
-        """Refuse a sweep that array rows do not have yet."""
-        if self.suffix:
-            raise NotImplementedError(
-                f"tg.compile: {what} of a tape with array rows is not supported yet (forward-mode "
-                "sweeps of array ops are the next step); grad, value_and_grad, vjp and reverse-mode "
-                "jacobians are."
-            )
 
 
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
@@ -197,7 +189,7 @@ class CompiledFunction:
         """This thread's workspace for `variant` (reused across calls): values and adjoints of the
         rows; the array part of the sweeps' arguments (none for a tape of scalar rows: the array
         table, the addresses of the array blocks' values in the arena, their adjoints); the arena;
-        the gradient sweep."""
+        the gradient sweep; the array blocks' tangents of adjoints and tangents (forward mode)."""
         spaces = self._workspaces.__dict__.setdefault("spaces", {})
         space = spaces.get(id(variant))
         if space is None or space[0].shape[0] != variant.rows:
@@ -205,13 +197,16 @@ class CompiledFunction:
                 spaces.clear()
             arena = np.empty(variant.array_slots)
             array_args: tuple = ()
+            tangents: tuple = ()
             if variant.suffix:  # each array row's block in the arena (a 0-d result: its scalar slot)
                 scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
                 vaddr = arena.__array_interface__["data"][0] + 8 * variant.arrays[4]
                 vaddr[scalar] = 0
                 array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
+                tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
             space = spaces[id(variant)] = (
                 np.empty(variant.rows), np.empty(variant.rows), array_args, arena, variant.sweep("gradient"),
+                tangents,
             )
         return space
 
@@ -306,7 +301,7 @@ class CompiledFunction:
         if variants:  # the hot path: one Numba call replays and differentiates
             variant = next(iter(variants.values()))
             if variant.out_shape is None:
-                vals, adj, array_args, _, gradient = self._space(variant)
+                vals, adj, array_args, _, gradient, _ = self._space(variant)
                 grad = np.empty(len(variant.input_slots))
                 failed = gradient(
                     variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
@@ -358,10 +353,10 @@ class CompiledFunction:
             n, k = variant.rows, len(variant.input_slots)
             vals, adj = self._workspace(variant)
             grad, hv = np.empty(k), np.empty(k)
-            variant.scalar_only("hvp")
-            failed = kernels.sweeps().hvp(
+            space = self._space(variant)
+            failed = variant.sweep("hvp")(
                 variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *self._array_args(variant)[:2],
+                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *space[2], *space[5],
             )
             if failed < 0:
                 break
@@ -452,12 +447,13 @@ class CompiledFunction:
         return (self._shape_output(variant, vals[variant.out_slots]),
                 self._shape_output(variant, dot[variant.out_slots]))
 
-    @staticmethod
-    def _tangent(variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        variant.scalar_only("a tangent sweep (jvp, or a jacobian with more outputs than inputs)")
+    def _tangent(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """The tangents of every row along `seeds` (the inputs' tangents), at the values `vals`."""
         dot = np.empty(variant.rows)
-        kernels.sweeps().tangent(
-            variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows
+        space = self._space(variant)
+        array_args = (*space[2][:2], space[5][1]) if variant.suffix else ()
+        variant.sweep("tangent")(
+            variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows, *array_args
         )
         return dot
 

@@ -60,13 +60,40 @@ def test_batch_and_vjp_and_jacobian_of_array_tapes(model, rng):
     np.testing.assert_allclose(pulled, A.T @ np.cos(A @ x), rtol=1e-12)
 
 
-def test_forward_mode_on_array_tapes_says_not_yet(model, rng):
-    cf = tg.compile(model)
-    x = rng.normal(size=4)
-    with pytest.raises(NotImplementedError, match="array rows"):
-        cf.hvp(x, np.ones(4))
-    with pytest.raises(NotImplementedError, match="array rows"):
-        cf.jvp((x,), (np.ones(4),))
+def _fd_hvp(f, x, v, eps=1e-5):
+    """Central differences of the eager gradient along v."""
+    g = tg.grad(f)
+    return (g(x + eps * v) - g(x - eps * v)) / (2 * eps)
+
+
+ARRAY_PROGRAMS = {
+    "model": None,  # the fixture's
+    "prod": lambda x: (tnp.asarray(x) ** 2 + 0.5).prod() + tnp.asarray(x).prod(),
+    "gather-sum": lambda x: (tnp.asarray(x)[[0, 2, 2, 3]] * tnp.asarray(x)[::-1]).sum() ** 2,
+    "matmul": lambda x: tg.sin(tnp.asarray(x).reshape(2, 2) @ tnp.asarray(x).reshape(2, 2)).sum(),
+    "min-softmax": lambda x: tg.softmax(tnp.asarray(x), 0).min() + tnp.logsumexp(tnp.asarray(x) * 2.0, 0),
+}
+
+
+@pytest.mark.parametrize("name", list(ARRAY_PROGRAMS))
+def test_forward_mode_on_array_tapes(name, model, rng):
+    f = ARRAY_PROGRAMS[name] or model
+    cf = tg.compile(f)
+    x, v = rng.normal(size=4), rng.normal(size=4)
+    np.testing.assert_allclose(cf.hvp(x, v), _fd_hvp(f, x, v), rtol=1e-6, atol=1e-7)
+    H = cf.hessian(x)
+    np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-12)
+    _, ydot = cf.jvp((x,), (v,))
+    assert ydot == pytest.approx(float(tg.grad(f)(x) @ v), rel=1e-10, abs=1e-12)
+
+
+def test_prod_with_zeros_second_order():
+    f = lambda x: tnp.asarray(x).prod()  # noqa: E731
+    cf = tg.compile(f)
+    for x in ([0.0, 2.0, 3.0, 5.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 0.0, 5.0], [1.0, 2.0, 3.0, 5.0]):
+        x = np.array(x)
+        expected = np.array([[np.prod(np.delete(x, [i, j])) if i != j else 0.0 for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(cf.hessian(x), expected, atol=1e-12)
 
 
 def test_traced_arrays_refuse_to_become_numpy(rng):
