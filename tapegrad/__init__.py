@@ -14,7 +14,9 @@ micrograd-like: ``tg.Value``. See the README for the rest.
 from __future__ import annotations
 
 from . import autograd, nn, optim
-from .array import broadcast_to, concatenate, dot, log_softmax, logsumexp, matmul, outer, softmax, stack
+from .linalg import dot, matmul, outer
+from .reductions import log_softmax, logsumexp, softmax
+from .shapes import broadcast_to, concatenate, stack
 from .functions import *  # noqa: F403  (one function per op of the table)
 from .functions import __all__ as _op_names
 from .functional import grad, hessian, jacobian, jvp, value_and_grad, vjp

@@ -12,6 +12,9 @@ from typing import Any, Callable, Sequence
 import numpy as _np
 
 from . import array as _array
+from . import linalg as _linalg
+from . import reductions as _reductions
+from . import shapes as _shapes
 from .node import Node as _Node
 
 Axis = int | Sequence[int] | None
@@ -78,14 +81,14 @@ def _dispatch(name: str, tensor_fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-dot = _dispatch("dot", _array.dot)
-matmul = _dispatch("matmul", _array.matmul)
-outer = _dispatch("outer", _array.outer)
-concatenate = _dispatch("concatenate", _array.concatenate)
-stack = _dispatch("stack", _array.stack)
+dot = _dispatch("dot", _linalg.dot)
+matmul = _dispatch("matmul", _linalg.matmul)
+outer = _dispatch("outer", _linalg.outer)
+concatenate = _dispatch("concatenate", _shapes.concatenate)
+stack = _dispatch("stack", _shapes.stack)
 where = _dispatch("where", _array.where)
-broadcast_to = _dispatch("broadcast_to", _array.broadcast_to)
-reshape = _dispatch("reshape", lambda a, shape: _array.reshape(a, shape))
+broadcast_to = _dispatch("broadcast_to", _shapes.broadcast_to)
+reshape = _dispatch("reshape", lambda a, shape: _shapes.reshape(a, shape))
 transpose = _dispatch("transpose", lambda a, axes=None: a.permute(*(axes or reversed(range(a.ndim)))))
 clip = _dispatch("clip", lambda a, lo, hi: a.clamp(lo, hi))
 square = _dispatch("square", lambda a: a * a)
@@ -93,7 +96,7 @@ square = _dispatch("square", lambda a: a * a)
 
 def logsumexp(a: Any, axis: Axis = None, keepdims: bool = False) -> Any:
     """log(sum(exp(a))) over `axis`, computed stably (shifted by the maximum)."""
-    return _array.logsumexp(a, axis, keepdims)
+    return _reductions.logsumexp(a, axis, keepdims)
 
 
 def asarray(a: Any) -> Any:

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..array import _value, apply, linear, log_softmax, softmax
+from ..array import _value, apply
+from ..linalg import linear
+from ..reductions import log_softmax, softmax
 from ..node import Node
 
 __all__ = [

@@ -1,0 +1,86 @@
+"""Products of array tensors: matmul (NumPy's rules, batched), linear (weight read transposed),
+dot and outer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .array import Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
+from .kernels import ARRAY_CODE
+from .node import current_tape
+from .shapes import broadcast_to, reshape
+
+def matmul(x: Any, y: Any) -> Tensor:
+    """Matrix product with NumPy's rules: 1-D operands are vectors, leading dimensions batch."""
+    x, y = as_array(x), as_array(y)
+    xv, yv = _value(x), _value(y)
+    if np.ndim(xv) == 0 or np.ndim(yv) == 0:
+        raise ValueError(
+            f"matmul: both arguments need at least one dimension, got shapes {np.shape(xv)} and {np.shape(yv)}"
+        )
+    x2 = xv.reshape(1, -1) if xv.ndim == 1 else xv
+    y2 = yv.reshape(-1, 1) if yv.ndim == 1 else yv
+    if x2.shape[-1] != y2.shape[-2]:
+        raise ValueError(
+            f"matmul: shapes {xv.shape} and {yv.shape} are not aligned "
+            f"({x2.shape[-1]} != {y2.shape[-2]})"
+        )
+    try:
+        batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of {xv.shape} and {yv.shape} do not broadcast") from None
+    value = np.matmul(xv, yv)
+    if not (_traced(x) or _traced(y)):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    operands = []
+    for t, t2 in ((x, x2), (y, y2)):
+        if t2.shape[:-2] not in (batch, ()):  # batch dimensions repeated: materialize them
+            t = broadcast_to(t, batch + t2.shape[-2:])
+            t2 = np.broadcast_to(t2, batch + t2.shape[-2:])
+        operands.append((t, t2))
+    (xs, x2), (ys, y2) = operands
+    rows, inner, cols = x2.shape[-2], x2.shape[-1], y2.shape[-1]
+    count = int(np.prod(batch))
+    meta = np.array([
+        count, rows, inner, cols,
+        rows * inner if x2.shape[:-2] == batch and batch else 0,
+        inner * cols if y2.shape[:-2] == batch and batch else 0,
+        0,
+    ], dtype=np.int64)
+    rg = (_traced(xs) and xs._rg) or (_traced(ys) and ys._rg)
+    return _record(ARRAY_CODE["matmul"], _row(tape, xs), _row(tape, ys), meta, value, tape, rg)
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """x @ weight.T + bias, with weight of shape (out, in) as torch lays it out (recorded as one
+    matmul row that reads weight transposed: no copy of it)."""
+    x, weight = as_array(x), as_array(weight)
+    xv, wv = _value(x), _value(weight)
+    if np.ndim(wv) != 2 or np.ndim(xv) == 0 or np.shape(xv)[-1] != np.shape(wv)[1]:
+        raise ValueError(f"linear: input of shape {np.shape(xv)} and weight of shape {np.shape(wv)} "
+                         "do not match (weight is (out_features, in_features))")
+    value = np.matmul(xv, wv.T)
+    tape = current_tape() if (_traced(x) or _traced(weight)) else None
+    if tape is None:
+        out = _leaf(value)
+    else:
+        cols, inner = wv.shape
+        meta = np.array([1, xv.size // inner, inner, cols, 0, 0, 1], dtype=np.int64)
+        rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
+        out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), meta, value, tape, rg)
+    return out if bias is None else apply("add", out, bias)
+
+
+def dot(x: Any, y: Any) -> Tensor:
+    """Inner product of two 1-D tensors (matmul otherwise)."""
+    return matmul(x, y)
+
+
+def outer(x: Any, y: Any) -> Tensor:
+    """x[i] * y[j] for 1-D x and y."""
+    return apply("mul", reshape(x, (-1, 1)), reshape(y, (1, -1)))

@@ -1,0 +1,153 @@
+"""Shapes and indices of array tensors: index maps (strided, or explicit positions), gathers
+(indexing, permutes, broadcasts) and joins (concatenate, stack)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
+from .kernels import ARRAY_CODE
+from .node import Node, current_tape
+
+# ---------------------------------------------------------------------------- structural ops
+def _c_strides(shape: Sequence[int]) -> list[int]:
+    """Element strides of a C-ordered array of `shape`."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(range(len(shape))):
+        strides[d] = step
+        step *= shape[d]
+    return strides
+
+
+def _strided(offset: int, shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """A strided index map: the positions, in C order over `shape`, offset + sum(i_d * strides_d)."""
+    return np.array([len(shape), offset, *shape, *strides], dtype=np.int64)
+
+
+def _is_basic(key: Any) -> bool:
+    """Basic indexing (ints, slices, None, Ellipsis): a strided view, no index array."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(
+        k is None or k is Ellipsis or isinstance(k, slice) or (isinstance(k, (int, np.integer)) and not isinstance(k, bool))
+        for k in keys
+    )
+
+
+def _index_entry(shape: tuple[int, ...], key: Any) -> np.ndarray:
+    """The index map of ``x[key]`` for x of `shape`: strided for basic indexing (its offset and
+    strides, read off a view of a fake array), else the explicit positions."""
+    if not _is_basic(key):
+        return np.concatenate([[-1], np.arange(int(np.prod(shape))).reshape(shape)[key].reshape(-1)])
+    fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, _c_strides(shape))
+    keys = key if isinstance(key, tuple) else (key,)
+    view = fake[keys if any(k is Ellipsis for k in keys) else (*keys, Ellipsis)]  # a 0-d view, not a scalar
+    offset = view.__array_interface__["data"][0] - fake.__array_interface__["data"][0]
+    return _strided(offset, view.shape, view.strides)
+
+
+def _gather(x: Any, value: np.ndarray, entry: np.ndarray) -> Tensor:
+    """out[k] = x.flat[idx[k]] for the index map `entry` (over the output): indexing, permutes,
+    broadcasts; `value` is the result NumPy computed."""
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    return _record(ARRAY_CODE["gather"], _row(tape, x), 0, entry, value, tape, x._rg)
+
+
+def _axis(axis: int, ndim: int, op: str) -> int:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise IndexError(
+            f"{op}: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], but got {axis})"
+        )
+    return axis % max(ndim, 1)
+
+
+def _axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted({_axis(int(a), ndim, op) for a in axes}))
+
+
+def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
+    """`x` repeated along new or size-1 dimensions to `shape` (gradients sum back)."""
+    x = as_array(x)
+    shape, xv = tuple(shape), _value(x)
+    try:
+        value = np.broadcast_to(xv, shape)
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {np.shape(xv)} to {shape}") from None
+    lead = len(shape) - np.ndim(xv)
+    own = _c_strides(np.shape(xv))
+    strides = [0 if d < lead or np.shape(xv)[d - lead] == 1 else own[d - lead] for d in range(len(shape))]
+    return _gather(x, value, _strided(0, shape, strides))
+
+
+def reshape(x: Any, shape: Sequence[int]) -> Any:
+    return x.reshape(tuple(shape)) if isinstance(x, ArrayTensor) else np.reshape(_value(x), shape)
+
+
+def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis: each lands in its place of the result by a
+    scatter-sum row, and the pieces are added."""
+    tensors = [as_array(t) for t in tensors]
+    values = [np.atleast_1d(_value(t)) for t in tensors]
+    if not values:
+        raise ValueError("concatenate: expected a non-empty sequence of tensors")
+    try:
+        value = np.concatenate(values, axis=axis)
+    except (ValueError, np.exceptions.AxisError) as err:
+        shapes = ", ".join(str(v.shape) for v in values)
+        raise ValueError(f"concatenate: shapes {shapes} along axis {axis}: {err}") from None
+    traced = [t for t in tensors if _traced(t)]
+    tape = current_tape() if traced else None
+    if tape is None:
+        return _leaf(value)
+    axis = axis % value.ndim
+    strides = _c_strides(value.shape)
+    bounds = np.cumsum([0] + [v.shape[axis] for v in values])
+    total = None
+    for t, v, lo in zip(tensors, values, bounds[:-1]):
+        piece = np.zeros(value.shape)
+        index = [slice(None)] * value.ndim
+        index[axis] = slice(lo, lo + v.shape[axis])
+        piece[tuple(index)] = v
+        where = _strided(int(lo) * strides[axis], v.shape, strides)  # v's elements in the result
+        part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece, tape, t._rg)
+                if _traced(t) else _leaf(piece))
+        total = part if total is None else apply("add", total, part)
+    return total
+
+
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors")
+    shape = np.shape(_value(tensors[0]))
+    axis = _axis(axis, len(shape) + 1, "stack")
+    for t in tensors:
+        if np.shape(_value(t)) != shape:
+            shapes = ", ".join(str(np.shape(_value(u))) for u in tensors)
+            raise ValueError(f"stack: expects each tensor to be equal size, got shapes {shapes}")
+    expanded = [
+        t.reshape(shape[:axis] + (1,) + shape[axis:]) if isinstance(t, Tensor) and _traced(t)
+        else np.reshape(_value(t), shape[:axis] + (1,) + shape[axis:])
+        for t in tensors
+    ]
+    return concatenate(expanded, axis)
+
+
+def _index_key(key: Any) -> Any:
+    """An indexing key with tensors replaced by their (integer or boolean) data."""
+    if isinstance(key, tuple):
+        return tuple(_index_key(k) for k in key)
+    if isinstance(key, Node):
+        return key._untraced("indexing with", "Index with integer data.")
+    if isinstance(key, list):
+        return np.asarray(key)
+    return key
