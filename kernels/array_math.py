@@ -192,17 +192,22 @@ def extreme_into_forward(x, out, imeta, m, sign):
             out[s] = v
 
 
+def attains(v, extreme):
+    # whether element v is its segment's extreme (a NaN extreme: the NaN elements, as torch)
+    return v == extreme or (np.isnan(v) and np.isnan(extreme))
+
+
 def extreme_into_reverse(g, x, z, gx, imeta, m):
     # the segment's gradient, split evenly between the elements equal to its extreme
     idx = index_map(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])
     for k in range(x.shape[0]):
         s = idx[k]
-        if x[k] == z[s]:
+        if attains(x[k], z[s]):
             ties[s] += 1.0
     for k in range(x.shape[0]):
         s = idx[k]
-        if x[k] == z[s] and g[s] != 0.0:
+        if g[s] != 0.0 and attains(x[k], z[s]):
             gx[k] += g[s] / ties[s]
 
 
@@ -243,7 +248,7 @@ def extreme_into_tangent(x, z, xd, zd, imeta, m):
     zd[:] = 0.0
     for k in range(x.shape[0]):
         s = idx[k]
-        if x[k] == z[s]:
+        if attains(x[k], z[s]):
             ties[s] += 1.0
             zd[s] += xd[k]
     for s in range(z.shape[0]):

@@ -267,6 +267,7 @@ from math import {math_names}
 CACHE = {cache}
 ARRAY_ROW = {array_row}
 ARRAY_CONST = {array_const}
+PACK = {pack}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
@@ -515,6 +516,9 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
         if c >= ARRAY_ROW:  #A
             j = a[i]  #A
             x, y, c = ax[j], ay[j], code[j]  #A
+            if c == PACK:  #A
+                for r in range(arr[5][j]):  #A
+                    reached[arr[6][arr[3][j] + r]] = 1  #A
         m = operands[c]
         if m & 1:
             reached[x] = 1
@@ -605,7 +609,7 @@ def helper_source(module=scalar_math) -> str:
 
 
 # array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base")
+_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains")
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
@@ -646,6 +650,7 @@ def generate(cache: bool) -> str:
         cache=cache,
         array_row=ARRAY_ROW,
         array_const=ARRAY_CODE["array_const"],
+        pack=ARRAY_CODE["pack"],
         helpers=helpers.strip(),
         array_helpers=array_helpers.strip(),
         operands=_code_table(lambda o: (1 if o.reads_a else 0) | (2 if o.reads_b else 0)

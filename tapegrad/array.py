@@ -119,16 +119,20 @@ class ArrayTensor(Tensor):
     # ------------------------------------------------------------------ numpy protocol
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         name = _UFUNCS.get(ufunc.__name__)
-        if method != "__call__" or name is None or kwargs:
+        if method != "__call__" or kwargs:
             return NotImplemented
-        return apply(name, *inputs)
+        if ufunc is np.matmul:
+            return matmul(*inputs)
+        if ufunc is np.square:
+            return apply("mul", inputs[0], inputs[0])
+        return NotImplemented if name is None else apply(name, *inputs)
 
     def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
         from . import numpy as tnp
 
         mine = getattr(tnp, func.__name__, None)
-        if mine is None:
-            return NotImplemented
+        if mine is None or mine is func:  # not recorded: NumPy on the data (refused if traced)
+            return func._implementation(*args, **kwargs)
         return mine(*args, **kwargs)
 
     # ------------------------------------------------------------------ shape
@@ -201,7 +205,8 @@ class ArrayTensor(Tensor):
     def mean(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
         axis = dim if dim is not None else axis
         total = self.sum(axis, keepdims)
-        return total * (1.0 / max(1, self._v.size // max(1, np.size(total._v))))
+        count = self._v.size // max(1, np.size(total._v))
+        return total * (1.0 / count if count else np.nan)  # an empty mean is NaN, as in NumPy
 
     def max(self, axis: Axis = None, keepdims: bool = False, *, dim: Axis = None) -> Tensor:
         return _reduce("amax_into", self, dim if dim is not None else axis, keepdims)
@@ -321,7 +326,7 @@ def _leaf(value: Any) -> Tensor:
     if _ndim(value) == 0:
         v = value.item() if hasattr(value, "item") else value
         return Tensor._leaf(v)
-    return ArrayTensor._leaf(value)
+    return ArrayTensor._leaf(np.ascontiguousarray(value))  # views (T, [::-1], expand) become blocks
 
 
 def _record(code: int, x: int, y: int, meta: np.ndarray | None, value: Any, tape: Any, rg: bool) -> Tensor:

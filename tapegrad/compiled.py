@@ -543,28 +543,37 @@ def load(path: str) -> CompiledFunction:
             f"reads version {FORMAT_VERSION}: record and save it again"
         )
     cf = CompiledFunction(None)
-    n_codes = len(kernels.OPCODES)
-    for k, meta in enumerate(header["variants"]):
-        op = data[f"{k}_op"]
-        if op.dtype != np.uint8 or (len(op) and op.max() >= n_codes):
-            raise ValueError(f"tg.load: {path} holds opcodes this tapegrad does not know")
-        signature = tuple(tuple(s) for s in meta["signature"])
-        tape = Tape()
-        tape.closed = True
-        arr = tuple(data[f"{k}_arr{c}"] for c in range(len(kernels.NO_ARRAYS)))
-        captured = data[f"{k}_captured"]
-        variant = Variant(
-            tape=tape, op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
-            input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
-            out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
-            captured=(_Constant(captured),) if len(captured) else (),  # type: ignore[arg-type]
-            rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]), arrays=arr,
-            array_slots=int(meta.get("array_slots", 0)),
-            suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
-        )
-        _check_variant(variant, path, sum(math.prod(s) for s in signature) + len(captured))
+    for k, meta in enumerate(header.get("variants", [])):
+        try:
+            variant, signature = _load_variant(data, k, meta, path)
+        except (KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"tg.load: {path} is corrupted ({type(err).__name__}: {err})") from None
         cf._variants.setdefault(signature, OrderedDict())[id(variant)] = variant
     return cf
+
+
+def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Signature]:
+    """Variant k of a saved file, checked (ValueError when it is corrupted)."""
+    n_codes = len(kernels.OPCODES)
+    op = data[f"{k}_op"]
+    if op.dtype != np.uint8 or (len(op) and op.max() >= n_codes):
+        raise ValueError(f"tg.load: {path} holds opcodes this tapegrad does not know")
+    signature = tuple(tuple(int(d) for d in s) for s in meta["signature"])
+    tape = Tape()
+    tape.closed = True
+    arr = tuple(data[f"{k}_arr{c}"] for c in range(len(kernels.NO_ARRAYS)))
+    captured = data[f"{k}_captured"]
+    variant = Variant(
+        tape=tape, op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
+        input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
+        out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
+        captured=(_Constant(captured),) if len(captured) else (),  # type: ignore[arg-type]
+        rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]), arrays=arr,
+        array_slots=int(meta.get("array_slots", 0)),
+        suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
+    )
+    _check_variant(variant, path, sum(math.prod(s) for s in signature) + len(captured))
+    return variant, signature
 
 
 def _check_variant(v: Variant, path: str, input_width: int) -> None:
@@ -572,8 +581,12 @@ def _check_variant(v: Variant, path: str, input_width: int) -> None:
     earlier row, every constant a pool entry, every input an input, every array block and index
     map stay inside what it reads and writes (a corrupted file must raise, not crash the sweeps)."""
     n = len(v.op)
+    floats = [v.consts] + [node._v for node in v.captured]
     if not (v.a.dtype == np.uint32 and v.b.dtype == np.uint32 and len(v.a) == n and len(v.b) == n
-            and np.all(v.input_slots < n) and np.all(v.out_slots < n)):
+            and all(f.dtype == np.float64 and f.ndim == 1 for f in floats) and v.array_slots >= 0
+            and v.input_slots.dtype == np.int64 and v.out_slots.dtype == np.int64 and len(v.out_slots)
+            and np.all((v.input_slots >= 0) & (v.input_slots < n))
+            and np.all((v.out_slots >= 0) & (v.out_slots < n))):
         raise ValueError(f"tg.load: {path} is corrupted (arrays of the wrong type or length)")
     codes = kernels.OPCODES
     kind = np.array([o.kind for o in codes])[v.op]
@@ -599,7 +612,8 @@ def _array_rows_valid(v: Variant, input_width: int) -> bool:
     dtypes = (np.uint8, np.uint32, np.uint32, np.int64, np.int64, np.int64, np.int64)
     if len(v.arrays) != 7 or any(c.dtype != d or c.ndim != 1 for c, d in zip(v.arrays, dtypes)):
         return False
-    code, ax, ay, ameta, aoff, asize, imeta = (c.astype(np.int64) for c in v.arrays)
+    # Python ints: bounds arithmetic on tampered values must not wrap around
+    code, ax, ay, ameta, aoff, asize, imeta = (c.tolist() for c in v.arrays)
     entries, n_codes = len(code), len(kernels.OPCODES)
     if len({len(c) for c in (code, ax, ay, ameta, aoff, asize)}) != 1:
         return False
@@ -614,56 +628,58 @@ def _array_rows_valid(v: Variant, input_width: int) -> bool:
             return False
         if op == kernels.ARRAY_ROW and not (0 <= aoff[j] and aoff[j] + asize[j] <= v.array_slots):
             return False
-        sizes[i] = int(asize[j])
-        if not _array_entry_valid(int(code[j]), i, int(ax[j]), int(ay[j]), int(ameta[j]), sizes, imeta,
-                                  len(v.consts), input_width, n_codes):
+        sizes[i] = asize[j]
+        if not _array_entry_valid(code[j], i, ax[j], ay[j], ameta[j], sizes, imeta, len(v.consts),
+                                  input_width, n_codes):
             return False
     return True
 
 
-def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imeta: np.ndarray,
+def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imeta: list[int],
                        n_consts: int, input_width: int, n_codes: int) -> bool:
-    """One array row: code c at row i, operands x, y, side-table entry at m (see kernels.table)."""
+    """One array row: code c at row i, operands x, y, side-table entry at m (see kernels.table);
+    every number a Python int."""
     n = sizes[i]
     mask = int(kernels.OPERAND_MASK[c]) if c < len(kernels.OPERAND_MASK) else -1
     if mask < 0 or any(r >= i for r, bit in ((x, 1), (y, 2)) if mask & bit):
         return False
-    entry = imeta[m:] if 0 <= m <= len(imeta) else imeta[:0]
+    entry = imeta[m:] if 0 <= m <= len(imeta) else []
 
-    def positions_within(count: int, bound: int, at: int = 0) -> bool:  # an index map at entry[at:]
-        if len(entry) <= at:
+    def positions_within(count: int, bound: int) -> bool:  # the index map at entry
+        if not entry:
             return False
-        nd = int(entry[at])
+        nd = entry[0]
         if nd < 0:
-            idx = entry[at + 1 : at + 1 + count]
-            return len(idx) == count and bool(np.all((idx >= 0) & (idx < bound)))
-        if len(entry) < at + 2 + 2 * nd:
+            idx = entry[1 : 1 + count]
+            return len(idx) == count and all(0 <= p < bound for p in idx)
+        if len(entry) < 2 + 2 * nd:
             return False
-        shape, strides = entry[at + 2 : at + 2 + nd], entry[at + 2 + nd : at + 2 + 2 * nd]
-        if np.any(shape < 0) or math.prod(shape.tolist()) != count:
+        shape, strides = entry[2 : 2 + nd], entry[2 + nd : 2 + 2 * nd]
+        if any(e < 0 for e in shape) or math.prod(shape) != count:
             return False
         if count == 0:
             return True
-        low = int(entry[at + 1]) + int(np.sum(np.minimum(strides * (shape - 1), 0)))
-        high = int(entry[at + 1]) + int(np.sum(np.maximum(strides * (shape - 1), 0)))
+        low = entry[1] + sum(min(s * (e - 1), 0) for s, e in zip(strides, shape))
+        high = entry[1] + sum(max(s * (e - 1), 0) for s, e in zip(strides, shape))
         return 0 <= low and high < bound
 
     if c < n_codes:  # elementwise
         oc = kernels.OPCODES[c]
         if not oc.kind:
             return False
-        if (oc.kind == "cv" and x >= n_consts) or ((oc.kind == "vc" or oc.spec.params) and y + oc.spec.params > n_consts):
+        pooled = 1 if oc.kind == "vc" else oc.spec.params  # constants read at y
+        if (oc.kind == "cv" and not 0 <= x < n_consts) or (pooled and not 0 <= y <= n_consts - pooled):
             return False
         if oc.kind != "vv":
             return all(sizes[r] == n for r, bit in ((x, 1), (y, 2)) if mask & bit)
-        if len(entry) < 1 or entry[0] < 1 or len(entry) < 1 + 3 * int(entry[0]):
+        if not entry or entry[0] < 1 or len(entry) < 1 + 3 * entry[0]:
             return False
-        nd = int(entry[0])
+        nd = entry[0]
         shape = entry[1 : 1 + nd]
-        if np.any(shape < 1) or math.prod(shape.tolist()) != n:
+        if any(e < 1 for e in shape) or math.prod(shape) != n:
             return False
         for r, strides in ((x, entry[1 + nd : 1 + 2 * nd]), (y, entry[1 + 2 * nd : 1 + 3 * nd])):
-            if np.any(strides < 0) or int(np.sum(strides * (shape - 1))) >= sizes[r]:
+            if any(s < 0 for s in strides) or sum(s * (e - 1) for s, e in zip(strides, shape)) >= sizes[r]:
                 return False
         return True
     name = kernels.ARRAY_OPS[c - n_codes].name
@@ -677,7 +693,7 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
     if name == "matmul":
         if len(entry) < 7:
             return False
-        batch, rows, inner, cols, sx, sy, _ = (int(e) for e in entry[:7])
+        batch, rows, inner, cols, sx, sy, _ = entry[:7]
         if min(batch, rows, inner, cols, sx, sy) < 0 or batch * rows * cols != n:
             return False
         return ((batch - 1) * sx + rows * inner <= sizes[x]) and ((batch - 1) * sy + inner * cols <= sizes[y])

@@ -70,7 +70,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
         out = _leaf(value)
     else:
         cols, inner = wv.shape
-        meta = np.array([1, xv.size // inner, inner, cols, 0, 0, 1], dtype=np.int64)
+        meta = np.array([1, int(np.prod(xv.shape[:-1])), inner, cols, 0, 0, 1], dtype=np.int64)
         rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
         out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), meta, value, tape, rg)
     return out if bias is None else apply("add", out, bias)

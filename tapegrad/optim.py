@@ -33,11 +33,9 @@ class Optimizer:
 
     @staticmethod
     def _update(p: Tensor, delta: np.ndarray | float) -> None:
-        """p -= delta, in place for arrays."""
-        if isinstance(p._v, np.ndarray):
-            p._v -= delta
-        else:
-            p._v = float(p._v - delta)
+        """p -= delta: the parameter gets new data (a graph recorded before keeps the values it
+        saw, so a second backward through it is still right)."""
+        p._v = p._v - delta if isinstance(p._v, np.ndarray) else float(p._v - delta)
 
 
 class SGD(Optimizer):
@@ -55,7 +53,7 @@ class SGD(Optimizer):
                 g = g + self.weight_decay * p._v
             if self.momentum:
                 v = self.velocity.get(k)
-                v = g if v is None else self.momentum * v + g
+                v = np.copy(g) if v is None else self.momentum * v + g  # not p.grad's own array
                 self.velocity[k] = v
                 g = g + self.momentum * v if self.nesterov else v
             self._update(p, self.lr * g)

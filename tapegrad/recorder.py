@@ -86,11 +86,21 @@ def record_{name}({args}):
             yv = y._v
             yt = y._rg or y._tape is not None
         else:
-            yv = y if (y.__class__ is float or y.__class__ is int) else as_number(y, "{name}")
+            if y.__class__ is float or y.__class__ is int:
+                yv = y
+            elif is_array(y):  # a scalar tensor with array data: an array op
+                return record_array("{name}", x, y)
+            else:
+                yv = as_number(y, "{name}")
             yt = False
     elif isinstance(y, Node):
         cls = y.__class__
-        xv = x if (x.__class__ is float or x.__class__ is int) else as_number(x, "{name}")
+        if x.__class__ is float or x.__class__ is int:
+            xv = x
+        elif is_array(x):
+            return record_array("{name}", x, y)
+        else:
+            xv = as_number(x, "{name}")
         xt = False
         yv = y._v
         yt = y._rg or y._tape is not None
@@ -185,7 +195,7 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
         LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
-        record_array=None,
+        record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,
     )
     _NAMESPACES.append(namespace)
     source = _source(spec, reflected)

@@ -21,9 +21,10 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     xv = _value(x)
     name = {"sum_into": "sum", "amax_into": "max", "amin_into": "min", "prod_into": "prod"}[op]
     axes = _axes(axis, xv.ndim, name)
-    if xv.size == 0 and op in ("amax_into", "amin_into"):
-        raise RuntimeError(f"{name}: expected a non-empty tensor, got shape {xv.shape}")
-    value = _NUMPY_REDUCE[op](xv, axis=axes, keepdims=keepdims)
+    try:
+        value = _NUMPY_REDUCE[op](xv, axis=axes, keepdims=keepdims)
+    except ValueError:  # the max or min of nothing
+        raise ValueError(f"{name}: reducing over an empty dimension of shape {xv.shape} (axis {axis})") from None
     if not _traced(x):
         return _leaf(value)
     tape = current_tape()

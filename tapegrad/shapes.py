@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
+from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array, pack
 from .kernels import ARRAY_CODE
 from .node import Node, current_tape
 
@@ -70,7 +70,10 @@ def _axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(sorted({_axis(int(a), ndim, op) for a in axes}))
+    normalized = [_axis(int(a), ndim, op) for a in axes]
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{op}: dimension repeated in axis {axis}")
+    return tuple(sorted(normalized))
 
 
 def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
@@ -87,8 +90,9 @@ def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
     return _gather(x, value, _strided(0, shape, strides))
 
 
-def reshape(x: Any, shape: Sequence[int]) -> Any:
-    return x.reshape(tuple(shape)) if isinstance(x, ArrayTensor) else np.reshape(_value(x), shape)
+def reshape(x: Any, shape: int | Sequence[int]) -> Any:
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return x.reshape(shape) if isinstance(x, ArrayTensor) else np.reshape(_value(x), shape)
 
 
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
@@ -134,6 +138,10 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         if np.shape(_value(t)) != shape:
             shapes = ", ".join(str(np.shape(_value(u))) for u in tensors)
             raise ValueError(f"stack: expects each tensor to be equal size, got shapes {shapes}")
+    if shape == ():  # scalars: one pack row
+        items = np.empty(len(tensors), dtype=object)
+        items[:] = tensors
+        return pack(items)
     expanded = [
         t.reshape(shape[:axis] + (1,) + shape[axis:]) if isinstance(t, Tensor) and _traced(t)
         else np.reshape(_value(t), shape[:axis] + (1,) + shape[axis:])

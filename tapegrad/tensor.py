@@ -124,7 +124,7 @@ class Tensor(Node):
         """Keep this non-leaf tensor's gradient in ``.grad`` after backward."""
         if not self._rg:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
-        if self._tape is not None and self not in self._tape.retained:
+        if self._tape is not None and not any(t is self for t in self._tape.retained):
             self._tape.retained.append(self)
 
     def _accumulate_grad(self, g: float) -> None:

@@ -404,3 +404,62 @@ def test_gradients_flow_across_tapes_and_full_tapes_let_graphs_go(monkeypatch):
     w = tg.tensor(np.ones(60), requires_grad=True)
     tapes = [(w * 2.0).tape for _ in range(4)]
     assert len({id(t) for t in tapes}) == 4  # each 60-float graph filled the tape it was recorded on
+
+
+# ---------------------------------------------------------------------------- review regressions
+@pytest.mark.parametrize("make", [
+    lambda v: tg.tensor(v)[::-1], lambda v: tg.tensor(v)[::2], lambda v: tg.tensor(v.reshape(100, 100)).T,
+    lambda v: tg.tensor(v[:4]).expand(5000, 4),
+], ids=["reversed", "strided", "transposed", "expanded"])
+def test_views_of_data_become_leaves_of_their_own(make):
+    x = make(np.arange(10000.0))  # larger than the blocks swept from a copy
+    x.requires_grad_(True)
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy())
+
+
+def test_scalars_packed_eagerly_get_their_gradients():
+    x = tg.tensor(2.0, requires_grad=True)
+    a = tnp.asarray([x * 3, x])
+    (a * a).sum().backward()
+    assert x.grad.item() == 40.0
+    x.grad = None
+    s = tg.stack([x, x * x])
+    s.sum().backward()
+    assert s.shape == (2,) and x.grad.item() == 5.0
+
+
+def test_scalar_tensor_with_array_data_and_numpy_functions_tnp_lacks():
+    x = tg.tensor(2.0, requires_grad=True)
+    (x * np.arange(3.0)).sum().backward()
+    assert x.grad.item() == 3.0
+    t = tg.tensor(np.arange(3.0))
+    assert np.shape(t) == (3,) and np.cumsum(t).tolist() == [0.0, 1.0, 3.0]
+    v = tg.tensor([1.0, 2.0], requires_grad=True)
+    (np.eye(2) @ v).sum().backward()
+    assert v.grad.numpy().tolist() == [1.0, 1.0]
+    with pytest.raises(RuntimeError, match="requires grad"):
+        np.cumsum(v)
+
+
+def test_empty_reductions_and_nan_extremes_follow_numpy_and_torch():
+    assert np.isnan(tg.tensor(np.zeros((0, 3))).mean().item())
+    assert tg.tensor(np.ones((0, 3))).max(1).shape == (0,)
+    with pytest.raises(ValueError, match="max: reducing over an empty dimension"):
+        tg.tensor(np.ones((0, 3))).max(0)
+    with pytest.raises(ValueError, match="sum: dimension repeated"):
+        tg.tensor(np.ones((2, 3))).sum((0, 0))
+    a = tg.tensor([1.0, np.nan, 2.0], requires_grad=True)
+    a.max().backward()
+    assert a.grad.numpy().tolist() == [0.0, 1.0, 0.0]
+
+
+def test_retain_grad_on_arrays_of_equal_shapes():
+    x = tg.tensor(np.ones((3, 4)), requires_grad=True)
+    h, h2 = x * 2.0, x * 3.0
+    h.retain_grad()
+    h2.retain_grad()
+    loss = (h * h2).sum()
+    loss.retain_grad()
+    loss.backward()
+    assert h2.grad.numpy().tolist() == [[2.0] * 4] * 3 and loss.grad.item() == 1.0

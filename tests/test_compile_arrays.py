@@ -116,10 +116,25 @@ def test_save_and_load_array_tapes_and_refuse_corrupted_ones(model, rng, tmp_pat
     assert value == expected[0]
     np.testing.assert_allclose(grad, expected[1])
     data = dict(np.load(path))
+    def overflow(a):  # a block offset (of the first array row, the pack) that wraps int64 arithmetic
+        a = a.copy()
+        a[0] = 2**63 - 1
+        return a
+
+    def strides(a):  # index-map strides whose extent overflows int64
+        a = a.copy()
+        a[a > 0] = 2**61 + 2**40
+        return a
+
     for key, damage in [("0_arr6", lambda a: a + 10**6), ("0_arr4", lambda a: a + 10**6),
-                        ("0_arr1", lambda a: a + 10**6)]:
+                        ("0_arr1", lambda a: a + 10**6), ("0_arr4", overflow), ("0_arr6", strides),
+                        ("0_input_slots", lambda a: a - 10**12), ("0_out_slots", lambda a: a - 10**12),
+                        ("0_arr3", None), ("0_captured", None)]:
         broken = dict(data)
-        broken[key] = damage(data[key]).astype(data[key].dtype)
+        if damage is None:
+            del broken[key]
+        else:
+            broken[key] = damage(data[key]).astype(data[key].dtype)
         bad = tmp_path / f"bad_{key}.npz"
         np.savez(bad, **broken)
         with pytest.raises(ValueError, match="corrupted"):

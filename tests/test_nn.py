@@ -142,3 +142,30 @@ def test_array_training_loop_memory_is_flat():
 @pytest.mark.slow
 def test_array_training_100k_steps_in_flat_memory():
     assert _growth(_array_training, 1_000, 100_000) < 64 * 1024
+
+
+def test_optimizer_steps_do_not_change_a_recorded_graph():
+    W = tg.tensor(np.ones(5000), requires_grad=True)
+    loss = (W * W).sum()
+    loss.backward(retain_graph=True)
+    tg.optim.SGD([W], lr=0.5).step()
+    W.grad = None
+    loss.backward()  # the graph saw W = 1
+    np.testing.assert_allclose(W.grad.numpy(), 2.0)
+
+
+@needs_torch
+def test_sgd_momentum_with_accumulated_gradients_matches_torch():
+    W = tg.tensor([1.0, 2.0], requires_grad=True)
+    tw = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt, topt = tg.optim.SGD([W], lr=0.1, momentum=0.9), torch.optim.SGD([tw], lr=0.1, momentum=0.9)
+    for _ in range(3):  # no zero_grad: gradients accumulate
+        (W * W).sum().backward()
+        (tw * tw).sum().backward()
+        opt.step()
+        topt.step()
+    np.testing.assert_allclose(W.detach().numpy(), tw.detach().numpy(), rtol=1e-12)
+
+
+def test_linear_with_no_input_features():
+    assert F.linear(tg.tensor(np.zeros((2, 0))), tg.tensor(np.zeros((5, 0)))).shape == (2, 5)

@@ -63,8 +63,9 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Any:
                          f"shapes {shape} and {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
-        raise IndexError(f"cross_entropy: target {int(labels.max())} is out of bounds for {shape[1]} classes")
+    bad = labels[(labels < 0) | (labels >= shape[1])]
+    if bad.size:
+        raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {shape[1]} classes")
     picked = log_softmax(input, 1)[np.arange(shape[0]), labels]
     return _reduce(apply("neg", picked), reduction, "cross_entropy")
 
