@@ -30,7 +30,7 @@ Axis = int | Sequence[int] | None
 class ArrayTensor(Tensor):
     """A tensor of one or more dimensions (``tg.tensor`` makes one from array data)."""
 
-    __slots__ = ()
+    __slots__ = ("_version",)  # counts in-place updates of the data (optimizer steps); unset: 0
 
     # ------------------------------------------------------------------ properties
     @property

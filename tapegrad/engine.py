@@ -110,6 +110,7 @@ def _zeroed_scratch(n: int) -> np.ndarray:
 
 
 def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool):
+    tape.check_versions()
     arrays = tape.arrays()
     n = len(arrays.vals)
     adj = np.zeros(n)

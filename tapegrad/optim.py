@@ -33,9 +33,13 @@ class Optimizer:
 
     @staticmethod
     def _update(p: Tensor, delta: np.ndarray | float) -> None:
-        """p -= delta: the parameter gets new data (a graph recorded before keeps the values it
-        saw, so a second backward through it is still right)."""
-        p._v = p._v - delta if isinstance(p._v, np.ndarray) else float(p._v - delta)
+        """p -= delta, in place for arrays (their version counts it: a graph recorded before the
+        step refuses a backward, as torch does)."""
+        if isinstance(p._v, np.ndarray):
+            p._v -= delta
+            p._version = getattr(p, "_version", 0) + 1
+        else:
+            p._v = float(p._v - delta)
 
 
 class SGD(Optimizer):

@@ -88,7 +88,7 @@ class Tape:
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
-        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width",
+        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width", "versions",
     )
 
     def __init__(self) -> None:
@@ -113,6 +113,7 @@ class Tape:
         self.imeta_len = 0
         self.array_slots = 0
         self.input_width = 0  # length of the input vector the input rows read (an array: its size)
+        self.versions: list[tuple[Node, int]] = []  # array inputs and their data's version when read
 
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
@@ -180,6 +181,7 @@ class Tape:
         if node._v.__class__ is np.ndarray:
             slot = self.add_array(ARRAY_CODE["array_input"], self.input_width, 0, None, node._v)
             self.input_width += node._v.size
+            self.versions.append((node, getattr(node, "_version", 0)))
         else:
             slot = len(self.rows) >> 2
             self.rows += (INPUT, self.input_width, 0, float(node._v))
@@ -188,6 +190,17 @@ class Tape:
         self.input_slots.append(slot)
         node._reg = (self, slot)
         return slot
+
+    def check_versions(self) -> None:
+        """Refuse to sweep a tape whose array inputs were updated in place since it read them
+        (an optimizer step before a second backward): its saved values are gone, as in torch."""
+        for node, version in self.versions:
+            if getattr(node, "_version", 0) != version:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: a tensor of shape {node._v.shape} is at version "
+                    f"{getattr(node, '_version', 0)}; expected version {version} instead."
+                )
 
     def arrays(self) -> TapeArrays:
         """The rows recorded so far as flat arrays (converted once, reused while nothing is added).

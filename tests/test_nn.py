@@ -144,14 +144,18 @@ def test_array_training_100k_steps_in_flat_memory():
     assert _growth(_array_training, 1_000, 100_000) < 64 * 1024
 
 
-def test_optimizer_steps_do_not_change_a_recorded_graph():
-    W = tg.tensor(np.ones(5000), requires_grad=True)
+@pytest.mark.parametrize("n", [3, 5000])
+def test_backward_after_an_optimizer_step_raises_like_torch(n):
+    W = tg.tensor(np.ones(n), requires_grad=True)
     loss = (W * W).sum()
     loss.backward(retain_graph=True)
     tg.optim.SGD([W], lr=0.5).step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
     W.grad = None
-    loss.backward()  # the graph saw W = 1
-    np.testing.assert_allclose(W.grad.numpy(), 2.0)
+    (W * W + W).sum().backward()  # a new graph reads the new data, W = 1 - 0.5 * 2 = 0
+    np.testing.assert_allclose(W.detach().numpy(), 0.0)
+    np.testing.assert_allclose(W.grad.numpy(), 1.0)
 
 
 @needs_torch
