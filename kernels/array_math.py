@@ -6,7 +6,7 @@ Written once in plain Python over flat float64 blocks (C order) and the tape's i
 to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
 """
 
-# ruff: noqa: F821  (np, carray, as_pointer are bound by the compiling namespace)
+# ruff: noqa: F821  (np, carray, as_pointer, OPERANDS are bound by the compiling namespace)
 
 
 def value_block(r, op, a, vals, asize, vaddr):
@@ -22,6 +22,29 @@ def adjoint_block(r, op, a, adj, aoff, asize, aadj):
         j = a[r]
         return aadj[aoff[j] : aoff[j] + asize[j]]
     return adj[r : r + 1]
+
+
+def row_blocks(i, op, a, store, arr, astore):
+    # the blocks of row i and of its operand rows (empty for operands that are not rows) in one
+    # store: values (vals; astore: none, read by address) are value_blocks, the others adjoint_blocks
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    rows = OPERANDS[code[j]]
+    z = adjoint_block(i, op, a, store, aoff, asize, astore)
+    x = adjoint_block(ax[j], op, a, store, aoff, asize, astore) if rows & 1 else store[:0]
+    y = adjoint_block(ay[j], op, a, store, aoff, asize, astore) if rows & 2 else store[:0]
+    return z, x, y
+
+
+def row_values(i, op, a, vals, arr, vaddr):
+    # the values of row i and of its operand rows (empty for operands that are not rows)
+    code, ax, ay, ameta, aoff, asize, imeta = arr
+    j = a[i]
+    rows = OPERANDS[code[j]]
+    z = value_block(i, op, a, vals, asize, vaddr)
+    x = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
+    y = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
+    return z, x, y
 
 
 def broadcast_base(o, imeta, m, nd):
@@ -124,61 +147,43 @@ def strided_base(o, imeta, m, nd):
     return pos
 
 
-def gather_forward(x, out, imeta, m):
+def mapped_add(src, dst, imeta, m, count, gather):
+    # along the index map's `count` positions p_k: dst[k] += src[p_k] (gather) or dst[p_k] += src[k]
     nd = imeta[m]
     if nd <= 0:
-        idx = index_map(imeta, m, out.shape[0])
-        for k in range(out.shape[0]):
-            out[k] = x[idx[k]]
+        idx = index_map(imeta, m, count)
+        for k in range(count):
+            if gather:
+                dst[k] += src[idx[k]]
+            else:
+                dst[idx[k]] += src[k]
         return
     inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
-    for o in range(out.shape[0] // max(inner, 1)):
+    for o in range(count // max(inner, 1)):
         base = strided_base(o, imeta, m, nd)
         for t in range(inner):
-            out[o * inner + t] = x[base + t * step]
+            if gather:
+                dst[o * inner + t] += src[base + t * step]
+            else:
+                dst[base + t * step] += src[o * inner + t]
+
+
+def gather_forward(x, out, imeta, m):
+    out[:] = 0.0
+    mapped_add(x, out, imeta, m, out.shape[0], True)
 
 
 def gather_reverse(g, gx, imeta, m):
-    nd = imeta[m]
-    if nd <= 0:
-        idx = index_map(imeta, m, g.shape[0])
-        for k in range(g.shape[0]):
-            gx[idx[k]] += g[k]
-        return
-    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
-    for o in range(g.shape[0] // max(inner, 1)):
-        base = strided_base(o, imeta, m, nd)
-        for t in range(inner):
-            gx[base + t * step] += g[o * inner + t]
+    mapped_add(g, gx, imeta, m, g.shape[0], False)
 
 
 def sum_into_forward(x, out, imeta, m):
     out[:] = 0.0
-    nd = imeta[m]
-    if nd <= 0:
-        idx = index_map(imeta, m, x.shape[0])
-        for k in range(x.shape[0]):
-            out[idx[k]] += x[k]
-        return
-    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
-    for o in range(x.shape[0] // max(inner, 1)):
-        base = strided_base(o, imeta, m, nd)
-        for t in range(inner):
-            out[base + t * step] += x[o * inner + t]
+    mapped_add(x, out, imeta, m, x.shape[0], False)
 
 
 def sum_into_reverse(g, gx, imeta, m):
-    nd = imeta[m]
-    if nd <= 0:
-        idx = index_map(imeta, m, gx.shape[0])
-        for k in range(gx.shape[0]):
-            gx[k] += g[idx[k]]
-        return
-    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
-    for o in range(gx.shape[0] // max(inner, 1)):
-        base = strided_base(o, imeta, m, nd)
-        for t in range(inner):
-            gx[o * inner + t] += g[base + t * step]
+    mapped_add(g, gx, imeta, m, gx.shape[0], True)
 
 
 def extreme_into_forward(x, out, imeta, m, sign):

@@ -16,7 +16,7 @@ import inspect
 import re
 
 from . import array_math, scalar_math
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, OPCODES, VC, CV, VV, ArrayOpSpec, Opcode
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, OPCODES, VC, CV, VV, Opcode
 
 MATH_NAMES = (
     "exp log log1p expm1 sqrt sin cos tan asin acos atan sinh cosh tanh erf fabs atan2 pow isnan"
@@ -362,16 +362,11 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
     j = a[i]
     c = code[j]
     m = ameta[j]
-    zd = adjoint_block(i, op, a, dot, aoff, asize, adot)
+    zd, xd, yd = row_blocks(i, op, a, dot, arr, adot)
     n = zd.shape[0]
     if n == 0:
         return
-    zv = value_block(i, op, a, vals, asize, vaddr)
-    rows = OPERANDS[c]
-    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
-    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
-    xd = adjoint_block(ax[j], op, a, dot, aoff, asize, adot) if rows & 1 else dot[:0]
-    yd = adjoint_block(ay[j], op, a, dot, aoff, asize, adot) if rows & 2 else dot[:0]
+    zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         elementwise_tangent(c, xv, yv, zv, xd, yd, zd, consts, ax[j], ay[j], imeta, m)
 {array_tangent_cases}
@@ -384,20 +379,12 @@ def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj,
     j = a[i]
     c = code[j]
     m = ameta[j]
-    g = adjoint_block(i, op, a, adj, aoff, asize, aadj)
-    gd = adjoint_block(i, op, a, adjd, aoff, asize, aadjd)
+    g, gx, gy = row_blocks(i, op, a, adj, arr, aadj)
     if g.shape[0] == 0:
         return
-    zv = value_block(i, op, a, vals, asize, vaddr)
-    rows = OPERANDS[c]
-    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
-    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
-    xd = adjoint_block(ax[j], op, a, dot, aoff, asize, adot) if rows & 1 else dot[:0]
-    yd = adjoint_block(ay[j], op, a, dot, aoff, asize, adot) if rows & 2 else dot[:0]
-    gx = adjoint_block(ax[j], op, a, adj, aoff, asize, aadj) if rows & 1 else adj[:0]
-    gy = adjoint_block(ay[j], op, a, adj, aoff, asize, aadj) if rows & 2 else adj[:0]
-    gxd = adjoint_block(ax[j], op, a, adjd, aoff, asize, aadjd) if rows & 1 else adjd[:0]
-    gyd = adjoint_block(ay[j], op, a, adjd, aoff, asize, aadjd) if rows & 2 else adjd[:0]
+    gd, gxd, gyd = row_blocks(i, op, a, adjd, arr, aadjd)
+    _, xd, yd = row_blocks(i, op, a, dot, arr, adot)
+    zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         elementwise_second_order(c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m)
 {array_second_order_cases}
@@ -410,13 +397,10 @@ def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
     j = a[i]
     c = code[j]
     m = ameta[j]
-    zv = value_block(i, op, a, vals, asize, vaddr)
+    zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     n = zv.shape[0]
     if n == 0:
         return
-    rows = OPERANDS[c]
-    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
-    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
     if c < ARRAY_ROW:
         elementwise_forward(c, xv, yv, zv, consts, ax[j], ay[j], imeta, m)
 {array_forward_cases}
@@ -429,15 +413,10 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj):
     j = a[i]
     c = code[j]
     m = ameta[j]
-    g = adjoint_block(i, op, a, adj, aoff, asize, aadj)
+    g, gx, gy = row_blocks(i, op, a, adj, arr, aadj)
     if g.shape[0] == 0:
         return
-    zv = value_block(i, op, a, vals, asize, vaddr)
-    rows = OPERANDS[c]
-    xv = value_block(ax[j], op, a, vals, asize, vaddr) if rows & 1 else vals[:0]
-    yv = value_block(ay[j], op, a, vals, asize, vaddr) if rows & 2 else vals[:0]
-    gx = adjoint_block(ax[j], op, a, adj, aoff, asize, aadj) if rows & 1 else adj[:0]
-    gy = adjoint_block(ay[j], op, a, adj, aoff, asize, aadj) if rows & 2 else adj[:0]
+    zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, ax[j], ay[j], imeta, m)
 {array_reverse_cases}
