@@ -323,3 +323,65 @@ def prod_into_second_order(g, gd, x, xd, gx, gxd, imeta, m):
             cross = 0.0
         gx[k] += g[s] * p
         gxd[k] += gd[s] * p + g[s] * cross
+
+
+def segment_count(imeta, m, count):
+    # how many segments an index map over `count` elements names (its largest position + 1)
+    idx = index_map(imeta, m, count)
+    top = -1
+    for k in range(count):
+        if idx[k] > top:
+            top = idx[k]
+    return idx, top + 1
+
+
+def segment_sums(v, idx, n):
+    sums = np.zeros(n)
+    for k in range(v.shape[0]):
+        sums[idx[k]] += v[k]
+    return sums
+
+
+def log_softmax_forward(x, out, imeta, m):
+    # out = x - max - log(sum(exp(x - max))) per segment (the max of an all -inf segment: 0)
+    idx, n = segment_count(imeta, m, x.shape[0])
+    top = np.full(n, -np.inf)
+    for k in range(x.shape[0]):
+        if x[k] > top[idx[k]]:
+            top[idx[k]] = x[k]
+    for s in range(n):
+        if not np.isfinite(top[s]):
+            top[s] = 0.0
+    sums = np.zeros(n)
+    for k in range(x.shape[0]):
+        sums[idx[k]] += np.exp(x[k] - top[idx[k]])
+    for k in range(x.shape[0]):
+        out[k] = x[k] - top[idx[k]] - np.log(sums[idx[k]])
+
+
+def log_softmax_reverse(g, z, gx, imeta, m):
+    # gx += g - softmax * (segment sum of g)
+    idx, n = segment_count(imeta, m, z.shape[0])
+    total = segment_sums(g, idx, n)
+    for k in range(z.shape[0]):
+        gx[k] += g[k] - np.exp(z[k]) * total[idx[k]]
+
+
+def log_softmax_tangent(z, xd, zd, imeta, m):
+    # zd = xd - (segment sum of softmax * xd)
+    idx, n = segment_count(imeta, m, z.shape[0])
+    p = np.exp(z)
+    mean = segment_sums(p * xd, idx, n)
+    for k in range(z.shape[0]):
+        zd[k] = xd[k] - mean[idx[k]]
+
+
+def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
+    # gx += g - p S(g); gxd += gd - p S(gd) - p zd S(g), with p = softmax, zd its log's tangent
+    idx, n = segment_count(imeta, m, z.shape[0])
+    p = np.exp(z)
+    total, total_d, mean = segment_sums(g, idx, n), segment_sums(gd, idx, n), segment_sums(p * xd, idx, n)
+    for k in range(z.shape[0]):
+        s = idx[k]
+        gx[k] += g[k] - p[k] * total[s]
+        gxd[k] += gd[k] - p[k] * total_d[s] - p[k] * (xd[k] - mean[s]) * total[s]

@@ -237,6 +237,9 @@ _ARRAY_KERNELS = {
                   "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)"),
     "prod_into": ("prod_into_forward(xv, zv, imeta, m)", "prod_into_reverse(g, xv, gx, imeta, m)",
                   "prod_into_tangent(xv, xd, zd, imeta, m)", "prod_into_second_order(g, gd, xv, xd, gx, gxd, imeta, m)"),
+    "log_softmax": ("log_softmax_forward(xv, zv, imeta, m)", "log_softmax_reverse(g, zv, gx, imeta, m)",
+                    "log_softmax_tangent(zv, xd, zd, imeta, m)",
+                    "log_softmax_second_order(g, gd, zv, xd, gx, gxd, imeta, m)"),
 }
 
 

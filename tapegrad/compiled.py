@@ -699,6 +699,8 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return ((batch - 1) * sx + rows * inner <= sizes[x]) and ((batch - 1) * sy + inner * cols <= sizes[y])
     if name == "gather":
         return positions_within(n, sizes[x])
+    if name == "log_softmax":  # segments over the input, which has the output's size
+        return sizes[x] == n and positions_within(n, n)
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output
 
 

@@ -30,9 +30,13 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     tape = current_tape()
     if tape is None:
         return _leaf(value)
-    kept = _c_strides([1 if d in axes else n for d, n in enumerate(xv.shape)])
-    segment = _strided(0, xv.shape, [0 if d in axes else kept[d] for d in range(xv.ndim)])
-    return _record(ARRAY_CODE[op], _row(tape, x), 0, segment, value, tape, x._rg)
+    return _record(ARRAY_CODE[op], _row(tape, x), 0, _segments(xv.shape, axes), value, tape, x._rg)
+
+
+def _segments(shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """The index map sending each element to its segment: its position with `axes` reduced away."""
+    kept = _c_strides([1 if d in axes else n for d, n in enumerate(shape)])
+    return _strided(0, shape, [0 if d in axes else kept[d] for d in range(len(shape))])
 
 
 def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
@@ -51,8 +55,24 @@ def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
-    """x - logsumexp(x) along `axis`."""
-    return apply("sub", x, logsumexp(x, axis, keepdims=True))
+    """x - logsumexp(x) along `axis`: one row (its reverse rule: g - softmax * sum(g))."""
+    x = as_array(x)
+    xv = _value(x)
+    if np.ndim(xv) == 0:
+        return apply("sub", x, x)
+    axes = _axes(axis, xv.ndim, "log_softmax")
+    if xv.size:
+        shift = np.max(xv, axis=axes, keepdims=True)
+        shifted = xv - np.where(np.isfinite(shift), shift, 0.0)
+        value = shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+    else:
+        value = np.array(xv, dtype=np.float64)
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape()
+    if tape is None:
+        return _leaf(value)
+    return _record(ARRAY_CODE["log_softmax"], _row(tape, x), 0, _segments(xv.shape, axes), value, tape, x._rg)
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:

@@ -463,3 +463,16 @@ def test_retain_grad_on_arrays_of_equal_shapes():
     loss.retain_grad()
     loss.backward()
     assert h2.grad.numpy().tolist() == [[2.0] * 4] * 3 and loss.grad.item() == 1.0
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_log_softmax_is_one_row_with_torch_gradients(axis, rng):
+    x = rng.normal(size=(3, 4)) * 3.0
+    check(lambda t: tg.log_softmax(t, axis), [x], lambda t: torch.log_softmax(t, axis) if torch else None)
+    t = tg.tensor(x, requires_grad=True)
+    with tg.recording() as tape:
+        tg.log_softmax(t, axis)
+    assert [r for r in tape.listing(limit=None).splitlines() if "=" in r][-1].split("= ")[1].startswith("log_softmax")
+    inf = tg.tensor([[-np.inf, 0.0], [1.0, 1.0]], requires_grad=True)
+    tg.log_softmax(inf, 1).sum().backward()
+    np.testing.assert_allclose(inf.grad.numpy(), [[1.0, -1.0], [0.0, 0.0]], atol=1e-15)
