@@ -210,6 +210,43 @@ def _elementwise_second_order_body(oc: Opcode):
     return _INNER_LOOP + ["    " + ln for ln in body]
 
 
+_ELEMENTWISE = """@_kernel
+def elementwise_{name}({params}):
+    \"\"\"{doc}\"\"\"
+    n = {block}.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    for o in range(np.uint64(n) // inner):
+        bx, by = broadcast_base(o, imeta, m, nd)
+        k0 = o * inner
+{cases}
+"""
+# name, parameters, docstring, the block as long as the row, the generator of its branches
+_ELEMENTWISE_KERNELS = (
+    ("forward", "c, xv, yv, zv, consts, cx, cy, imeta, m",
+     "zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy]).",
+     "zv", _elementwise_forward_body),
+    ("reverse", "c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m",
+     "Push the adjoints g of elementwise row code c to its operands' adjoint blocks gx, gy\n"
+     "    (a broadcast operand's elements sum the adjoints of every element they reached).",
+     "g", _elementwise_reverse_body),
+    ("tangent", "c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m",
+     "zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd.",
+     "zd", _elementwise_tangent_body),
+    ("second_order", "c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, cx, cy, imeta, m",
+     "The reverse rule of elementwise row code c on adjoints g and on their tangents gd.",
+     "g", _elementwise_second_order_body),
+)
+
+
+def _elementwise_kernels() -> str:
+    """The four elementwise array kernels: one loop over the innermost runs of a row, one
+    branch per opcode inside."""
+    return "\n\n".join(
+        _ELEMENTWISE.format(name=name, params=params, doc=doc, block=block, cases=_branches(body, " " * 8))
+        for name, params, doc, block, body in _ELEMENTWISE_KERNELS
+    )
+
+
 # The array ops that are not elementwise: (forward, reverse, tangent, second-order) calls of their
 # kernels in kernels.array_math, on the row's blocks: xv, yv, zv (values), g, gx, gy (adjoints),
 # xd, yd, zd (tangents), gd, gxd, gyd (tangents of the adjoints).
@@ -313,50 +350,7 @@ def elementwise_shape(c, n, imeta, m):
     return 1, np.uint64(n), np.uint64(1), np.uint64(1)
 
 
-@_kernel
-def elementwise_forward(c, xv, yv, zv, consts, cx, cy, imeta, m):
-    """zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy])."""
-    n = zv.shape[0]
-    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(np.uint64(n) // inner):
-        bx, by = broadcast_base(o, imeta, m, nd)
-        k0 = o * inner
-{elementwise_forward_cases}
-
-
-@_kernel
-def elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m):
-    """Push the adjoints g of elementwise row code c to its operands' adjoint blocks gx, gy
-    (a broadcast operand's elements sum the adjoints of every element they reached)."""
-    n = g.shape[0]
-    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(np.uint64(n) // inner):
-        bx, by = broadcast_base(o, imeta, m, nd)
-        k0 = o * inner
-{elementwise_reverse_cases}
-
-
-@_kernel
-def elementwise_tangent(c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m):
-    """zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd."""
-    n = zd.shape[0]
-    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(np.uint64(n) // inner):
-        bx, by = broadcast_base(o, imeta, m, nd)
-        k0 = o * inner
-{elementwise_tangent_cases}
-
-
-@_kernel
-def elementwise_second_order(c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, cx, cy, imeta, m):
-    """The reverse rule of elementwise row code c on adjoints g and on their tangents gd."""
-    n = g.shape[0]
-    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    for o in range(np.uint64(n) // inner):
-        bx, by = broadcast_base(o, imeta, m, nd)
-        k0 = o * inner
-{elementwise_second_order_cases}
-
+{elementwise_kernels}
 
 @_kernel
 def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
@@ -638,12 +632,9 @@ def generate(cache: bool) -> str:
         operands=_code_table(lambda o: (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
                              if isinstance(o, Opcode) else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
-        elementwise_forward_cases=_branches(_elementwise_forward_body, " " * 8),
-        elementwise_reverse_cases=_branches(_elementwise_reverse_body, " " * 8),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),
-        elementwise_tangent_cases=_branches(_elementwise_tangent_body, " " * 8),
-        elementwise_second_order_cases=_branches(_elementwise_second_order_body, " " * 8),
+        elementwise_kernels=_elementwise_kernels(),
         array_tangent_cases=_array_kernel_branches(2),
         array_second_order_cases=_array_kernel_branches(3),
         **{f"{name}sweeps": _sweeps(arrays, cases) for name, arrays in (("", False), ("array_", True))},
