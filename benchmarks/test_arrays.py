@@ -13,6 +13,8 @@ import pytest
 import harness
 import tapegrad as tg
 import tapegrad.nn.functional as F
+from test_replay import rosen_vec
+from test_scalar_eager import rosen_grad
 
 MLPS = {"64-128-128-10 batch 256": ((64, 128, 128, 10), 256), "784-256-10 batch 128": ((784, 256, 10), 128)}
 ROSEN_NS = (10_000, 1_000_000)
@@ -93,18 +95,6 @@ def test_mlp_training_step(benchmark, name, system):
 
 
 # --------------------------------------------------------------------------- vectorized Rosenbrock
-def rosen_vec(t, xp=None):
-    return (100.0 * (t[1:] - t[:-1] ** 2) ** 2 + (1.0 - t[:-1]) ** 2).sum()
-
-
-def rosen_grad(x):
-    r = x[1:] - x[:-1] ** 2
-    g = np.zeros_like(x)
-    g[:-1] = -400.0 * x[:-1] * r - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * r
-    return g
-
-
 def tapegrad_rosen(x):
     vg = tg.value_and_grad(rosen_vec)
     return (lambda: vg(x)), None
