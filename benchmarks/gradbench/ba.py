@@ -1,0 +1,144 @@
+"""GradBench's ``ba``: bundle adjustment's reprojection errors and their sparse Jacobian (ADBench).
+
+Observation i sees point X = points[i mod m] with camera cams[i mod n] ([r (3), C (3), f, u0, v0,
+k1, k2]): Xc = rodrigues(r, X - C), p = Xc[:2] / Xc[2] (1 + k1 |.|^2 + k2 |.|^4), and its errors are
+w_i (f p + (u0, v0) - feat_i) and 1 - w_i^2. GradBench sends one camera, point, weight and feature,
+which the tool repeats n, m and p times (it must not exploit the repetition).
+
+The errors are computed with whole-array ops over the observations, from each observation's own
+copy of its 15 parameters (camera, point, weight: a (p, 15) array). An error depends on its own
+observation's copy alone, so the gradient of the sum of one error column with respect to the copies
+holds every observation's partials of that error: the Jacobian's 3p rows come from three reverse
+sweeps (vjps) of one recording. They fill ADBench's CSR layout (per observation two rows of 15
+entries: camera, point and weight columns; then one row per weight error), of which GradBench
+compares the first 30 entries and the last of each list.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+import tapegrad as tg
+
+from . import differences, inputs, programs
+
+FUNCTIONS = ("objective", "jacobian")
+
+
+def _cross(a, b):
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def errors(v, xp, feat: np.ndarray):
+    """The errors (p, 3) of every observation, two reprojection errors and the weight error, from
+    its parameters v (p, 15: rotation, camera centre, f, u0, v0, k1, k2, point, weight) and its
+    feature feat (p, 2)."""
+    col = [v[:, j] for j in range(15)]
+    r, X = col[0:3], [col[11 + j] - col[3 + j] for j in range(3)]
+    f, u0, v0, k1, k2, w = col[6], col[7], col[8], col[9], col[10], col[14]
+    theta2 = r[0] * r[0] + r[1] * r[1] + r[2] * r[2]
+    turned = theta2 != 0.0
+    theta = xp.sqrt(xp.where(turned, theta2, 1.0))  # Rodrigues' formula where theta > 0,
+    cos, sin = xp.cos(theta), xp.sin(theta)
+    axis = [rj / theta for rj in r]
+    along = (axis[0] * X[0] + axis[1] * X[1] + axis[2] * X[2]) * (1.0 - cos)
+    axis_x, r_x = _cross(axis, X), _cross(r, X)  # else its first order: X + r x X
+    Xc = [xp.where(turned, X[j] * cos + axis_x[j] * sin + axis[j] * along, X[j] + r_x[j]) for j in range(3)]
+    px, py = Xc[0] / Xc[2], Xc[1] / Xc[2]
+    rsq = px * px + py * py
+    scale = f * (1.0 + k1 * rsq + k2 * rsq * rsq)
+    fx, fy = xp.asarray(feat[:, 0]), xp.asarray(feat[:, 1])
+    return xp.stack([w * (px * scale + u0 - fx), w * (py * scale + v0 - fy), 1.0 - w * w], axis=1)
+
+
+class Problem:
+    """One ba problem: each observation's copy of its parameters, and the Jacobian's CSR pattern."""
+
+    def __init__(self, n: int, m: int, p: int, cam: np.ndarray, x: np.ndarray, w: float, feat: np.ndarray):
+        self.n, self.m, self.p = n, m, p
+        obs = np.arange(p)
+        cam_of, point_of = obs % n, obs % m
+        cams, points = np.tile(cam, (n, 1)), np.tile(x, (m, 1))
+        self.v = np.concatenate([cams[cam_of], points[point_of], np.full((p, 1), float(w))], axis=1)
+        self.feat = np.tile(feat, (p, 1))
+        weight_col = 11 * n + 3 * m + obs
+        columns = np.concatenate([11 * cam_of[:, None] + np.arange(11),
+                                  11 * n + 3 * point_of[:, None] + np.arange(3), weight_col[:, None]], axis=1)
+        self.cols = np.concatenate([np.repeat(columns, 2, axis=0).ravel(), weight_col])
+        self.rows = np.concatenate([np.arange(0, 30 * p + 1, 15), 30 * p + 1 + obs])
+
+    def objective(self, v, xp):
+        return errors(v.reshape(self.p, 15), xp, self.feat)
+
+    def jacobian_values(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """The CSR values from the three vjps' (p, 15) blocks (the weight error's: column 14)."""
+        return np.concatenate([np.stack(blocks[:2], axis=1).ravel(), blocks[2][:, 14]])
+
+
+def from_message(message: dict) -> Problem:
+    return Problem(int(message["n"]), int(message["m"]), int(message["p"]), inputs.vector(message, "cam"),
+                   inputs.vector(message, "x"), float(message["w"]), inputs.vector(message, "feat"))
+
+
+def _objective_output(e: np.ndarray, p: int) -> dict:
+    return {"reproj_error": {"elements": e[0, :2].tolist(), "repeated": p},
+            "w_err": {"element": float(e[0, 2]), "repeated": p}}
+
+
+def _summary(values: np.ndarray, pb: Problem) -> dict:
+    """GradBench's compressed Jacobian: the first 30 entries of each CSR list and its last one."""
+    return {name: [*full[:30].tolist(), full[-1].item()] for name, full in
+            (("rows", pb.rows), ("cols", pb.cols), ("vals", values))}
+
+
+def jacobian(pb: Problem, replay: bool):
+    """The timed call: the CSR values of the Jacobian (three vjps of one recording)."""
+    seeds = [np.zeros((pb.p, 3)) for _ in range(3)]
+    for j, seed in enumerate(seeds):
+        seed[:, j] = 1.0
+    v = pb.v.ravel()
+    if replay:
+        cf = programs.compiled(pb.objective, v, arrays=True)
+        return lambda: pb.jacobian_values([cf.vjp((v,), s)[1][0].reshape(pb.p, 15) for s in seeds])
+
+    def eager():
+        _, pull = tg.vjp(lambda t: pb.objective(t, programs.tnp), v)
+        return pb.jacobian_values([pull(s)[0].reshape(pb.p, 15) for s in seeds])
+
+    return eager
+
+
+def expected(function: str, message: dict):
+    """The output GradBench accepts, computed without tapegrad: NumPy errors, ADBench's CSR layout
+    transcribed from its C++, and observation 0's partials by central differences."""
+    pb = from_message(message)
+    n, m, p = pb.n, pb.m, pb.p
+    if function == "objective":
+        return _objective_output(errors(pb.v[:1], np, pb.feat[:1]), p)
+    J = [differences.central(lambda v, r=r: errors(v.reshape(1, 15), np, pb.feat[:1])[0, r], pb.v[0])
+         for r in range(2)]
+    rows, cols, vals = [0], [], []
+    for i in range(p):
+        cam, point = 11 * (i % n), 11 * n + 3 * (i % m)
+        block = [*range(cam, cam + 11), *range(point, point + 3), 11 * n + 3 * m + i]
+        for r in range(2):
+            rows.append(rows[-1] + 15)
+            cols += block
+            vals += J[r].tolist()  # every observation repeats observation 0's data
+    for i in range(p):
+        rows.append(rows[-1] + 1)
+        cols.append(11 * n + 3 * m + i)
+        vals.append(-2.0 * float(message["w"]))
+    return {"rows": rows[:30] + rows[-1:], "cols": cols[:30] + cols[-1:], "vals": vals[:30] + vals[-1:]}
+
+
+def prepare(function: str, message: dict, replay: bool):
+    pb = from_message(message)
+    if function == "objective":
+        call = programs.value(pb.objective, pb.v.ravel(), arrays=True, replay=replay)
+        return call, functools.partial(_objective_output, p=pb.p)
+    if function == "jacobian":
+        return jacobian(pb, replay), functools.partial(_summary, pb=pb)
+    raise inputs.unknown("ba", function, FUNCTIONS)

@@ -1,0 +1,76 @@
+"""GradBench's ``llsq``: a linear least-squares objective (cmpad's ``llsq_obj``).
+
+y(x) = 1/2 sum_i (s_i - sum_j x_j t_i^j)^2 with t_i = -1 + 2i/(n-1), s_i = sign(t_i), for m = 128
+coefficients x and n points. t_i^j is a running product instead of ``pow(t_i, j)``: the tape is the
+same (powers of t_i are constants to it), and the njit primal runs at the speed of GradBench's C++
+one instead of ~5x slower. Inputs: ``rand(128)`` for each n in turn from seed 31337.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+from . import inputs, programs
+
+FUNCTIONS = ("primal", "gradient")
+SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8196, 16392)  # n (GradBench's, 8196 included)
+M = 128
+
+
+def llsq_primal(x, n):
+    """GradBench's llsq.hpp primal."""
+    total = 0.0
+    for i in range(n):
+        ti = -1.0 + i * 2.0 / (n - 1)
+        inner, tj = float(np.sign(ti)), 1.0
+        for j in range(len(x)):
+            inner -= x[j] * tj
+            tj *= ti
+        total += inner * inner
+    return total / 2.0
+
+
+llsq_njit = numba.njit(llsq_primal)
+
+
+@functools.cache
+def _data(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """s and the Vandermonde matrix V of the points (constants: made once per size)."""
+    t = -1.0 + np.arange(n) * 2.0 / (n - 1)
+    return np.sign(t), t[:, None] ** np.arange(m)
+
+
+def llsq_vec(x, xp, n):
+    s, V = _data(n, x.shape[0])
+    r = xp.asarray(s) - xp.asarray(V) @ x
+    return (r * r).sum() / 2.0
+
+
+def make_input(n: int) -> np.ndarray:
+    return inputs.seeded_rand(SIZES, lambda _: M, n)
+
+
+def reference(x: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+    """y and its gradient -V^T r."""
+    s, V = _data(n, len(x))
+    r = s - V @ x
+    return float(r @ r / 2.0), -V.T @ r
+
+
+def expected(function: str, message: dict):
+    """The output GradBench accepts, computed without tapegrad."""
+    value, grad = reference(inputs.vector(message, "x"), int(message["n"]))
+    return value if function == "primal" else grad.tolist()
+
+
+def prepare(function: str, message: dict, replay: bool):
+    x, n = inputs.vector(message, "x"), int(message["n"])
+    f = functools.partial(llsq_primal, n=n)
+    if function == "primal":
+        return programs.value(f, x, arrays=False, replay=replay), float
+    if function == "gradient":
+        return programs.value_and_grad(f, x, arrays=False, replay=replay), lambda r: r[1].tolist()
+    raise inputs.unknown("llsq", function, FUNCTIONS)

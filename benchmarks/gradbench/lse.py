@@ -1,0 +1,53 @@
+"""GradBench's ``lse``: y(x) = log(sum_i exp(x_i - A)) + A with A = max(x); the gradient is softmax(x).
+
+Inputs: ``rand(n)`` for each n = 2500, 5000, ..., 1280000 in turn from seed 31337. Each library
+runs its own logsumexp (tapegrad's records the max shift, so it is built from max, exp, sum, log).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import inputs, programs
+
+FUNCTIONS = ("primal", "gradient")
+SIZES = (2500, 5000, 10000, 20000, 40000, 80000, 160000, 320000, 640000, 1280000)
+
+
+def logsumexp(a, xp, axis: int = 0):
+    """logsumexp over `axis` in NumPy, tapegrad.numpy or torch (their own), or jax.numpy."""
+    if xp is np:
+        top = a.max(axis, keepdims=True)
+        return np.log(np.exp(a - top).sum(axis)) + top.squeeze(axis)
+    if hasattr(xp, "logsumexp"):
+        return xp.logsumexp(a, axis)
+    import jax
+
+    return jax.scipy.special.logsumexp(a, axis)
+
+
+lse = logsumexp  # lse(x, xp): GradBench's lse of a vector
+
+
+def make_input(n: int) -> np.ndarray:
+    return inputs.seeded_rand(SIZES, lambda size: size, n)
+
+
+def reference(x: np.ndarray) -> tuple[float, np.ndarray]:
+    e = np.exp(x - x.max())
+    return float(np.log(e.sum()) + x.max()), e / e.sum()
+
+
+def expected(function: str, message: dict):
+    """The output GradBench accepts, computed without tapegrad."""
+    value, grad = reference(inputs.vector(message, "x"))
+    return value if function == "primal" else grad.tolist()
+
+
+def prepare(function: str, message: dict, replay: bool):
+    x = inputs.vector(message, "x")
+    if function == "primal":
+        return programs.value(lse, x, arrays=True, replay=replay), float
+    if function == "gradient":
+        return programs.value_and_grad(lse, x, arrays=True, replay=replay), lambda r: r[1].tolist()
+    raise inputs.unknown("lse", function, FUNCTIONS)

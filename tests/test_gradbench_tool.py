@@ -1,0 +1,130 @@
+"""The GradBench tool (benchmarks/gradbench): its protocol on a recorded session, and its outputs
+against each eval's ``expected`` (computed without tapegrad), compared as GradBench compares them.
+
+``gradbench_session.jsonl`` holds eight sessions, one per eval, as GradBench's evals send them
+(start, define, then evaluate and analysis per function and workload) at small sizes.
+"""
+
+import io
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.gradbench import EVALS, MODULES, llsq, protocol
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SESSIONS: dict[str, list[dict]] = {}
+for _line in (ROOT / "tests" / "gradbench_session.jsonl").read_text().splitlines():
+    _message = json.loads(_line)
+    if _message["kind"] == "start":
+        _current = SESSIONS.setdefault(_message["eval"], [])
+    _current.append(_message)
+
+
+def mismatches(expected, actual, path: str = "output") -> list[str]:
+    """GradBench's comparison: floats agree when |x - y| / max(1, |x| + |y|) <= 1e-4; lists by
+    length and element, dicts by key set and value, other values exactly."""
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        x, y = float(expected), float(actual)
+        return [] if abs(x - y) / max(1.0, abs(x) + abs(y)) <= 1e-4 else [f"{path}: {x} != {y}"]
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{path}: length {len(expected)} != {len(actual)}"]
+        return [m for k, (e, a) in enumerate(zip(expected, actual)) for m in mismatches(e, a, f"{path}[{k}]")]
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            return [f"{path}: keys {sorted(expected)} != {sorted(actual)}"]
+        return [m for k in expected for m in mismatches(expected[k], actual[k], f"{path}.{k}")]
+    return [] if expected == actual else [f"{path}: {expected!r} != {actual!r}"]
+
+
+def serve(messages: list[dict], replay: bool) -> list[dict]:
+    out = io.StringIO()
+    protocol.serve([json.dumps(m) for m in messages], out, MODULES, "tapegrad", replay)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_the_session_covers_every_eval():
+    assert sorted(SESSIONS) == sorted(EVALS) == ["ba", "det", "gmm", "kmeans", "llsq", "lse", "lstm", "ode"]
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["tapegrad", "tapegrad-replay"])
+@pytest.mark.parametrize("module", sorted(SESSIONS))
+def test_session(module, replay):
+    """One reply per message with its id; one evaluate timing per run; outputs GradBench accepts."""
+    messages = SESSIONS[module]
+    replies = serve(messages, replay)
+    assert [r["id"] for r in replies] == [m["id"] for m in messages]
+    evaluated = 0
+    for message, reply in zip(messages, replies):
+        kind = message["kind"]
+        if kind == "start":
+            assert reply == {"id": message["id"], "tool": "tapegrad"}
+        elif kind == "define":
+            assert reply == {"id": message["id"], "success": True}
+        elif kind == "analysis":
+            assert reply == {"id": message["id"]}
+        else:
+            assert reply["success"] is True and "error" not in reply, reply.get("error")
+            runs = [t for t in reply["timings"] if t["name"] == "evaluate"]
+            assert len(runs) == message["input"]["min_runs"]
+            assert all(isinstance(t["nanoseconds"], int) and t["nanoseconds"] >= 0 for t in reply["timings"])
+            expected = EVALS[module].expected(message["function"], message["input"])
+            assert mismatches(expected, reply["output"]) == [], message["description"]
+            evaluated += 1
+    assert evaluated == 4
+
+
+def test_min_seconds_repeats_runs():
+    message = {"id": 0, "kind": "evaluate", "module": "lse", "function": "primal",
+               "input": {"x": [1.0, 2.0], "min_runs": 1, "min_seconds": 0.02}}
+    reply = serve([message], replay=True)[0]
+    runs = [t["nanoseconds"] for t in reply["timings"] if t["name"] == "evaluate"]
+    assert sum(runs) >= 0.02e9 and len(runs) > 1
+    old = dict(message, input={"x": [1.0, 2.0], "runs": 3})  # older evals: exactly `runs` runs
+    assert len([t for t in serve([old], replay=False)[0]["timings"] if t["name"] == "evaluate"]) == 3
+
+
+def test_failures_are_replies_and_the_tool_goes_on():
+    lse_input = {"x": [0.0, math.log(3.0)], "min_runs": 1, "min_seconds": 0}
+    messages = [
+        {"id": 0, "kind": "start", "eval": "hello"},
+        {"id": 1, "kind": "define", "module": "hello"},
+        {"id": 2, "kind": "evaluate", "module": "lse", "function": "hessian", "input": lse_input},
+        {"id": 3, "kind": "evaluate", "module": "lse", "function": "gradient", "input": {"min_runs": 1}},
+        {"id": 4, "kind": "evaluate", "module": "nope", "function": "primal", "input": lse_input},
+        {"id": 5, "kind": "evaluate", "module": "lse", "function": "gradient", "input": lse_input},
+        {"id": 6, "kind": "something new"},
+    ]
+    replies = serve(messages, replay=False)
+    assert [r["id"] for r in replies] == list(range(7))
+    assert replies[1]["success"] is False and "'hello'" in replies[1]["error"]
+    assert replies[2]["success"] is False and "unknown function 'hessian'" in replies[2]["error"]
+    assert replies[3]["success"] is False and "'x'" in replies[3]["error"]
+    assert replies[4]["success"] is False and "'nope'" in replies[4]["error"]
+    assert replies[5]["success"] is True and mismatches([0.25, 0.75], replies[5]["output"]) == []
+    assert replies[6] == {"id": 6}
+    assert all("output" not in r for r in replies[:5])
+
+
+def test_command_line():
+    """``python -m benchmarks.gradbench --replay`` from the repo's root, as GradBench runs a tool."""
+    session = SESSIONS["llsq"][:4]
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gradbench", "--replay"], cwd=ROOT, text=True, check=False,
+                         input="".join(json.dumps(m) + "\n" for m in session), capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    replies = [json.loads(line) for line in run.stdout.splitlines()]
+    assert replies[0] == {"id": 0, "tool": "tapegrad-replay"}
+    assert mismatches(llsq.expected("primal", session[2]["input"]), replies[2]["output"]) == []
+
+
+def test_mismatches_follows_gradbench():
+    assert mismatches(1000.0, 1000.1) == []  # relative above 1
+    assert mismatches(1e-6, 5e-5) == []  # absolute below 1
+    assert mismatches(0.5, 0.501) != []
+    assert mismatches([1.0], [1.0, 2.0]) != [] and mismatches({"a": 1}, {"b": 1}) != []
+    assert mismatches({"repeated": 3}, {"repeated": 3.0}) == [] and mismatches([1.0], 1.0) != []
