@@ -1,401 +1,224 @@
-"""GradBench's ``det``, ``llsq`` and ``ode`` evals: ``tg.compile`` replay against the same primal in
-``@numba.njit``, torch (eager) and JAX (``jit(value_and_grad)``).
+"""GradBench's evals (det, llsq, lse, ode, lstm, gmm, ba, kmeans): tapegrad against the primal,
+torch eager and JAX, one group per workload.
 
-The objectives follow GradBench (github.com/gradbench/gradbench: ``cpp/gradbench/evals/*.hpp``, the
-inputs of ``python/gradbench/gradbench/evals/*/run.py``, replayed by :func:`gradbench_input`):
+Each workload is an eval of ``benchmarks/gradbench`` at one size, and every system computes the
+eval's derivative (det, llsq, lse, ode: ``gradient``; lstm, gmm, ba: ``jacobian``; kmeans: ``dir``)
+from the same input:
 
-* ``det``: the determinant of an l x l matrix by expansion by minors (``det_of_minor``, rows and
-  columns dropped through the linked index lists ``r``, ``c``); the gradient is taken with respect
-  to all l^2 entries. l = 5, 7, 9, 10 (l = 10: a 1.25e7-row tape, recorded in ~13 s; the module
-  peaks at ~3.5 GB). l = 11 (1.4e8 rows) is left out.
-* ``llsq``: y(x) = 1/2 sum_i (s_i - sum_j x_j t_i^j)^2, t_i = -1 + 2i/(n-1), s_i = sign(t_i), m = 128
-  coefficients x, n = 1024, 4096 and 16392 points (GradBench's size, not 16384). t_i^j is a running
-  product instead of ``pow(t_i, j)``: the tape is the same (powers of t_i are constants to it), and
-  the njit primal runs at the speed of GradBench's C++ one instead of ~5x slower.
-* ``ode``: RK4 with s steps on [0, 2] for y_0' = x_0, y_i' = x_i y_{i-1}, y(0) = 0; the objective is
-  y[n-1], the last element of the primal's output. (n, s) = (1000, 10), (1000, 100), (10000, 10)
-  (GradBench runs n in 1e3..1e5 by s in 1..100; larger tapes take too long to record.) Each RK4
-  step carries y four indices further, so at GradBench's sizes (n > 4s) y[n-1] and its gradient are
-  exactly 0 (GradBench's own reference is the exact solution's 2^n prod(x) / n!, also 0): the check
-  there only says "zero". :func:`ode_reference` is therefore also checked, against tapegrad and
-  central differences, where y[n-1] is not 0 (n = 3s).
+* ``tapegrad`` and ``tapegrad-replay``: the GradBench tool's own timed call (``prepare``):
+  recording inside the timing, or a tape recorded once and replayed;
+* ``primal``: the objective alone, under ``@numba.njit`` for the evals written as scalar code
+  (det, llsq, ode, lstm: the very source tapegrad records) and in NumPy for the array ones; the
+  denominator of the derivative / primal ratios GradBench reports;
+* ``torch-eager`` and ``jax-jit``: the same algorithm with whole-array ops (det: all minors of one
+  size as a batch; ode: JAX steps in ``lax.fori_loop``; lstm: torch only, as XLA takes minutes to
+  compile a loop of a thousand unrolled steps; kmeans: the Hessian-vector product by double
+  backward or ``jvp`` of ``grad``).
 
-Systems: ``njit-primal`` is ``numba.njit`` of the very Python source that ``tg.compile`` records
-(det: its recursion compiled without NRT reference counting, which made each call 3.7x slower); its
-median is the denominator of the gradient / primal ratio that GradBench reports for ADOL-C
-(``ADOLC``: GradBench's ``evals/*/summary.json`` at commit 0003df3e). Against GradBench's C++
-primals the njit ones are on par for llsq and ode and ~2x slower for det (Numba's cost per
-recursive call), which flatters tapegrad's det ratio by about that much. ``tapegrad-replay`` times
-``cf.value_and_grad(x)`` on a tape recorded outside the timing (module-scoped fixture: one problem
-alive at a time). ``torch-eager`` and ``jax-jit`` run the same algorithms with whole-array ops
-(:func:`det_vec`: all minors of one size as a batch, not ``linalg.det``; JAX steps the ode in
-``lax.fori_loop``, as XLA takes minutes to compile 100 unrolled steps). Every result is checked
-against a reference at rtol 1e-8: det: det(A) inv(A)^T; llsq: -V^T r with the Vandermonde matrix
-V; ode: :func:`ode_reference`, RK4 and its adjoint by hand in NumPy. Ratios, ns per tape row and
-record times go to ``extra_info`` and a summary at the end.
+Every result is checked, before and after the timing, against the eval's ``expected`` output,
+computed without tapegrad (by hand, LU, or for lstm and ba central differences). Peers run on one
+thread (conftest.py). ``python benchmarks/report.py`` turns a run into the README's table.
 """
 
-import functools
-import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from __future__ import annotations
 
-import numba
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 import pytest
-from numba.extending import register_jitable
 
 import harness
-import tapegrad as tg
+from benchmarks.gradbench import EVALS, ba, det, gmm, kmeans, llsq, lse, lstm, ode
 
-RTOL = 1e-8
-# workload -> (primal ns, gradient ns) of GradBench's ADOL-C tool (evals/*/summary.json, 0003df3e)
-ADOLC = {
-    "det-5": (1213, 7415), "det-7": (46628, 201651), "det-9": (3315793, 29029653),
-    "det-10": (33253868, 291955043),
-    "llsq-1024": (121852, 2074027), "llsq-4096": (487176, 9842829), "llsq-16392": (1950690, 40243099),
-    "ode-1000x10": (7114, 830535), "ode-1000x100": (78233, 13537444), "ode-10000x10": (165955, 14065060),
+# the sizes timed, chosen by TAPEGRAD_BENCH_SIZE (``python benchmarks/report.py --size``): GradBench's
+# smallest, a larger one, and more of GradBench's (det 10: a 1.25e7-row tape, ~13 s to record in each
+# run of `tapegrad`; GradBench goes to det 11, llsq 16392, ode 1e5 x 100, gmm d 64, ba 20)
+SIZES: dict[str, dict[str, tuple]] = {
+    "small": {"det": (5,), "llsq": (1024,), "lse": (2500,), "ode": ((1000, 10),), "lstm": ((2, 1024),),
+              "gmm": ((2, 5, 1000),), "ba": (ba.SIZES[0],), "kmeans": ((10, 1000, 8),)},
+    "medium": {"det": (5, 7, 9), "llsq": (1024, 4096), "lse": (2500, 160000), "ode": ((1000, 10), (1000, 100)),
+               "lstm": ((2, 1024),), "gmm": ((2, 5, 1000), (10, 25, 1000)), "ba": (ba.SIZES[0],),
+               "kmeans": ((10, 1000, 8), (100, 10000, 16))},
+    "large": {"det": (5, 7, 9, 10), "llsq": (1024, 4096, 16392), "lse": (2500, 160000, 1280000),
+              "ode": ((1000, 10), (1000, 100), (10000, 10)), "lstm": ((2, 1024), (4, 4096)),
+              "gmm": ((2, 5, 1000), (10, 25, 1000), (20, 50, 1000)), "ba": ba.SIZES,
+              "kmeans": ((10, 1000, 8), (100, 10000, 16), (1000, 10000, 16))},
 }
+CASES = SIZES[os.environ.get("TAPEGRAD_BENCH_SIZE", "medium")]
+SYSTEMS = ("primal", "torch-eager", "jax-jit", "tapegrad", "tapegrad-replay")
+FINITE_DIFFERENCES = {"lstm", "ba"}  # their expected derivatives are central differences
 
 
-def gradbench_input(workloads, size, target) -> np.ndarray:
-    """The input GradBench's eval sends for `target`: it seeds NumPy with 31337, then draws
-    ``rand(size(w))`` for each workload w in its order, so an input depends on those before it."""
-    rng = np.random.RandomState(31337)
-    for w in workloads:
-        x = rng.rand(size(w))
-        if w == target:
-            return x
-    raise ValueError(f"{target} is not one of GradBench's workloads")
-
-
-# --------------------------------------------------------------------------- det
-def det_by_minors(jit=lambda f: f, jit_minor=lambda f: f):
-    """GradBench's det.hpp: det(A) of a flat l*l matrix, plain Python (traced by tg.compile) or
-    compiled by `jit` (the recursion, through the closure, by `jit_minor`)."""
-
-    @jit_minor
-    def det_of_minor(A, n, m, r, c):
-        R0, Cj = r[n], c[n]
-        if m == 1:
-            return A[R0 * n + Cj]
-        detM, sign, Cj1 = 0.0, 1, n
-        r[n] = r[R0]  # drop the minor's row 0 from its sub-minors
-        for _ in range(m):
-            M0j = A[R0 * n + Cj]
-            c[Cj1] = c[Cj]  # drop column j
-            detS = det_of_minor(A, n, m - 1, r, c)
-            c[Cj1] = Cj
-            detM = detM + M0j * detS if sign > 0 else detM - M0j * detS
-            Cj1, Cj, sign = Cj, c[Cj], -sign
-        r[n] = R0
-        return detM
-
-    @jit
-    def det(A):
-        n = round(len(A) ** 0.5)
-        r = np.arange(1, n + 2)
-        r[n] = 0
-        return det_of_minor(A, n, n, r, r.copy())
-
-    return det
-
-
-def det_vec(A, xp):
-    """The same expansion with whole-array ops: every minor of one size in a batch."""
-    ell = round(A.shape[0] ** 0.5)
-    return _det_batch(A.reshape(1, ell, ell), xp)[0]
-
-
-def _det_batch(M, xp):
-    batch, m = M.shape[0], M.shape[1]
-    if m == 1:
-        return M[:, 0, 0]
-    keep = xp.asarray(np.array([[c for c in range(m) if c != j] for j in range(m)]))
-    sub = xp.moveaxis(M[:, 1:][:, :, keep], 2, 1).reshape(batch * m, m - 1, m - 1)
-    sign = xp.asarray((-1.0) ** np.arange(m))
-    return (sign * M[:, 0] * _det_batch(sub, xp).reshape(batch, m)).sum(-1)
-
-
-# --------------------------------------------------------------------------- llsq
-def llsq_primal(x, n):
-    """GradBench's llsq.hpp primal (t_i^j as a running product)."""
-    total = 0.0
-    for i in range(n):
-        ti = -1.0 + i * 2.0 / (n - 1)
-        inner, tj = float(np.sign(ti)), 1.0
-        for j in range(len(x)):
-            inner -= x[j] * tj
-            tj *= ti
-        total += inner * inner
-    return total / 2.0
-
-
-@functools.lru_cache(maxsize=None)
-def _llsq_data(n, m):
-    """s and the Vandermonde matrix V of the points (constants: made once per size)."""
-    t = -1.0 + np.arange(n) * 2.0 / (n - 1)
-    return np.sign(t), t[:, None] ** np.arange(m)
-
-
-def llsq_vec(x, xp, n):
-    s, V = _llsq_data(n, x.shape[0])
-    r = xp.asarray(s) - xp.asarray(V) @ x
-    return (r * r).sum() / 2.0
-
-
-# --------------------------------------------------------------------------- ode
-@register_jitable
-def ode_fun(x, y, z):
-    z[0] = x[0]
-    for i in range(1, len(x)):
-        z[i] = x[i] * y[i - 1]
-
-
-def ode_primal(x, s):
-    """GradBench's ode.hpp primal: y after s RK4 steps from t = 0 to 2."""
-    n, h = len(x), 2.0 / s
-    y, tmp = np.zeros_like(x), np.zeros_like(x)
-    k1, k2, k3, k4 = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
-    for _ in range(s):
-        ode_fun(x, y, k1)
-        for i in range(n):
-            tmp[i] = y[i] + h * k1[i] / 2.0
-        ode_fun(x, tmp, k2)
-        for i in range(n):
-            tmp[i] = y[i] + h * k2[i] / 2.0
-        ode_fun(x, tmp, k3)
-        for i in range(n):
-            tmp[i] = y[i] + h * k3[i]
-        ode_fun(x, tmp, k4)
-        for i in range(n):
-            y[i] += h * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]) / 6.0
-    return y
-
-
-def ode_vec(x, xp, s):
-    f = lambda y: xp.concatenate([x[:1], x[1:] * y[:-1]])  # noqa: E731
-    h = 2.0 / s
-
-    def step(y):
-        k1 = f(y)
-        k2 = f(y + h * k1 / 2.0)
-        k3 = f(y + h * k2 / 2.0)
-        k4 = f(y + h * k3)
-        return y + h * (k1 + 2.0 * k2 + 2.0 * k3 + k4) / 6.0
-
-    y = xp.zeros_like(x)
-    if xp.__name__ == "jax.numpy":  # one traced step: XLA takes minutes on 100 unrolled ones
-        import jax
-
-        return jax.lax.fori_loop(0, s, lambda _, y: step(y), y)
-    for _ in range(s):
-        y = step(y)
-    return y
-
-
-def ode_reference(x, s):
-    """y[-1] and its gradient: RK4 in NumPy, then the adjoint by hand, stage by stage (a stage
-    k = f(p) sends back x0 += k0bar, x[1:] += kbar[1:] p[:-1], p[:-1] += kbar[1:] x[1:])."""
-    h = 2.0 / s
-    shift = (h / 2.0, h / 2.0, h)  # stage i > 0 evaluates f at y + shift[i-1] k_(i-1)
-    f = lambda p: np.concatenate([x[:1], x[1:] * p[:-1]])  # noqa: E731
-    y, points = np.zeros_like(x), []
-    for _ in range(s):
-        p, k = [y], []
-        for i in range(4):
-            k.append(f(p[i]))
-            if i < 3:
-                p.append(y + shift[i] * k[i])
-        points.append(p)
-        y = y + h * (k[0] + 2.0 * k[1] + 2.0 * k[2] + k[3]) / 6.0
-    xbar, ybar = np.zeros_like(x), np.zeros_like(x)
-    ybar[-1] = 1.0
-    for p in reversed(points):
-        kbar = [w * h * ybar for w in (1 / 6, 1 / 3, 1 / 3, 1 / 6)]
-        for i in (3, 2, 1, 0):
-            xbar[0] += kbar[i][0]
-            xbar[1:] += kbar[i][1:] * p[i][:-1]
-            pbar = np.append(kbar[i][1:] * x[1:], 0.0)
-            ybar = ybar + pbar
-            if i:
-                kbar[i - 1] = kbar[i - 1] + shift[i - 1] * pbar
-    return y[-1], xbar
-
-
-# --------------------------------------------------------------------------- problems
-@dataclass
-class Problem:
-    group: str
-    primal: Callable  # GradBench's primal(x, *params) in Python: tg.compile records it
-    njit: Callable  # the same source under @numba.njit
-    vec: Callable  # vec(x, xp, *params): the same algorithm with whole-array ops
-    params: tuple  # the non-differentiable arguments (llsq: n, ode: s)
-    x: np.ndarray
-    value: float  # the reference value and gradient
-    grad: np.ndarray
-    output: Callable = lambda out: out  # the objective from the primal's output (ode: y[-1])
-    cf: Any = None
-    record_s: float = float("nan")
-
-    def objective(self, x):
-        return self.output(self.primal(x, *self.params))
-
-    def record(self) -> "Problem":
-        """tg.compile(objective), recorded at x; record_s: the first value_and_grad (recording,
-        forward and reverse sweep; the sweeps already compiled)."""
-        _load_sweeps()
-        self.cf = tg.compile(self.objective)
-        start = time.perf_counter()
-        self.cf.value_and_grad(self.x)
-        self.record_s = time.perf_counter() - start
-        return self
-
-
-@functools.cache
-def _load_sweeps() -> None:
-    cf = tg.compile(lambda x: x[0] * x[1])
-    for _ in range(2):  # the first call records and replays, the second takes the one-call path
-        cf.value_and_grad(np.ones(2))
-
-
-def det_problem(ell: int) -> Problem:
-    A = gradbench_input(range(5, 12), lambda e: e * e, ell)
-    M = A.reshape(ell, ell)
-    det = np.linalg.det(M)
-    cofactors = (det * np.linalg.inv(M).T).ravel()
-    return Problem(f"det-{ell}", det_python, det_njit, det_vec, (), A, det, cofactors)
-
-
-def llsq_problem(n: int, m: int = 128) -> Problem:
-    ns = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8196, 16392)
-    x = gradbench_input(ns, lambda _: m, n)
-    s, V = _llsq_data(n, m)
-    r = s - V @ x
-    return Problem(f"llsq-{n}", llsq_primal, llsq_njit, llsq_vec, (n,), x, r @ r / 2.0, -V.T @ r)
-
-
-def ode_problem(size: tuple[int, int]) -> Problem:
-    _check_ode_reference()
-    grid = [(n, s) for n in (1000, 10_000, 100_000) for s in (1, 10, 100)]
-    x = gradbench_input(sorted(grid, key=lambda w: w[0] * w[1]), lambda w: w[0], size)
-    return _ode(f"ode-{size[0]}x{size[1]}", x, size[1])
-
-
-def _ode(group: str, x: np.ndarray, s: int) -> Problem:
-    value, grad = ode_reference(x, s)
-    return Problem(group, ode_primal, ode_njit, ode_vec, (s,), x, value, grad, output=lambda y: y[-1])
-
-
-@functools.cache
-def _check_ode_reference(n: int = 30, s: int = 10) -> None:
-    """ode_reference and tapegrad where y[n-1] is not 0, against central differences."""
-    x = 0.5 + np.random.default_rng(n).random(n)
-    p = _ode("ode-check", x, s)
-    assert p.value != 0.0 and np.all(p.grad != 0.0)
-    check(p.record().cf.value_and_grad(x), p)
-    for i in (0, n // 2, n - 1):
-        e = np.zeros(n)
-        e[i] = 1e-6
-        fd = (ode_njit(x + e, s)[-1] - ode_njit(x - e, s)[-1]) / 2e-6
-        np.testing.assert_allclose(p.grad[i], fd, rtol=1e-6)
-
-
-det_python = det_by_minors()
-det_njit = det_by_minors(numba.njit, numba.njit(_nrt=False))
-llsq_njit = numba.njit(llsq_primal)
-ode_njit = numba.njit(ode_primal)
-
-CASES = {"det": (5, 7, 9, 10), "llsq": (1024, 4096, 16392), "ode": ((1000, 10), (1000, 100), (10_000, 10))}
-BUILD = {"det": det_problem, "llsq": llsq_problem, "ode": ode_problem}
-
-
-# --------------------------------------------------------------------------- the systems
-def _torch(p: Problem):
-    return harness.torch_peer(lambda t, xp: p.output(p.vec(t, xp, *p.params)), p.x)
-
-
-def _jax_jit(p: Problem):
-    return harness.jax_peer(lambda v, xp: p.output(p.vec(v, xp, *p.params)), p.x)
-
-
-# name -> (problem -> (timed callable, its result -> (value, gradient or None)))
-SYSTEMS: dict[str, Callable[[Problem], tuple[Callable, Any]]] = {
-    "njit-primal": lambda p: (functools.partial(p.njit, p.x, *p.params), lambda r: (p.output(r), None)),
-    "torch-eager": _torch,
-    "jax-jit": _jax_jit,
-    "tapegrad-replay": lambda p: (functools.partial(p.cf.value_and_grad, p.x), None),  # last: ratios
-}
-PEERS = [name for name in SYSTEMS if name != "tapegrad-replay"]
-
-MEDIANS: dict[str, dict[str, float]] = {}  # group -> system -> median seconds
-REPLAY: dict[str, dict[str, float]] = {}  # group -> tapegrad-replay's ns per row and ratios
-RECORDED: dict[str, tuple[int, float]] = {}  # group -> (tape rows, record seconds)
-
-
-def check(result, p: Problem) -> None:
-    harness.check(result, p.value, p.grad, RTOL)
-
-
-def bench(benchmark, p: Problem, name: str) -> None:
-    """Warm up and check, time, check again, and keep the median (and tapegrad's ratios)."""
-    median = harness.run_checked(benchmark, SYSTEMS[name](p), lambda r: check(r, p))
-    if median is None:
-        return
-    MEDIANS.setdefault(p.group, {})[name] = median
-    if name == harness.REPLAY:
-        primal_ns, gradient_ns = ADOLC[p.group]
-        info = harness.replay_info(MEDIANS[p.group], len(p.cf.tape))
-        info.update({"record_s": round(p.record_s, 3), "adolc_gradient/primal": round(gradient_ns / primal_ns, 1)})
-        benchmark.extra_info.update(info)
-        REPLAY[p.group] = info
-
-
-def _label(ev: str, size) -> str:
+def label(ev: str, size: Any) -> str:
     return f"{ev}-" + ("x".join(map(str, size)) if isinstance(size, tuple) else str(size))
 
 
-@pytest.fixture(scope="module")
-def problem(request) -> Problem:
-    """The problem, recorded once (pytest keeps one size alive at a time)."""
-    ev, size = request.param
-    p = BUILD[ev](size).record()
-    RECORDED[p.group] = (len(p.cf.tape), p.record_s)
-    return p
+def flat(output: Any) -> np.ndarray:
+    """The numbers of a JSON-like output (nested lists, dicts in key order) as one vector."""
+    if isinstance(output, dict):
+        return np.concatenate([flat(v) for v in output.values()])
+    return np.ravel(np.asarray(output, dtype=np.float64))
+
+
+@dataclass
+class Workload:
+    group: str
+    module: ModuleType
+    function: str  # the derivative GradBench asks for
+    message: dict  # the tool's input
+    expected: np.ndarray  # that derivative, flat, computed without tapegrad
+
+    def check(self, got: np.ndarray) -> None:
+        rtol, scale = (1e-4, 1e-6) if self.module.__name__.rsplit(".", 1)[1] in FINITE_DIFFERENCES else (1e-8, 1e-14)
+        np.testing.assert_allclose(got, self.expected, rtol=rtol, atol=scale * np.abs(self.expected).max())
+
+
+@functools.lru_cache(maxsize=1)  # one workload alive at a time: parametrize groups by workload
+def workload(ev: str, size: Any) -> Workload:
+    module = EVALS[ev]
+    message = module.message(size)
+    function = module.FUNCTIONS[1]
+    return Workload(label(ev, size), module, function, message, flat(module.expected(function, message)))
+
+
+# --------------------------------------------------------------------------- the peers
+def _gradient_objective(w: Workload) -> tuple[Callable[[Any, Any], Any], np.ndarray] | None:
+    """(objective(x, xp) with whole-array ops, x) for the evals whose derivative is a gradient."""
+    m = w.message
+    if w.module is det:
+        return det.det_vec, np.asarray(m["A"])
+    if w.module is llsq:
+        return functools.partial(llsq.llsq_vec, n=m["n"]), np.asarray(m["x"])
+    if w.module is lse:
+        return lse.lse, np.asarray(m["x"])
+    if w.module is ode:
+        return (lambda x, xp: ode.ode_vec(x, xp, m["s"])[-1]), np.asarray(m["x"])
+    if w.module is gmm:
+        theta, p = gmm.from_message(m)
+        return functools.partial(gmm.gmm, p=p), theta
+    if w.module is lstm:
+        params, rest = lstm.from_message(m)
+        return (lambda x, xp: lstm.lstm_vec(x, xp, **rest)), params
+    return None
+
+
+def _primal(w: Workload) -> Callable[[], Any]:
+    m = w.message
+    if w.module is det:
+        return functools.partial(det.det_njit, np.asarray(m["A"]))
+    if w.module is llsq:
+        return functools.partial(llsq.llsq_njit, np.asarray(m["x"]), m["n"])
+    if w.module is ode:
+        return functools.partial(ode.ode_njit, np.asarray(m["x"]), m["s"])
+    if w.module is lstm:
+        params, rest = lstm.from_message(m)
+        return functools.partial(lstm.lstm_njit, params, **rest)
+    if w.module is ba:
+        pb = ba.from_message(m)
+        return functools.partial(ba.errors, pb.v, np, pb.feat)
+    if w.module is kmeans:
+        points = np.asarray(m["points"])
+        return functools.partial(kmeans.cost, np.ravel(m["centroids"]), np, points)
+    objective, x = _gradient_objective(w)
+    return functools.partial(objective, x, np)
+
+
+def _ba_peer(w: Workload, torch_like: bool) -> harness.System:
+    """The Jacobian's CSR values from three vjps (torch: backward with retained graph; JAX: jit)."""
+    pb = ba.from_message(w.message)
+    summary = lambda values: flat(ba.compressed(np.asarray(values), pb))  # noqa: E731
+    seeds = np.eye(3)
+    if torch_like:
+        torch = pytest.importorskip("torch")
+
+        def run():
+            v = torch.from_numpy(pb.v).requires_grad_()
+            e = ba.errors(v, torch, pb.feat)
+            blocks = []
+            for j in range(3):
+                (g,) = torch.autograd.grad(e[:, j].sum(), v, retain_graph=j < 2)
+                blocks.append(g.numpy())
+            return pb.jacobian_values(blocks)
+
+        return run, summary
+    jax = harness.jax()
+    jnp = jax.numpy
+
+    @jax.jit
+    def blocks(v):
+        e, pull = jax.vjp(lambda t: ba.errors(t, jnp, pb.feat), v)
+        return [pull(jnp.broadcast_to(jnp.asarray(s), e.shape))[0] for s in seeds]
+
+    v = jnp.asarray(pb.v)
+    return (lambda: jax.block_until_ready(blocks(v))), lambda r: summary(pb.jacobian_values([np.asarray(b) for b in r]))
+
+
+def _kmeans_peer(w: Workload, torch_like: bool) -> harness.System:
+    """dir = J / (H 1): torch by double backward, JAX by jvp of grad (jit)."""
+    points, c = np.asarray(w.message["points"]), np.ravel(w.message["centroids"])
+    if torch_like:
+        torch = pytest.importorskip("torch")
+
+        def run():
+            t = torch.from_numpy(c).requires_grad_()
+            (g,) = torch.autograd.grad(kmeans.cost(t, torch, points), t, create_graph=True)
+            (hv,) = torch.autograd.grad(g, t, torch.ones_like(g))
+            return (g / hv).detach().numpy()
+
+        return run, None
+    jax = harness.jax()
+    grad = jax.grad(lambda t: kmeans.cost(t, jax.numpy, points))
+    direction = jax.jit(lambda t: grad(t) / jax.jvp(grad, (t,), (jax.numpy.ones_like(t),))[1])
+    cj = jax.numpy.asarray(c)
+    return (lambda: jax.block_until_ready(direction(cj))), np.asarray
+
+
+def _peer(w: Workload, torch_like: bool) -> harness.System:
+    if w.module is ba:
+        return _ba_peer(w, torch_like)
+    if w.module is kmeans:
+        return _kmeans_peer(w, torch_like)
+    objective, x = _gradient_objective(w)
+    if torch_like:
+        run, _ = harness.torch_peer(objective, x)
+        return run, lambda r: r[1]
+    if w.module is lstm:
+        pytest.skip("jax-jit: XLA takes minutes to compile the lstm's unrolled steps")
+    run, finish = harness.jax_peer(objective, x)
+    return run, lambda r: finish(r)[1]
+
+
+def _tapegrad(w: Workload, replay: bool) -> harness.System:
+    call, output_of = w.module.prepare(w.function, w.message, replay)
+    return call, lambda r: flat(output_of(r))
+
+
+SYSTEM_OF: dict[str, Callable[[Workload], harness.System]] = {
+    "primal": lambda w: (_primal(w), None),
+    "torch-eager": lambda w: _peer(w, True),
+    "jax-jit": lambda w: _peer(w, False),
+    "tapegrad": lambda w: _tapegrad(w, False),
+    "tapegrad-replay": lambda w: _tapegrad(w, True),
+}
 
 
 @pytest.mark.parametrize("name", SYSTEMS)
-@pytest.mark.parametrize("problem", [
-    pytest.param((ev, size), id=_label(ev, size),
-                 marks=pytest.mark.benchmark(group=f"{_label(ev, size)} gradient"))
+@pytest.mark.parametrize("ev,size", [
+    pytest.param(ev, size, id=label(ev, size), marks=pytest.mark.benchmark(group=label(ev, size)))
     for ev, sizes in CASES.items() for size in sizes
-], indirect=True)
-def test_gradient(benchmark, problem, name):
-    """Timed: value and gradient of the objective at GradBench's input (njit-primal: the value)."""
-    bench(benchmark, problem, name)
-
-
-# --------------------------------------------------------------------------- the summary
-class _Summary:
-    def pytest_terminal_summary(self, terminalreporter):
-        if not RECORDED:
-            return
-        tr = terminalreporter
-        tr.section("GradBench evals: tapegrad-replay median / peers' medians; ADOL-C: GradBench's "
-                   "gradient/primal")
-        tr.write_line(f"{'group':<14}{'rows':>10}{'record s':>10}{'ns/row':>8}"
-                      + "".join(f"{'/' + p:>14}" for p in PEERS) + f"{'ADOL-C':>8}")
-        for group, (rows, record_s) in RECORDED.items():
-            info = REPLAY.get(group, {})
-            cells = [info.get("ns_per_row")] + [info.get("replay/" + p) for p in PEERS]
-            widths = [8] + [14] * len(PEERS)
-            line = "".join(f"{c:>{w}.2f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, widths))
-            primal_ns, gradient_ns = ADOLC[group]
-            tr.write_line(f"{group:<14}{rows:>10}{record_s:>10.2f}{line}{gradient_ns / primal_ns:>8.1f}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _summary(request):
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("tapegrad-gradbench-summary"):
-        manager.register(_Summary(), "tapegrad-gradbench-summary")
+])
+def test_gradbench(benchmark, ev, size, name):
+    """Timed: the eval's derivative at its input (primal: the objective), checked before and after."""
+    w = workload(ev, size)
+    run, finish = SYSTEM_OF[name](w)
+    if name == "primal":
+        run()
+        benchmark(run)
+        return
+    harness.run_checked(benchmark, (run, finish), w.check)
+    benchmark.extra_info["function"] = w.function

@@ -5,6 +5,7 @@ against each eval's ``expected`` (computed without tapegrad), compared as GradBe
 (start, define, then evaluate and analysis per function and workload) at small sizes.
 """
 
+import functools
 import io
 import json
 import math
@@ -12,9 +13,11 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 import pytest
 
-from benchmarks.gradbench import EVALS, MODULES, llsq, protocol
+from benchmarks.gradbench import EVALS, MODULES, differences, gmm, kmeans, llsq, lse, ode, protocol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SESSIONS: dict[str, list[dict]] = {}
@@ -128,3 +131,32 @@ def test_mismatches_follows_gradbench():
     assert mismatches(0.5, 0.501) != []
     assert mismatches([1.0], [1.0, 2.0]) != [] and mismatches({"a": 1}, {"b": 1}) != []
     assert mismatches({"repeated": 3}, {"repeated": 3.0}) == [] and mismatches([1.0], 1.0) != []
+
+
+def test_references_against_differences():
+    """The hand-written references (gmm, lse, ode, kmeans) agree with central differences of
+    their objectives in NumPy, and gmm's gathered Q with GradBench's Qtimesx line by line."""
+    theta, p = gmm.make_input(4, 2, 7, seed=1)  # d = 4: column-wise and row-wise orders differ
+    x = np.random.default_rng(2).normal(size=5)
+    y = 0.5 + np.random.default_rng(3).random(12)
+    points = np.random.default_rng(4).random((9, 2))
+    cases = [
+        (functools.partial(gmm.gmm, xp=np, p=p), lambda t: gmm.reference(t, p), theta),
+        (functools.partial(lse.lse, xp=np), lse.reference, x),
+        (lambda t: ode.ode_njit(t, 3)[-1], lambda t: ode.reference(t, 3), y),
+    ]
+    for f, ref, at in cases:
+        value, grad = ref(at)
+        assert value != 0.0 and np.all(grad != 0.0)
+        np.testing.assert_allclose(f(at), value, rtol=1e-12)
+        np.testing.assert_allclose(grad, differences.central(f, at), rtol=1e-6, atol=1e-8)
+    c = points[-3:].ravel() + 0.01  # kmeans: dir is J / (H 1), H = 2 |S_j| on centroid j
+    value, direction = kmeans.reference(points, c.reshape(3, 2))
+    J = differences.central(lambda t: kmeans.cost(t, np, points), c)
+    counts = np.bincount(((points[:, None] - c.reshape(3, 2)[None]) ** 2).sum(2).argmin(1), minlength=3)
+    np.testing.assert_allclose(direction.ravel(), J / np.repeat(2.0 * counts, 2), rtol=1e-6)
+    _, mu, q, l = p.unpack(theta)
+    Q = np.concatenate([np.exp(q).ravel(), l.ravel(), [0.0]])[p.gather]
+    for k in range(p.k):
+        xc = p.x[0] - mu[k]
+        np.testing.assert_allclose(Q[k] @ xc, gmm.qtimesx(p.d, np.exp(q[k]), l[k], xc), rtol=1e-14)

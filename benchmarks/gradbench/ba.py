@@ -77,6 +77,17 @@ class Problem:
         return np.concatenate([np.stack(blocks[:2], axis=1).ravel(), blocks[2][:, 14]])
 
 
+SIZES = ((49, 7776, 31843), (21, 11315, 36455))  # (n, m, p) of GradBench's ba1 and ba2
+
+
+def message(size: tuple[int, int, int]) -> dict:
+    """An evaluate input for (n, m, p): a camera looking down its z axis at a point 8 units away
+    (GradBench reads its camera, point and feature from ADBench's data files)."""
+    n, m, p = size
+    cam = [0.02, -0.03, 0.01, 0.1, -0.2, -8.0, 400.0, 1.5, -2.5, 1e-3, -2e-6]
+    return {"n": n, "m": m, "p": p, "cam": cam, "x": [0.3, -0.4, 0.5], "w": 0.85, "feat": [12.0, -20.0]}
+
+
 def from_message(message: dict) -> Problem:
     return Problem(int(message["n"]), int(message["m"]), int(message["p"]), inputs.vector(message, "cam"),
                    inputs.vector(message, "x"), float(message["w"]), inputs.vector(message, "feat"))
@@ -87,7 +98,7 @@ def _objective_output(e: np.ndarray, p: int) -> dict:
             "w_err": {"element": float(e[0, 2]), "repeated": p}}
 
 
-def _summary(values: np.ndarray, pb: Problem) -> dict:
+def compressed(values: np.ndarray, pb: Problem) -> dict:
     """GradBench's compressed Jacobian: the first 30 entries of each CSR list and its last one."""
     return {name: [*full[:30].tolist(), full[-1].item()] for name, full in
             (("rows", pb.rows), ("cols", pb.cols), ("vals", values))}
@@ -140,5 +151,5 @@ def prepare(function: str, message: dict, replay: bool):
         call = programs.value(pb.objective, pb.v.ravel(), arrays=True, replay=replay)
         return call, functools.partial(_objective_output, p=pb.p)
     if function == "jacobian":
-        return jacobian(pb, replay), functools.partial(_summary, pb=pb)
+        return jacobian(pb, replay), functools.partial(compressed, pb=pb)
     raise inputs.unknown("ba", function, FUNCTIONS)

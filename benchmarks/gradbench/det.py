@@ -73,6 +73,11 @@ def make_input(ell: int) -> np.ndarray:
     return inputs.seeded_rand(SIZES, lambda e: e * e, ell)
 
 
+def message(ell: int) -> dict:
+    """The evaluate input GradBench sends for l = ell."""
+    return {"A": make_input(ell).tolist(), "ell": ell}
+
+
 def reference(A: np.ndarray) -> tuple[float, np.ndarray]:
     """det(A) and its gradient, the cofactors det(A) inv(A)^T, by LU."""
     ell = round(len(A) ** 0.5)

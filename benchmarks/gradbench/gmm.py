@@ -79,6 +79,13 @@ def make_input(d: int, k: int, n: int, seed: int = 31337) -> tuple[np.ndarray, G
     return np.concatenate([rng.normal(size=k), mu.ravel(), q.ravel(), l.ravel()]), GMM(d, k, x)
 
 
+def message(size: tuple[int, int, int]) -> dict:
+    """The evaluate input for (d, k, n), from :func:`make_input`."""
+    theta, p = make_input(*size)
+    fields = dict(zip(("alpha", "mu", "q", "l"), (part.tolist() for part in p.unpack(theta))))
+    return {"d": p.d, "k": p.k, "n": p.n, **fields, "x": p.x.tolist(), "gamma": p.gamma, "m": p.m}
+
+
 def reference(theta: np.ndarray, p: GMM) -> tuple[float, np.ndarray]:
     """The value, and the gradient by hand, in NumPy (Q set entry by entry: no gather)."""
     alpha, mu, q, l = p.unpack(theta)

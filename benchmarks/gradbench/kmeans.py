@@ -26,7 +26,7 @@ def cost(c, xp, points: np.ndarray):
     C = c.reshape(-1, points.shape[1])
     squared = xp.asarray((points * points).sum(1).reshape(-1, 1))
     D = squared - 2.0 * (xp.asarray(points) @ C.T) + (C * C).sum(1).reshape(1, -1)
-    return D.min(1).sum()
+    return xp.amin(D, 1).sum()
 
 
 def make_input(size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +37,11 @@ def make_input(size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         if (k, n, d) == size:
             return points, points[-k:].copy()
     raise ValueError(f"{size} is not one of GradBench's kmeans workloads")
+
+
+def message(size: tuple[int, int, int]) -> dict:
+    points, centroids = make_input(size)
+    return {"points": points.tolist(), "centroids": centroids.tolist()}
 
 
 def reference(points: np.ndarray, centroids: np.ndarray) -> tuple[float, np.ndarray]:

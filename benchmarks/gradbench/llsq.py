@@ -53,6 +53,10 @@ def make_input(n: int) -> np.ndarray:
     return inputs.seeded_rand(SIZES, lambda _: M, n)
 
 
+def message(n: int) -> dict:
+    return {"x": make_input(n).tolist(), "n": n}
+
+
 def reference(x: np.ndarray, n: int) -> tuple[float, np.ndarray]:
     """y and its gradient -V^T r."""
     s, V = _data(n, len(x))

@@ -33,6 +33,10 @@ def make_input(n: int) -> np.ndarray:
     return inputs.seeded_rand(SIZES, lambda size: size, n)
 
 
+def message(n: int) -> dict:
+    return {"x": make_input(n).tolist()}
+
+
 def reference(x: np.ndarray) -> tuple[float, np.ndarray]:
     e = np.exp(x - x.max())
     return float(np.log(e.sum()) + x.max()), e / e.sum()

@@ -106,6 +106,15 @@ def make_input(size: tuple[int, int], b: int = BITS) -> tuple[np.ndarray, np.nda
     return np.concatenate([rng.rand(8 * l * b), rng.rand(3 * b)]), state, sequence
 
 
+def message(size: tuple[int, int], b: int = BITS) -> dict:
+    """The evaluate input for (l, c), from :func:`make_input`."""
+    params, state, sequence = make_input(size, b)
+    l = size[0]
+    return {"main_params": params[: 8 * l * b].reshape(2 * l, 4 * b).tolist(),
+            "extra_params": params[8 * l * b:].reshape(3, b).tolist(),
+            "state": state.reshape(2 * l, b).tolist(), "sequence": sequence.reshape(-1, b).tolist()}
+
+
 def from_message(message: dict) -> tuple[np.ndarray, dict]:
     """(the flat parameters, the other arguments of lstm_objective) of an evaluate message."""
     main, extra = inputs.vector(message, "main_params"), inputs.vector(message, "extra_params")

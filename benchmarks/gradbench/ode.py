@@ -83,6 +83,10 @@ def make_input(size: tuple[int, int]) -> np.ndarray:
     return inputs.seeded_rand(SIZES, lambda w: w[0], size)
 
 
+def message(size: tuple[int, int]) -> dict:
+    return {"x": make_input(size).tolist(), "s": size[1]}
+
+
 def reference(x: np.ndarray, s: int) -> tuple[float, np.ndarray]:
     """y[-1] and its gradient: RK4 in NumPy, then the adjoint by hand, stage by stage (a stage
     k = f(p) sends back x0 += k0bar, x[1:] += kbar[1:] p[:-1], p[:-1] += kbar[1:] x[1:])."""
