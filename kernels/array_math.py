@@ -150,8 +150,14 @@ def strided_base(o, imeta, m, nd):
 def mapped_add(src, dst, imeta, m, count, gather):
     # along the index map's `count` positions p_k: dst[k] += src[p_k] (gather) or dst[p_k] += src[k]
     nd = imeta[m]
-    if nd <= 0:
-        idx = index_map(imeta, m, count)
+    if nd == 0:  # one element (a 0-d view: an output element of tg.compile, x[i, j])
+        if gather:
+            dst[0] += src[imeta[m + 1]]
+        else:
+            dst[imeta[m + 1]] += src[0]
+        return
+    if nd < 0:  # explicit positions
+        idx = imeta[m + 1 : m + 1 + count]
         for k in range(count):
             if gather:
                 dst[k] += src[idx[k]]
