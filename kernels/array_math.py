@@ -116,24 +116,20 @@ def pack_reverse(g, adj, imeta, m):
 
 def index_map(imeta, m, count):
     # the flat positions an index-map entry names, `count` of them: explicit (-1, positions...)
-    # or strided (nd, offset, shape[nd], strides[nd]: the positions of a strided view, in C order)
+    # or strided (nd, offset, shape[nd], strides[nd]: the positions of a strided view, in C order,
+    # run by run of the innermost dimension)
     nd = imeta[m]
     if nd < 0:
         return imeta[m + 1 : m + 1 + count]
     idx = np.empty(count, dtype=np.int64)
-    counter = np.zeros(nd, dtype=np.int64)
-    pos = imeta[m + 1]
-    for k in range(count):
-        idx[k] = pos
-        d = nd - 1
-        while d >= 0:
-            counter[d] += 1
-            pos += imeta[m + 2 + nd + d]
-            if counter[d] < imeta[m + 2 + d]:
-                break
-            pos -= imeta[m + 2 + nd + d] * imeta[m + 2 + d]
-            counter[d] = 0
-            d -= 1
+    if nd == 0:
+        idx[:] = imeta[m + 1]
+        return idx
+    inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
+    for o in range(count // max(inner, 1)):
+        base = strided_base(o, imeta, m, nd)
+        for t in range(inner):
+            idx[o * inner + t] = base + t * step
     return idx
 
 
