@@ -435,6 +435,9 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     except ValueError:
         shapes = f"{np.shape(xv)} and {np.shape(yv)}" if binary else f"{np.shape(xv)}"
         raise ValueError(f"{op.name}: operands of shapes {shapes} cannot be broadcast together") from None
+    except TypeError:  # NumPy has no loop for the data: strings, objects, None
+        kinds = " and ".join(str(np.asarray(v).dtype) for v in ((xv, yv) if binary else (xv,)))
+        raise TypeError(f"{op.name}: operands of dtypes {kinds}: tensors hold numbers (float64, int64, bool)") from None
     xt = isinstance(x, Node) and (x._rg or x._tape is not None)
     yt = binary and isinstance(y, Node) and (y._rg or y._tape is not None)
     if op.comparison and not (_tracing(x) or _tracing(y)):  # data: a bool array, no row

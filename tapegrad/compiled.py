@@ -27,7 +27,7 @@ from . import kernels
 from .node import Node, slot_on
 from .state import get_tape, set_tape
 from .tape import Tape
-from .tensor import Tensor
+from .tensor import Tensor, float_array
 
 FORMAT_VERSION = 2  # 2: array tables, captured values flattened
 Signature = tuple[tuple[int, ...], ...]
@@ -74,7 +74,7 @@ def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
     for i, arg in enumerate(args):
         value = arg._untraced("passing", "") if isinstance(arg, Node) else arg
         try:
-            array = np.asarray(value, dtype=np.float64)
+            array = float_array(value)
         except (TypeError, ValueError) as err:
             raise TypeError(
                 f"tg.compile: argument {i} must be a number or an array of numbers, got "
@@ -382,8 +382,7 @@ class CompiledFunction:
         values, grads = np.empty(m), np.empty((m,) + X.shape[1:])
         if m == 0:
             return values, grads
-        self.value_and_grad(X[0])  # records (or picks) the variant for this signature
-        variant = next(iter(self._variants[_flatten_args((X[0],))[0]].values()))
+        variant = self._replay((X[0],))[0]  # records (or picks) the variant for this signature
         if variant.out_shape is not None:
             raise ValueError(f"batch_grad: the function returns shape {variant.out_shape}, not a scalar")
         from numba import get_num_threads  # imported with the sweeps, not with tapegrad

@@ -15,7 +15,7 @@ import numpy as np
 from . import autograd
 from .node import Node, recording
 from .state import enable_grad
-from .tensor import Tensor, tensor
+from .tensor import Tensor, float_array, tensor
 
 Argnums = int | Sequence[int]
 
@@ -33,7 +33,7 @@ def _record(f: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]
         if not -len(args) <= k < len(args):
             raise ValueError(f"argnums {k} is out of range for {len(args)} arguments")
         try:
-            args[k] = tensor(np.asarray(_numbers(args[k]), dtype=np.float64), requires_grad=True)
+            args[k] = tensor(float_array(_numbers(args[k])), requires_grad=True)
         except (TypeError, ValueError) as err:
             raise TypeError(f"argument {k} must be a number or an array of numbers ({err})") from None
     with recording(), enable_grad():
@@ -63,6 +63,8 @@ def value_and_grad(f: Callable[..., Any], argnums: Argnums = 0) -> Callable[...,
 
     def value_and_grad_f(*args: Any) -> tuple[float, Any]:
         out, inputs = _record(f, args, nums)
+        if not isinstance(out, (Node, int, float, np.number, np.ndarray)):
+            raise TypeError(f"grad: f must return a scalar tensor or number, got {type(out).__name__}")
         if np.ndim(_numbers(out)) != 0:
             raise TypeError(f"grad: f must return a scalar, got shape {np.shape(_numbers(out))}")
         grads = _pull_back(out, inputs, None, retain=False)

@@ -69,6 +69,11 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
+        for k, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Adam: invalid beta parameter at index {k}: {beta}")
+        if eps < 0.0:
+            raise ValueError(f"Adam: invalid epsilon value {eps}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
         self.state: dict[int, list] = {}
         self.steps = 0

@@ -196,6 +196,7 @@ class Tape:
         (an optimizer step before a second backward): its saved values are gone, as in torch."""
         for node, version in self.versions:
             if getattr(node, "_version", 0) != version:
+                self.closed = True  # the thread's next graph starts on a fresh tape
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by an "
                     f"inplace operation: a tensor of shape {node._v.shape} is at version "

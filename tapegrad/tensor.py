@@ -198,6 +198,15 @@ def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> 
     return t
 
 
+def float_array(value: Any) -> np.ndarray:
+    """`value` (a number or array data) as a float64 array; a TypeError for data that is not
+    real numbers (complex, strings, objects: NumPy would drop an imaginary part with a warning)."""
+    data = np.asarray(value)
+    if data.dtype.kind not in "fiub":
+        raise TypeError(f"dtype {data.dtype} is not a real number type")
+    return data.astype(np.float64, copy=False)
+
+
 def as_tensor(value: Any) -> Tensor:
     """A leaf holding `value` (a float, or an array: an array tensor) that needs no grad."""
     if value.__class__ is np.ndarray:
@@ -257,4 +266,4 @@ def backward(
     engine.propagate(seeds, retain_graph=bool(retain_graph))
 
 
-__all__ = ["Tensor", "tensor", "backward", "format_scalar", "as_tensor"]
+__all__ = ["Tensor", "tensor", "backward", "format_scalar", "as_tensor", "float_array"]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 
 from . import engine
 from .node import Node
@@ -15,6 +16,8 @@ class Value(Node):
     """A scalar with a gradient, as in micrograd: ``y = x**2 + 2*x + 1; y.backward(); x.grad``."""
 
     def __init__(self, data: float, _children: tuple = (), _op: str = "", label: str = "") -> None:
+        if not isinstance(data, (int, float, np.number)) or isinstance(data, complex):
+            raise TypeError(f"Value: expected a number, got {type(data).__name__}")
         self._v = float(data)
         self._tape = None
         self._slot = -1

@@ -9,13 +9,23 @@ import numpy as np
 
 from ..array import _value, apply
 from ..linalg import linear
-from ..reductions import log_softmax, softmax
+from .. import reductions
 from ..node import Node
 
 __all__ = [
     "binary_cross_entropy_with_logits", "cross_entropy", "linear", "log_softmax", "mse_loss", "relu",
     "sigmoid", "softmax", "tanh",
 ]
+
+
+def softmax(input: Any, dim: int = -1) -> Any:
+    """exp(input) / sum(exp(input)) along `dim` (torch's name for the axis)."""
+    return reductions.softmax(input, dim)
+
+
+def log_softmax(input: Any, dim: int = -1) -> Any:
+    """input - logsumexp(input) along `dim`, as one row."""
+    return reductions.log_softmax(input, dim)
 
 
 def relu(x: Any) -> Any:
