@@ -14,6 +14,7 @@ micrograd-like: ``tg.Value``. See the README for the rest.
 from __future__ import annotations
 
 from . import autograd, nn, optim
+from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
 from .linalg import dot, matmul, outer
 from .reductions import log_softmax, logsumexp, softmax
 from .shapes import broadcast_to, concatenate, stack
@@ -35,7 +36,8 @@ __all__ = [
     "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "nn", "optim", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
     "compile", "load", "CompiledFunction", "ReplayTape", "TracingError", "sweeps",
-    "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian",
+    "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "detect_anomaly", "AnomalyError",
+    "is_anomaly_enabled",
     "broadcast_to", "concatenate", "dot", "log_softmax", "logsumexp", "matmul", "outer", "softmax", "stack",
     *_op_names,
 ]

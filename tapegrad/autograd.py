@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from . import engine
+from .anomaly import detect_anomaly  # noqa: F401  (torch.autograd.detect_anomaly)
 from .node import Node
 from .tensor import Tensor, _seed, as_tensor, backward
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import kernels
+from . import anomaly, kernels
 
 from .node import Node, TracingError
 from .state import NONE, get_tape, set_tape
@@ -132,6 +132,8 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool)
     )
     if bad >= 0:
         raise RuntimeError(_SECOND_BACKWARD)
+    if anomaly.is_anomaly_enabled():
+        anomaly.check_adjoints(tape, arrays, adj, aadj)
     tape.adj = adj if tape.adj is None or len(tape.adj) != n else tape.adj + adj
     tape.closed = True  # new graphs go to a fresh tape, so this one can be freed with its nodes
     if get_tape() is tape:

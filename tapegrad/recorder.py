@@ -46,7 +46,7 @@ _TAIL = """\
             out._rg = rg
             out._grad = None
             if slot >= LIMIT and not tape.tracing:
-                tape.closed = True  # full: the thread's next graph starts a new tape
+                full(tape, slot)  # closes a full tape; every row in anomaly mode (LIMIT 0)
             return out
 """
 
@@ -186,6 +186,17 @@ def register_arrays(cls: type, record: Callable[..., Any]) -> None:
 ARRAY_CLASS: type | None = None
 
 
+def _full(tape: Any, slot: int) -> None:
+    tape.closed = True  # the thread's next graph starts a new tape
+
+
+def set_row_hook(hook: Callable[[Any, int], None] | None) -> None:
+    """Call `hook(tape, slot)` after every scalar row recorded eagerly (anomaly mode; it closes a
+    full tape itself), or, with None, only when a tape is full (closing it)."""
+    for ns in _NAMESPACES:
+        ns.update(LIMIT=0 if hook else TAPE_ROWS_LIMIT, full=hook or _full)
+
+
 def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     from . import tensor as tensor_module
 
@@ -194,7 +205,7 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     namespace.update(
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
-        LIMIT=TAPE_ROWS_LIMIT, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
+        LIMIT=TAPE_ROWS_LIMIT, full=_full, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
         record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,
     )
     _NAMESPACES.append(namespace)

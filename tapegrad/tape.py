@@ -56,6 +56,7 @@ class TapeArrays(NamedTuple):
     keep: Any = None  # memory that vaddr points into, beyond the tensors' own arrays
 
 
+ROW_HOOK = None  # called with (tape, row) after each array row in anomaly mode (tapegrad.anomaly)
 SMALL_BLOCK = 4096  # array values up to this many floats are copied together for a sweep
 
 
@@ -157,6 +158,8 @@ class Tape:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
             self.block_vals.append(None)
+        if ROW_HOOK is not None and not self.tracing:
+            ROW_HOOK(self, row)
         return row
 
     def add_array_const(self, value: np.ndarray) -> int:
