@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from .kernels import OPCODES
-
 from .state import PAUSED, TAPE_ROWS_LIMIT, get_tape, set_tape
 from .tape import GUARD, Tape
 
@@ -131,8 +129,13 @@ def grad_fn_name(node: Node) -> str | None:
     """torch-style name of the op that produced `node` (``MulBackward``), or None for leaves."""
     if node._tape is None or not node._rg:
         return None
-    spec = OPCODES[node._tape.opcode(node._slot)].spec
-    return spec.name.capitalize() + "Backward"
+    name = node._tape.op_name(node._slot)
+    return _TORCH_NAMES.get(name, name.capitalize()) + "Backward"
+
+
+# array ops under the names torch gives their backward functions
+_TORCH_NAMES = {"sum_into": "Sum", "amax_into": "Max", "amin_into": "Min", "prod_into": "Prod", "gather": "Index",
+                "log_softmax": "LogSoftmax", "pack": "Stack", "matmul": "Matmul"}
 
 
 class recording:

@@ -255,6 +255,17 @@ class Tape:
         """Opcode of the row that wrote `slot`."""
         return int(self._arrays.op[slot] if (self.released or self.frozen) else self.rows[4 * slot])
 
+    def op_name(self, slot: int) -> str:
+        """Name of the op of the row that wrote `slot` (an array row's own op: its code)."""
+        op = self.opcode(slot)
+        if op < ARRAY_ROW:
+            return OPCODES[op].spec.name
+        if self.released or self.frozen:
+            code = int(self._arrays.arr[0][self._arrays.a[slot]])
+        else:
+            code = self.blocks[6 * int(self.rows[4 * slot + 1])]
+        return OPCODES[code].spec.name if code < ARRAY_ROW else kernels.ARRAY_OPS[code - ARRAY_ROW - 2].name
+
     def freed_rows(self) -> np.ndarray:
         """Per-row flags of released saved values, grown to the tape's length."""
         n = len(self)
