@@ -15,17 +15,21 @@ from .conftest import needs_torch, torch
 
 USABLE = [s for s in OPS if s.torch]
 finite = st.floats(-3.0, 3.0, allow_nan=False)
+# the values at which conventions differ: signed zeros, tiny and huge magnitudes, infinities, NaN,
+# negative inputs to log and sqrt
+EDGES = (0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, math.inf, -math.inf, math.nan, -1.0, -2.5)
+edgy = st.one_of(finite, st.sampled_from(EDGES))
 
 
 @st.composite
-def programs(draw):
+def programs(draw, values=finite):
     n_inputs = draw(st.integers(1, 4))
-    inputs = draw(st.lists(finite, min_size=n_inputs, max_size=n_inputs))
+    inputs = draw(st.lists(values, min_size=n_inputs, max_size=n_inputs))
     steps = []
     for k in range(draw(st.integers(1, 200))):
         spec = draw(st.sampled_from(USABLE))
         pool = n_inputs + k
-        operand = st.one_of(st.integers(0, pool - 1), finite)  # a value so far, or a constant
+        operand = st.one_of(st.integers(0, pool - 1), values)  # a value so far, or a constant
         args = [draw(st.integers(0, pool - 1))]
         if spec.arity == 2:
             args.append(draw(operand))
@@ -140,12 +144,18 @@ SMOOTH_UNARY = ["sin", "tanh", "sigmoid", "atan", "exp"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum", "atan2"]
 
 
-def array_program(seed, lib):
+def array_program(seed, lib, edges=False):
     """A random program of 1-25 array ops (broadcasting elementwise ops, matmul, reductions,
-    indexing, transposes) from `seed`, run with tapegrad or torch; its value and gradients."""
+    indexing, transposes) from `seed`, run with tapegrad or torch; its value and gradients. With
+    `edges`, about a fifth of the data are EDGES values (but for +-1e300: sums that cancel at that
+    scale depend on the order of summation, which differs between libraries)."""
     rng = np.random.default_rng(seed)
     shapes = [(3, 4), (4,), (3, 1), (2, 3, 4)]
     data = [rng.uniform(-1.5, 1.5, size=s) for s in shapes]
+    if edges:
+        for a in data:
+            pick = rng.random(a.shape) < 0.2
+            a[pick] = rng.choice([e for e in EDGES if abs(e) != 1e300], size=int(pick.sum()))
     make = (lambda a: tg.tensor(a, requires_grad=True)) if lib == "tg" else (
         lambda a: torch.tensor(a, requires_grad=True))
     leaves = [make(a) for a in data]
@@ -201,3 +211,52 @@ def test_random_array_programs_match_torch(seed):
     assert value == pytest.approx(t_value, rel=1e-10, abs=1e-10)
     for ours, theirs in zip(grads, t_grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+@needs_torch
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(values=edgy))
+def test_random_programs_at_edge_values_match_torch(program):
+    """Inputs and constants include 0, -0.0, 1e-300, 1e300, inf, NaN and negatives: values,
+    gradients and where they are NaN or infinite agree with torch (float64)."""
+    check_against_torch(program)
+
+
+@needs_torch
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(values=edgy))
+def test_ten_thousand_programs_at_edge_values_match_torch(program):
+    check_against_torch(program)
+
+
+def _same_where_torch_is_not_nan(ours, theirs):
+    """Equal (infinities included) wherever torch is not NaN; NaN only where torch has NaN."""
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    known = ~np.isnan(theirs)
+    assert not np.any(np.isnan(ours) & known), (ours, theirs)
+    np.testing.assert_allclose(ours[known], theirs[known], rtol=1e-9, atol=1e-10)
+
+
+def check_arrays_against_torch(seed, edges):
+    value, grads = array_program(seed, "tg", edges)
+    t_value, t_grads = array_program(seed, "torch", edges)
+    assert math.isnan(value) == math.isnan(t_value)
+    _same_where_torch_is_not_nan(value, t_value)
+    for ours, theirs in zip(grads, t_grads):
+        _same_where_torch_is_not_nan(ours, theirs)
+
+
+@needs_torch
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_random_array_programs_at_edge_values_match_torch(seed):
+    check_arrays_against_torch(seed, edges=True)
+
+
+@needs_torch
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_ten_thousand_array_programs_at_edge_values_match_torch(seed):
+    check_arrays_against_torch(seed, edges=True)
