@@ -152,9 +152,12 @@ def _check(tape: Any, row: int) -> None:
 
 
 def _scalar_row(tape: Any, slot: int) -> None:
+    from .recorder import tape_full
+
     if slot >= TAPE_ROWS_LIMIT:
-        tape.closed = True
-    _check(tape, slot)
+        tape_full(tape, slot)
+    if not tape.tracing:
+        _check(tape, slot)
 
 
 def _array_row(tape: Any, row: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import memory
 from .kernels import CODE
 from .kernels.pyeval import MATH_ERRORS, arguments, forward_functions
 from .kernels.table import CV, OPS, VC, VV, OpSpec
@@ -45,8 +46,8 @@ _TAIL = """\
             out._reg = None
             out._rg = rg
             out._grad = None
-            if slot >= LIMIT and not tape.tracing:
-                full(tape, slot)  # closes a full tape; every row in anomaly mode (LIMIT 0)
+            if slot >= LIMIT:
+                full(tape, slot)  # a full tape; every row in anomaly mode (LIMIT 0)
             return out
 """
 
@@ -186,15 +187,21 @@ def register_arrays(cls: type, record: Callable[..., Any]) -> None:
 ARRAY_CLASS: type | None = None
 
 
-def _full(tape: Any, slot: int) -> None:
-    tape.closed = True  # the thread's next graph starts a new tape
+def tape_full(tape: Any, slot: int) -> None:
+    """A tape reached TAPE_ROWS_LIMIT rows: an eager one is closed (the thread's next graph starts
+    a new tape); one recorded for tg.compile is never cut, and its memory is checked every
+    CHECK_ROWS rows."""
+    if not tape.tracing:
+        tape.closed = True
+    elif slot % memory.CHECK_ROWS == 0:
+        memory.check_recording(slot)
 
 
 def set_row_hook(hook: Callable[[Any, int], None] | None) -> None:
-    """Call `hook(tape, slot)` after every scalar row recorded eagerly (anomaly mode; it closes a
-    full tape itself), or, with None, only when a tape is full (closing it)."""
+    """Call `hook(tape, slot)` after every scalar row recorded (anomaly mode; the hook calls
+    tape_full itself), or, with None, only when a tape is full (tape_full)."""
     for ns in _NAMESPACES:
-        ns.update(LIMIT=0 if hook else TAPE_ROWS_LIMIT, full=hook or _full)
+        ns.update(LIMIT=0 if hook else TAPE_ROWS_LIMIT, full=hook or tape_full)
 
 
 def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
@@ -205,7 +212,7 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
     namespace.update(
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
-        LIMIT=TAPE_ROWS_LIMIT, full=_full, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
+        LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
         record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,
     )
     _NAMESPACES.append(namespace)

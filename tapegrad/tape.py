@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import kernels, memory
 from .kernels import ARRAY_CODE, ARRAY_ROW, OPCODES
 from .kernels.table import CV, VC
 
@@ -220,6 +220,7 @@ class Tape:
             return cached._replace(vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr), keep=None)
         if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
+        memory.check_sweep(len(self.rows) >> 2, self.array_slots)
         rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
         op = rows[:, 0].astype(np.uint8)
         a, b = rows[:, 1].copy(), rows[:, 2].copy()

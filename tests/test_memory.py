@@ -1,11 +1,15 @@
-"""Memory: graphs are released after backward, so training loops run in flat memory."""
+"""Memory: graphs are released after backward, so training loops run in flat memory; the bytes a
+row costs; a tape the machine cannot hold is refused with its sizes."""
 
 import gc
+import math
 import tracemalloc
 
+import numpy as np
 import pytest
 
 import tapegrad as tg
+from tapegrad import memory
 
 
 def _train(steps: int, make_leaf) -> None:
@@ -63,3 +67,90 @@ def test_loop_without_backward_does_not_hold_one_tape():
 @pytest.mark.slow
 def test_a_million_training_steps():
     assert _growth(_step_tensor, 1_000, 1_000_000) < 64 * 1024
+
+
+def _mlp_steps(steps: int) -> None:
+    """A small MLP trained with array tensors and Adam."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 8)), rng.integers(0, 3, size=32)
+    model = tg.nn.Sequential(tg.nn.Linear(8, 16), tg.nn.ReLU(), tg.nn.Linear(16, 3))
+    opt = tg.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = tg.nn.functional.cross_entropy(model(tg.tensor(X)), y)
+        loss.backward()
+        opt.step()
+
+
+def test_array_training_loop_memory_is_flat():
+    assert _growth(_mlp_steps, 200, 3_000) < 64 * 1024
+
+
+@pytest.mark.slow
+def test_a_hundred_thousand_array_training_steps():
+    assert _growth(_mlp_steps, 1_000, 100_000) < 64 * 1024
+
+
+def test_bytes_per_row_and_slot():
+    """Recording: at most memory.RECORD_BYTES_PER_ROW per scalar row (the tape's list and the
+    objects it holds); as arrays, 25 bytes per row (opcode, operands, value, adjoint)."""
+    x = tg.tensor(1.0, requires_grad=True)
+    n = 200_000
+    gc.collect()
+    tracemalloc.start()
+    with tg.recording() as tape:
+        y = x
+        for _ in range(n):
+            y = y * 0.5 + x
+    recorded = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    per_row = recorded / len(tape)
+    assert 40 < per_row <= memory.RECORD_BYTES_PER_ROW, per_row
+    arrays = tape.arrays()
+    per_slot = (arrays.op.itemsize + arrays.a.itemsize + arrays.b.itemsize + arrays.vals.itemsize
+                + np.dtype(np.float64).itemsize)
+    assert per_slot == memory.ARRAY_BYTES_PER_ROW == 25
+    y.backward()
+    assert math.isfinite(x.grad.item())
+
+
+def _long(x):
+    s = x[0]
+    for _ in range(1_500_000):  # 3e6 rows
+        s = s * 0.5 + x[1]
+    return s
+
+
+def test_a_tape_the_machine_cannot_hold_is_refused_while_recording(monkeypatch):
+    """With 300 MB available, recording a 3e6-row tape for tg.compile stops at a checkpoint with
+    a MemoryError giving the sizes, before it grows further; afterwards everything works."""
+    monkeypatch.setattr(memory, "available", lambda: 300 * 2**20)
+    with pytest.raises(MemoryError, match=r"rows .*need ~[0-9.]+ GB, but 0.29 GB is available"):
+        tg.compile(_long)(np.array([1.0, 2.0]))
+    monkeypatch.undo()
+    x = tg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
+    np.testing.assert_allclose(tg.compile(lambda v: (v * v).sum()).grad(np.array([3.0])), [6.0])
+
+
+@pytest.mark.slow
+def test_a_hundred_million_row_tape():
+    """10^8 scalar rows recorded for tg.compile and replayed where the machine holds them; else
+    refused up front (MemoryError with the sizes)."""
+    def f(x):
+        s = x[0]
+        for _ in range(50_000_000):
+            s = s * 0.999999 + x[1]
+        return s
+
+    try:
+        cf = tg.compile(f)
+        value, grad = cf.value_and_grad(np.array([1.0, 1e-6]))
+    except MemoryError as err:
+        assert "GB is available" in str(err)
+        return
+    assert len(cf.tape) >= 10**8
+    q, n = 0.999999, 50_000_000  # s_n = q^n s_0 + x1 (1 - q^n) / (1 - q)
+    np.testing.assert_allclose(value, q**n + 1e-6 * (1 - q**n) / (1 - q), rtol=1e-6)
+    np.testing.assert_allclose(grad, [q**n, (1 - q**n) / (1 - q)], rtol=1e-6)
