@@ -69,28 +69,6 @@ def test_a_million_training_steps():
     assert _growth(_step_tensor, 1_000, 1_000_000) < 64 * 1024
 
 
-def _mlp_steps(steps: int) -> None:
-    """A small MLP trained with array tensors and Adam."""
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(32, 8)), rng.integers(0, 3, size=32)
-    model = tg.nn.Sequential(tg.nn.Linear(8, 16), tg.nn.ReLU(), tg.nn.Linear(16, 3))
-    opt = tg.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = tg.nn.functional.cross_entropy(model(tg.tensor(X)), y)
-        loss.backward()
-        opt.step()
-
-
-def test_array_training_loop_memory_is_flat():
-    assert _growth(_mlp_steps, 200, 3_000) < 64 * 1024
-
-
-@pytest.mark.slow
-def test_a_hundred_thousand_array_training_steps():
-    assert _growth(_mlp_steps, 1_000, 100_000) < 64 * 1024
-
-
 def test_bytes_per_row_and_slot():
     """Recording: at most memory.RECORD_BYTES_PER_ROW per scalar row (the tape's list and the
     objects it holds); as arrays, 25 bytes per row (opcode, operands, value, adjoint)."""
