@@ -94,8 +94,4 @@ def expected(function: str, message: dict):
 
 def prepare(function: str, message: dict, replay: bool):
     A = inputs.vector(message, "A")
-    if function == "primal":
-        return programs.value(det_python, A, arrays=False, replay=replay), float
-    if function == "gradient":
-        return programs.value_and_grad(det_python, A, arrays=False, replay=replay), lambda r: r[1].tolist()
-    raise inputs.unknown("det", function, FUNCTIONS)
+    return programs.value_then_gradient("det", function, FUNCTIONS, det_python, A, arrays=False, replay=replay)

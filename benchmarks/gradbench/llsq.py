@@ -71,10 +71,6 @@ def expected(function: str, message: dict):
 
 
 def prepare(function: str, message: dict, replay: bool):
-    x, n = inputs.vector(message, "x"), int(message["n"])
-    f = functools.partial(llsq_primal, n=n)
-    if function == "primal":
-        return programs.value(f, x, arrays=False, replay=replay), float
-    if function == "gradient":
-        return programs.value_and_grad(f, x, arrays=False, replay=replay), lambda r: r[1].tolist()
-    raise inputs.unknown("llsq", function, FUNCTIONS)
+    f = functools.partial(llsq_primal, n=int(message["n"]))
+    return programs.value_then_gradient("llsq", function, FUNCTIONS, f, inputs.vector(message, "x"),
+                                        arrays=False, replay=replay)

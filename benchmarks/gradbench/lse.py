@@ -50,8 +50,4 @@ def expected(function: str, message: dict):
 
 def prepare(function: str, message: dict, replay: bool):
     x = inputs.vector(message, "x")
-    if function == "primal":
-        return programs.value(lse, x, arrays=True, replay=replay), float
-    if function == "gradient":
-        return programs.value_and_grad(lse, x, arrays=True, replay=replay), lambda r: r[1].tolist()
-    raise inputs.unknown("lse", function, FUNCTIONS)
+    return programs.value_then_gradient("lse", function, FUNCTIONS, lse, x, arrays=True, replay=replay)

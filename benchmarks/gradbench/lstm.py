@@ -134,8 +134,4 @@ def expected(function: str, message: dict):
 def prepare(function: str, message: dict, replay: bool):
     params, rest = from_message(message)
     f = functools.partial(lstm_objective, **rest)
-    if function == "objective":
-        return programs.value(f, params, arrays=False, replay=replay), float
-    if function == "jacobian":
-        return programs.value_and_grad(f, params, arrays=False, replay=replay), lambda r: r[1].tolist()
-    raise inputs.unknown("lstm", function, FUNCTIONS)
+    return programs.value_then_gradient("lstm", function, FUNCTIONS, f, params, arrays=False, replay=replay)

@@ -24,6 +24,8 @@ import numpy as np
 import tapegrad as tg
 import tapegrad.numpy as tnp
 
+from . import inputs
+
 
 @functools.cache
 def load_sweeps() -> None:
@@ -72,6 +74,17 @@ def value_and_grad(
     if arrays:
         return functools.partial(tg.value_and_grad(g), x)
     return lambda: tg.compile(g).value_and_grad(x)
+
+
+def value_then_gradient(
+    module: str, function: str, names: tuple[str, str], f: Callable, x: np.ndarray, arrays: bool, replay: bool
+) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+    """`prepare` of an eval whose functions are f(x) (a number) and its gradient (a list)."""
+    if function == names[0]:
+        return value(f, x, arrays, replay), float
+    if function == names[1]:
+        return value_and_grad(f, x, arrays, replay), lambda r: r[1].tolist()
+    raise inputs.unknown(module, function, names)
 
 
 def _plain(cf: Any, x: np.ndarray) -> Any:
