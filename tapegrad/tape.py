@@ -267,6 +267,12 @@ class Tape:
             code = self.blocks[6 * int(self.rows[4 * slot + 1])]
         return OPCODES[code].spec.name if code < ARRAY_ROW else kernels.ARRAY_OPS[code - ARRAY_ROW - 2].name
 
+    def to_dot(self, max_nodes: int = 500) -> str:
+        """Graphviz DOT text of the tape's rows (see :mod:`tapegrad.viz`)."""
+        from .viz import tape_to_dot
+
+        return tape_to_dot(self, None, max_nodes)
+
     def freed_rows(self) -> np.ndarray:
         """Per-row flags of released saved values, grown to the tape's length."""
         n = len(self)
