@@ -40,7 +40,7 @@ _IEEE = _namespace(True)
 _ARRAY_HELPERS = {
     "power": np.power,
     "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
-    "relu": lambda x: np.maximum(x, 0.0),
+    "relu": lambda x: np.maximum(x, 0.0),  # +0.0 at -0.0 (torch: -0.0); np.where would cost 3x
     "clamp": np.clip,
     "maximum": np.maximum,
     "minimum": np.minimum,

@@ -58,7 +58,7 @@ def sigmoid(x):
 
 
 def relu(x):
-    return 0.0 if x <= 0.0 else x  # NaN passes through
+    return 0.0 if x < 0.0 else x  # NaN and -0.0 pass through, as in torch
 
 
 def step(x):

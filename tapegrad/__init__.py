@@ -13,7 +13,7 @@ micrograd-like: ``tg.Value``. See the README for the rest.
 
 from __future__ import annotations
 
-from . import autograd, nn, optim, viz
+from . import autograd, nn, optim, optimize, viz
 from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
 from .linalg import dot, matmul, outer
 from .reductions import log_softmax, logsumexp, softmax
@@ -33,7 +33,7 @@ from .value import Value
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "nn", "optim", "viz", "no_grad", "enable_grad",
+    "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "nn", "optim", "optimize", "viz", "no_grad", "enable_grad",
     "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError", "current_tape", "recording",
     "compile", "load", "CompiledFunction", "ReplayTape", "TracingError", "sweeps",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "detect_anomaly", "AnomalyError",

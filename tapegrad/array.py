@@ -125,7 +125,12 @@ class ArrayTensor(Tensor):
             return matmul(*inputs)
         if ufunc is np.square:
             return apply("mul", inputs[0], inputs[0])
-        return NotImplemented if name is None else apply(name, *inputs)
+        if name is None:
+            raise TypeError(
+                f"numpy.{ufunc.__name__} is not an op of tapegrad: it cannot record it on a tensor (compose it "
+                "from tapegrad.numpy's functions, or apply it to tensor.detach().numpy())"
+            )
+        return apply(name, *inputs)
 
     def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
         from . import numpy as tnp

@@ -1,6 +1,7 @@
 """The runnable examples give the right answers."""
 
 import numpy as np
+import pytest
 
 from tapegrad.examples import njit_descent
 
@@ -15,3 +16,33 @@ def test_njit_descent_equals_numpy_descent(capsys):
         expected -= rate * rosen_grad(expected)
     np.testing.assert_allclose(x, expected, rtol=1e-9)
     assert "guard failure at step -1" in capsys.readouterr().out
+
+
+def test_scipy_optimize_with_tapegrad_derivatives(capsys):
+    from tapegrad.examples import scipy_optimize
+
+    results = scipy_optimize.rosenbrock(n=50)
+    for name in ("tapegrad trust-ncg", "tapegrad L-BFGS-B"):
+        assert results[name].success and results[name].fun < 1e-8
+        np.testing.assert_allclose(results[name].x, np.ones(50), atol=1e-4)
+    assert results["tapegrad L-BFGS-B"].nfev < results["finite L-BFGS-B"].nfev / 10
+    assert "evaluations" in capsys.readouterr().out
+
+
+def test_scipy_optimize_logistic_regression():
+    pytest.importorskip("sklearn")
+    from tapegrad.examples import scipy_optimize
+
+    results = scipy_optimize.breast_cancer()
+    ours, finite = results["tapegrad L-BFGS-B"], results["finite L-BFGS-B"]
+    assert ours.success and abs(ours.fun - finite.fun) < 1e-6 and ours.nfev < finite.nfev / 10
+
+
+def test_minimize_plugs_in_and_refuses_args_with_hessp():
+    import tapegrad as tg
+
+    cf = tg.compile(lambda x, a: ((x - a) ** 2).sum())
+    result = tg.optimize.minimize(cf, np.zeros(3), args=(np.array([1.0, 2.0, 3.0]),))
+    np.testing.assert_allclose(result.x, [1.0, 2.0, 3.0], atol=1e-6)
+    with pytest.raises(ValueError, match="minimize: Hessian-vector products"):
+        tg.optimize.minimize(cf, np.zeros(3), args=(np.ones(3),), method="trust-ncg")
