@@ -56,6 +56,13 @@ def _import_file(path: Path, name: str) -> types.ModuleType:
     return module
 
 
+def _say_compiling(folder: Path | None) -> None:
+    """Tell the user why the first gradient takes a while (once per install, not a hang)."""
+    where = f"; later runs load them from {folder}" if folder else " (no writable cache folder: every run compiles)"
+    print(f"tapegrad: compiling its Numba sweeps for this machine, once: about a minute{where}",
+          file=sys.stderr, flush=True)
+
+
 def load(name: str = "tapegrad_sweeps") -> types.ModuleType:
     """The compiled sweeps module (cached on disk if any cache folder is writable)."""
     source = generate(cache=True)
@@ -72,9 +79,12 @@ def load(name: str = "tapegrad_sweeps") -> types.ModuleType:
                 tmp = folder / f".{modname}.{os.getpid()}.tmp"
                 tmp.write_text(source)
                 os.replace(tmp, path)
+            if not any((folder / "__pycache__").glob(f"{modname}.*.nbi")):  # Numba's cache index
+                _say_compiling(folder)
             return _import_file(path, modname)
         except (OSError, RuntimeError):  # RuntimeError: Numba found no cache locator
             continue
+    _say_compiling(None)
     module = types.ModuleType(modname)
     module.__file__ = f"<{modname}>"
     exec(compile(generate(cache=False), module.__file__, "exec"), module.__dict__)
