@@ -2,7 +2,8 @@
 warm-up/check/time/check run, and tapegrad-replay's ratios to its peers."""
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest

@@ -43,7 +43,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{model}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def versions() -> str:
@@ -82,7 +83,9 @@ def table(groups: dict[str, dict[str, float]]) -> str:
         for k, (system, median) in enumerate(systems.items()):
             to_base = f"{median / base:.2f}" if base else ""
             to_primal = f"{median / primal:.1f}" if primal and system not in PRIMALS else ""
-            lines.append(f"| {group if k == 0 else ''} | {system} | {_time(median)} | {to_base} | {to_primal} |")
+            lines.append(
+                f"| {group if k == 0 else ''} | {system} | {_time(median)} | {to_base} | {to_primal} |"
+            )
         if group.split(" ")[0] in ADOLC:
             lines.append(f"| | ADOL-C (GradBench's) | | | {ADOLC[group.split(' ')[0]]} |")
     return "\n".join(lines)
@@ -97,12 +100,16 @@ def report(run: dict, command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=("small", "medium", "large"), default="medium",
                         help="sizes of the GradBench evals (benchmarks/test_gradbench.py)")
     parser.add_argument("-k", default=None, help="pytest's -k: the benchmarks to run")
     parser.add_argument("--output", default=str(HERE / "REPORT.md"), help="where to write the table")
-    parser.add_argument("--from-json", default=None, help="report this pytest-benchmark JSON instead of running")
+    parser.add_argument(
+        "--from-json", default=None, help="report this pytest-benchmark JSON instead of running"
+    )
     args = parser.parse_args()
     command = "python benchmarks/report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.from_json:

@@ -7,14 +7,14 @@ of the same network (weights copied between systems, both float64), checked equa
 
 import functools
 
+import harness
 import numpy as np
 import pytest
-
-import harness
-import tapegrad as tg
-import tapegrad.nn.functional as F
 from test_replay import rosen_vec
 from test_scalar_eager import rosen_grad
+
+import tapegrad as tg
+import tapegrad.nn.functional as F
 
 MLPS = {"64-128-128-10 batch 256": ((64, 128, 128, 10), 256), "784-256-10 batch 128": ((784, 256, 10), 128)}
 ROSEN_NS = (10_000, 1_000_000)
@@ -128,7 +128,7 @@ def test_rosenbrock_vectorized_gradient(benchmark, n, system):
 # --------------------------------------------------------------------------- per-op overhead
 def chain(t, lib):
     """CHAIN small elementwise ops and a sum: the cost is per op, not per element."""
-    for k in range(CHAIN // 2):
+    for _ in range(CHAIN // 2):
         t = lib.tanh(t) * 1.01
     return t.sum()
 

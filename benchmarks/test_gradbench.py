@@ -29,25 +29,46 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import harness
 import numpy as np
 import pytest
 
-import harness
 from benchmarks.gradbench import EVALS, ba, det, gmm, kmeans, llsq, lse, lstm, ode
 
 # the sizes timed, chosen by TAPEGRAD_BENCH_SIZE (``python benchmarks/report.py --size``): GradBench's
 # smallest, a larger one, and more of GradBench's (det 10: a 1.25e7-row tape, ~13 s to record in each
 # run of `tapegrad`; GradBench goes to det 11, llsq 16392, ode 1e5 x 100, gmm d 64, ba 20)
 SIZES: dict[str, dict[str, tuple]] = {
-    "small": {"det": (5,), "llsq": (1024,), "lse": (2500,), "ode": ((1000, 10),), "lstm": ((2, 1024),),
-              "gmm": ((2, 5, 1000),), "ba": (ba.SIZES[0],), "kmeans": ((10, 1000, 8),)},
-    "medium": {"det": (5, 7, 9), "llsq": (1024, 4096), "lse": (2500, 160000), "ode": ((1000, 10), (1000, 100)),
-               "lstm": ((2, 1024),), "gmm": ((2, 5, 1000), (10, 25, 1000)), "ba": (ba.SIZES[0],),
-               "kmeans": ((10, 1000, 8), (100, 10000, 16))},
-    "large": {"det": (5, 7, 9, 10), "llsq": (1024, 4096, 16392), "lse": (2500, 160000, 1280000),
-              "ode": ((1000, 10), (1000, 100), (10000, 10)), "lstm": ((2, 1024), (4, 4096)),
-              "gmm": ((2, 5, 1000), (10, 25, 1000), (20, 50, 1000)), "ba": ba.SIZES,
-              "kmeans": ((10, 1000, 8), (100, 10000, 16), (1000, 10000, 16))},
+    "small": {
+        "det": (5,),
+        "llsq": (1024,),
+        "lse": (2500,),
+        "ode": ((1000, 10),),
+        "lstm": ((2, 1024),),
+        "gmm": ((2, 5, 1000),),
+        "ba": (ba.SIZES[0],),
+        "kmeans": ((10, 1000, 8),),
+    },
+    "medium": {
+        "det": (5, 7, 9),
+        "llsq": (1024, 4096),
+        "lse": (2500, 160000),
+        "ode": ((1000, 10), (1000, 100)),
+        "lstm": ((2, 1024),),
+        "gmm": ((2, 5, 1000), (10, 25, 1000)),
+        "ba": (ba.SIZES[0],),
+        "kmeans": ((10, 1000, 8), (100, 10000, 16)),
+    },
+    "large": {
+        "det": (5, 7, 9, 10),
+        "llsq": (1024, 4096, 16392),
+        "lse": (2500, 160000, 1280000),
+        "ode": ((1000, 10), (1000, 100), (10000, 10)),
+        "lstm": ((2, 1024), (4, 4096)),
+        "gmm": ((2, 5, 1000), (10, 25, 1000), (20, 50, 1000)),
+        "ba": ba.SIZES,
+        "kmeans": ((10, 1000, 8), (100, 10000, 16), (1000, 10000, 16)),
+    },
 }
 CASES = SIZES[os.environ.get("TAPEGRAD_BENCH_SIZE", "medium")]
 SYSTEMS = ("primal", "torch-eager", "jax-jit", "tapegrad", "tapegrad-replay")
@@ -74,7 +95,9 @@ class Workload:
     expected: np.ndarray  # that derivative, flat, computed without tapegrad
 
     def check(self, got: np.ndarray) -> None:
-        rtol, scale = (1e-4, 1e-6) if self.module.__name__.rsplit(".", 1)[1] in FINITE_DIFFERENCES else (1e-8, 1e-14)
+        rtol, scale = (
+            (1e-4, 1e-6) if self.module.__name__.rsplit(".", 1)[1] in FINITE_DIFFERENCES else (1e-8, 1e-14)
+        )
         np.testing.assert_allclose(got, self.expected, rtol=rtol, atol=scale * np.abs(self.expected).max())
 
 
@@ -155,7 +178,9 @@ def _ba_peer(w: Workload, torch_like: bool) -> harness.System:
         return [pull(jnp.broadcast_to(jnp.asarray(s), e.shape))[0] for s in seeds]
 
     v = jnp.asarray(pb.v)
-    return (lambda: jax.block_until_ready(blocks(v))), lambda r: summary(pb.jacobian_values([np.asarray(b) for b in r]))
+    return (lambda: jax.block_until_ready(blocks(v))), lambda r: summary(
+        pb.jacobian_values([np.asarray(b) for b in r])
+    )
 
 
 def _kmeans_peer(w: Workload, torch_like: bool) -> harness.System:

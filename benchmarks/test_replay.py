@@ -12,16 +12,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+import harness
 import numba
 import numpy as np
 import pytest
-
-import harness
-import tapegrad as tg
 from test_scalar_eager import rosen, rosen_grad, rosen_value, start
+
+import tapegrad as tg
 
 ROSEN_NS = (10, 1000, 100_000)
 STENCIL_N = 1000
@@ -138,7 +139,7 @@ class Problem:
         return cf
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rosen_problem(n: int) -> Problem:
     x = start(n)
     return Problem(rosen, rosen_vec, rosen_njit, rosen_hand_njit, x, rosen_value(x), rosen_grad(x), 1e-10)

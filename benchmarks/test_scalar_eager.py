@@ -3,8 +3,9 @@
 Every benchmark checks its gradient against the analytic one, so a fast wrong answer fails.
 """
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest

@@ -6,12 +6,22 @@ import sys
 
 import pytest
 
+SCALAR = """
+import tapegrad as tg
+x = tg.tensor(2.0, requires_grad=True)
+(x * x).backward()
+assert x.grad.item() == 4.0
+"""
+ARRAY = """
+import numpy as np, tapegrad as tg
+x = tg.tensor(np.ones(3), requires_grad=True)
+(x * x).sum().backward()
+assert x.grad.numpy().tolist() == [2.0] * 3
+"""
 PROGRAMS = {
     "import tapegrad": "import tapegrad",
-    "first scalar gradient": "import tapegrad as tg\nx = tg.tensor(2.0, requires_grad=True)\n(x * x).backward()\n"
-                             "assert x.grad.item() == 4.0",
-    "first array gradient": "import numpy as np, tapegrad as tg\nx = tg.tensor(np.ones(3), requires_grad=True)\n"
-                            "(x * x).sum().backward()\nassert x.grad.numpy().tolist() == [2.0] * 3",
+    "first scalar gradient": SCALAR,
+    "first array gradient": ARRAY,
     "python alone": "pass",
 }
 
@@ -22,7 +32,9 @@ def test_startup(benchmark, name):
     """Timed: a fresh Python process running the program (the interpreter's own start included:
     'python alone' is that part)."""
     def run():
-        done = subprocess.run([sys.executable, "-c", PROGRAMS[name]], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", PROGRAMS[name]], capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, done.stderr
         assert "compiling" not in done.stderr  # the cache was warm
 

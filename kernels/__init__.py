@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, OpSpec, Opcode
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, Opcode, OpSpec
 
 _lock = threading.Lock()
 _module: types.ModuleType | None = None

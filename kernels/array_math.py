@@ -98,7 +98,11 @@ def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
                 gemm_into(matrix(gx, t * sx, rows, inner), gb, yt)
         if dy:  # gy += x.T @ g (or its transpose, g.T @ x)
             if ty:
-                gemm_into(matrix(gy, t * sy, cols, inner), np.ascontiguousarray(gb.T), matrix(x, t * sx, rows, inner))
+                gemm_into(
+                    matrix(gy, t * sy, cols, inner),
+                    np.ascontiguousarray(gb.T),
+                    matrix(x, t * sx, rows, inner),
+                )
             else:
                 xt = np.ascontiguousarray(matrix(x, t * sx, rows, inner).T)
                 gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)

@@ -16,7 +16,7 @@ import inspect
 import re
 
 from . import array_math, scalar_math
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, OPCODES, VC, CV, VV, Opcode
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, CV, OPCODES, VC, VV, Opcode
 
 MATH_NAMES = (
     "exp log log1p expm1 sqrt sin cos tan asin acos atan sinh cosh tanh erf fabs atan2 pow isnan"
@@ -254,29 +254,58 @@ _NEEDS = "needs_adjoint(ax[j], op, a, code), needs_adjoint(ay[j], op, a, code)"
 _ARRAY_KERNELS = {
     "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None, "zd[:] = seeds[ax[j] : ax[j] + n]", None),
     "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None, "zd[:] = 0.0", None),
-    "pack": ("pack_forward(vals, zv, imeta, m)", "pack_reverse(g, adj, imeta, m)", "pack_forward(dot, zd, imeta, m)",
-             "pack_reverse(g, adj, imeta, m)\n        pack_reverse(gd, adjd, imeta, m)"),
-    "matmul": ("matmul_forward(xv, yv, zv, imeta, m)", f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)",
-               f"matmul_tangent(xv, yv, xd, yd, zd, {_NEEDS}, imeta, m)",
-               f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)\n"
-               f"        matmul_reverse(gd, xv, yv, gxd, gyd, {_NEEDS}, imeta, m)\n"
-               f"        matmul_reverse(g, xd, yd, gxd, gyd, {_NEEDS}, imeta, m)"),
-    "gather": ("gather_forward(xv, zv, imeta, m)", "gather_reverse(g, gx, imeta, m)", "gather_forward(xd, zd, imeta, m)",
-               "gather_reverse(g, gx, imeta, m)\n        gather_reverse(gd, gxd, imeta, m)"),
-    "sum_into": ("sum_into_forward(xv, zv, imeta, m)", "sum_into_reverse(g, gx, imeta, m)",
-                 "sum_into_forward(xd, zd, imeta, m)",
-                 "sum_into_reverse(g, gx, imeta, m)\n        sum_into_reverse(gd, gxd, imeta, m)"),
-    "amax_into": ("extreme_into_forward(xv, zv, imeta, m, 1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
-                  "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
-                  "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)"),
-    "amin_into": ("extreme_into_forward(xv, zv, imeta, m, -1.0)", "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
-                  "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
-                  "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)"),
-    "prod_into": ("prod_into_forward(xv, zv, imeta, m)", "prod_into_reverse(g, xv, gx, imeta, m)",
-                  "prod_into_tangent(xv, xd, zd, imeta, m)", "prod_into_second_order(g, gd, xv, xd, gx, gxd, imeta, m)"),
-    "log_softmax": ("log_softmax_forward(xv, zv, imeta, m)", "log_softmax_reverse(g, zv, gx, imeta, m)",
-                    "log_softmax_tangent(zv, xd, zd, imeta, m)",
-                    "log_softmax_second_order(g, gd, zv, xd, gx, gxd, imeta, m)"),
+    "pack": (
+        "pack_forward(vals, zv, imeta, m)",
+        "pack_reverse(g, adj, imeta, m)",
+        "pack_forward(dot, zd, imeta, m)",
+        "pack_reverse(g, adj, imeta, m)\n        pack_reverse(gd, adjd, imeta, m)",
+    ),
+    "matmul": (
+        "matmul_forward(xv, yv, zv, imeta, m)",
+        f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)",
+        f"matmul_tangent(xv, yv, xd, yd, zd, {_NEEDS}, imeta, m)",
+        f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)\n"
+        f"        matmul_reverse(gd, xv, yv, gxd, gyd, {_NEEDS}, imeta, m)\n"
+        f"        matmul_reverse(g, xd, yd, gxd, gyd, {_NEEDS}, imeta, m)",
+    ),
+    "gather": (
+        "gather_forward(xv, zv, imeta, m)",
+        "gather_reverse(g, gx, imeta, m)",
+        "gather_forward(xd, zd, imeta, m)",
+        "gather_reverse(g, gx, imeta, m)\n        gather_reverse(gd, gxd, imeta, m)",
+    ),
+    "sum_into": (
+        "sum_into_forward(xv, zv, imeta, m)",
+        "sum_into_reverse(g, gx, imeta, m)",
+        "sum_into_forward(xd, zd, imeta, m)",
+        "sum_into_reverse(g, gx, imeta, m)\n        sum_into_reverse(gd, gxd, imeta, m)",
+    ),
+    "amax_into": (
+        "extreme_into_forward(xv, zv, imeta, m, 1.0)",
+        "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
+        "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
+        "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n"
+        "        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)",
+    ),
+    "amin_into": (
+        "extreme_into_forward(xv, zv, imeta, m, -1.0)",
+        "extreme_into_reverse(g, xv, zv, gx, imeta, m)",
+        "extreme_into_tangent(xv, zv, xd, zd, imeta, m)",
+        "extreme_into_reverse(g, xv, zv, gx, imeta, m)\n"
+        "        extreme_into_reverse(gd, xv, zv, gxd, imeta, m)",
+    ),
+    "prod_into": (
+        "prod_into_forward(xv, zv, imeta, m)",
+        "prod_into_reverse(g, xv, gx, imeta, m)",
+        "prod_into_tangent(xv, xd, zd, imeta, m)",
+        "prod_into_second_order(g, gd, xv, xd, gx, gxd, imeta, m)",
+    ),
+    "log_softmax": (
+        "log_softmax_forward(xv, zv, imeta, m)",
+        "log_softmax_reverse(g, zv, gx, imeta, m)",
+        "log_softmax_tangent(zv, xd, zd, imeta, m)",
+        "log_softmax_second_order(g, gd, zv, xd, gx, gxd, imeta, m)",
+    ),
 }
 
 
@@ -383,7 +412,9 @@ def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj,
     _, xd, yd = row_blocks(i, op, a, dot, arr, adot)
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
-        elementwise_second_order(c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m)
+        elementwise_second_order(
+            c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m
+        )
 {array_second_order_cases}
 
 
@@ -612,7 +643,9 @@ def generate(cache: bool) -> str:
     helpers = re.sub(r"\ndef ", "\n@_helper\ndef ", helper_source())
     array_helpers = re.sub(
         r"\ndef (\w+)",
-        lambda mt: f"\n@{'_helper' if mt.group(1) in _INLINE_ARRAY_HELPERS else '_kernel'}\ndef {mt.group(1)}",
+        lambda mt: (
+            f"\n@{'_helper' if mt.group(1) in _INLINE_ARRAY_HELPERS else '_kernel'}\ndef {mt.group(1)}"
+        ),
         helper_source(array_math),
     )
     cases = dict(
@@ -629,8 +662,13 @@ def generate(cache: bool) -> str:
         pack=ARRAY_CODE["pack"],
         helpers=helpers.strip(),
         array_helpers=array_helpers.strip(),
-        operands=_code_table(lambda o: (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
-                             if isinstance(o, Opcode) else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)),
+        operands=_code_table(
+            lambda o: (
+                (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
+                if isinstance(o, Opcode)
+                else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
+            )
+        ),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),

@@ -58,7 +58,11 @@ def _import_file(path: Path, name: str) -> types.ModuleType:
 
 def _say_compiling(folder: Path | None) -> None:
     """Tell the user why the first gradient takes a while (once per install, not a hang)."""
-    where = f"; later runs load them from {folder}" if folder else " (no writable cache folder: every run compiles)"
+    where = (
+        f"; later runs load them from {folder}"
+        if folder
+        else " (no writable cache folder: every run compiles)"
+    )
     print(f"tapegrad: compiling its Numba sweeps for this machine, once: about a minute{where}",
           file=sys.stderr, flush=True)
 

@@ -211,7 +211,9 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k], idx over the input; ties split"),
     ArrayOpSpec("amin_into", 1, True, "out[idx[k]] = min x[k], idx over the input; ties split"),
     ArrayOpSpec("prod_into", 1, True, "out[idx[k]] *= x[k], idx over the input"),
-    ArrayOpSpec("log_softmax", 1, True, "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"),
+    ArrayOpSpec(
+        "log_softmax", 1, True, "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"
+    ),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

@@ -193,7 +193,9 @@ def check_adjoints(tape: Any, arrays: Any, adj: np.ndarray, aadj: np.ndarray) ->
     if not readers:
         raise AnomalyError(f"detect_anomaly: {what}: it is a seed of the backward (its gradient argument)")
     made = "; ".join(f"row {c}, {_name(op, code, a, c)} recorded at {_source(tape, c)}" for c in readers)
-    raise AnomalyError(f"detect_anomaly: {what}: its reverse rule in {made} returned it from a finite adjoint")
+    raise AnomalyError(
+        f"detect_anomaly: {what}: its reverse rule in {made} returned it from a finite adjoint"
+    )
 
 
 def _name(op: np.ndarray, code: np.ndarray, a: np.ndarray, row: int) -> str:

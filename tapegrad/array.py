@@ -10,18 +10,18 @@ the result shares the row and the data, under another shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .kernels import ARRAY_CODE, CODE
 from .kernels.pyeval import array_function
-from .kernels.table import CV, OPS, VC, VV, BY_NAME
-
+from .kernels.table import BY_NAME, CV, OPS, VC, VV
 from .node import KEEP_TRACED, Node, current_tape, slot_on
-from .state import get_tape
 from .recorder import APPLY, register_arrays
+from .state import get_tape
 from .tensor import Tensor
 
 Axis = int | Sequence[int] | None
@@ -127,7 +127,8 @@ class ArrayTensor(Tensor):
             return apply("mul", inputs[0], inputs[0])
         if name is None:
             raise TypeError(
-                f"numpy.{ufunc.__name__} is not an op of tapegrad: it cannot record it on a tensor (compose it "
+                f"numpy.{ufunc.__name__} is not an op of tapegrad: it cannot record it on a tensor "
+                "(compose it "
                 "from tapegrad.numpy's functions, or apply it to tensor.detach().numpy())"
             )
         return apply(name, *inputs)
@@ -403,8 +404,15 @@ class _Op(NamedTuple):
 
 
 _OPS = {
-    s.name: _Op(s.name, s.arity, array_function(s), {k: CODE[(s.name, k)] for k in ((VV, VC, CV) if s.arity == 2 else ("v",))},
-                s.differentiable, s.boolean, s.integer)
+    s.name: _Op(
+        s.name,
+        s.arity,
+        array_function(s),
+        {k: CODE[(s.name, k)] for k in ((VV, VC, CV) if s.arity == 2 else ("v",))},
+        s.differentiable,
+        s.boolean,
+        s.integer,
+    )
     for s in OPS
 }
 
@@ -433,7 +441,9 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     yv = (y._v if isinstance(y, Node) else _value(y)) if binary else None
     xd, yd = _ndim(xv), _ndim(yv) if binary else 0
     if xd == 0 and yd == 0:  # scalars: the scalar recorder
-        scalar = [v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: op.arity]]
+        scalar = [
+            v if isinstance(v, (Node, int, float)) else np.asarray(v).item() for v in (x, y)[: op.arity]
+        ]
         return APPLY[op.name](*scalar, *params)
     try:  # values follow NumPy, RuntimeWarnings (log(0), 0/0) included
         z = op.forward(xv, yv, *params) if binary else op.forward(xv, *params)
@@ -442,7 +452,9 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
         raise ValueError(f"{op.name}: operands of shapes {shapes} cannot be broadcast together") from None
     except TypeError:  # NumPy has no loop for the data: strings, objects, None
         kinds = " and ".join(str(np.asarray(v).dtype) for v in ((xv, yv) if binary else (xv,)))
-        raise TypeError(f"{op.name}: operands of dtypes {kinds}: tensors hold numbers (float64, int64, bool)") from None
+        raise TypeError(
+            f"{op.name}: operands of dtypes {kinds}: tensors hold numbers (float64, int64, bool)"
+        ) from None
     xt = isinstance(x, Node) and (x._rg or x._tape is not None)
     yt = binary and isinstance(y, Node) and (y._rg or y._tape is not None)
     if op.comparison and not (_tracing(x) or _tracing(y)):  # data: a bool array, no row
@@ -473,7 +485,8 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     if z.dtype is not _FLOAT64:  # a float64 operand with integer data
         z = z.astype(np.float64)
     out = _new(ArrayTensor)  # NumPy's result of C-ordered operands: C-ordered, the block itself
-    out._v, out._tape, out._slot, out._reg, out._grad = z, tape, tape.add_array(code, a, b, meta, z), None, None
+    out._v, out._tape, out._reg, out._grad = z, tape, None, None
+    out._slot = tape.add_array(code, a, b, meta, z)
     out._rg = bool((xt and x._rg) or (yt and y._rg))
     return out
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import engine
 from .anomaly import detect_anomaly  # noqa: F401  (torch.autograd.detect_anomaly)

@@ -19,7 +19,8 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -391,8 +392,18 @@ class CompiledFunction:
         flat_grads = np.empty((m, len(variant.input_slots)))
         failed = np.empty(m, dtype=np.int64)
         variant.sweep("batch_gradient")(
-            variant.op, variant.a, variant.b, variant.consts, inputs, variant.input_slots,
-            variant.out_slot, values, flat_grads, failed, min(get_num_threads(), m), *self._array_args(variant),
+            variant.op,
+            variant.a,
+            variant.b,
+            variant.consts,
+            inputs,
+            variant.input_slots,
+            variant.out_slot,
+            values,
+            flat_grads,
+            failed,
+            min(get_num_threads(), m),
+            *self._array_args(variant),
         )
         n = X[0].size
         grads.reshape(m, -1)[:] = flat_grads[:, :n]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import heapq
 import threading
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import anomaly, kernels
-
 from .node import Node, TracingError
 from .state import NONE, get_tape, set_tape
 from .tape import Tape
@@ -81,7 +81,9 @@ def propagate(
         inputs = tape.inputs
         for k, g in zip(hit.tolist(), adj[slots[hit]].tolist()):
             node = inputs[k]
-            reach(node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g)
+            reach(
+                node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g
+            )
     return found
 
 

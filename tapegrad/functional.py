@@ -8,7 +8,8 @@ they record `f` with :func:`tg.compile` (scalar rows) and replay it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,13 +6,13 @@ tape when an operand requires grad. Generated from :mod:`kernels.table`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from .kernels.table import OPS
-
 from .array import ArrayTensor, apply
+from .kernels.table import OPS
 from .recorder import APPLY, clamp, where
 
 

@@ -12,13 +12,15 @@ from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import broadcast_to, reshape
 
+
 def matmul(x: Any, y: Any) -> Tensor:
     """Matrix product with NumPy's rules: 1-D operands are vectors, leading dimensions batch."""
     x, y = as_array(x), as_array(y)
     xv, yv = _value(x), _value(y)
     if np.ndim(xv) == 0 or np.ndim(yv) == 0:
         raise ValueError(
-            f"matmul: both arguments need at least one dimension, got shapes {np.shape(xv)} and {np.shape(yv)}"
+            "matmul: both arguments need at least one dimension, got shapes "
+            f"{np.shape(xv)} and {np.shape(yv)}"
         )
     x2 = xv.reshape(1, -1) if xv.ndim == 1 else xv
     y2 = yv.reshape(-1, 1) if yv.ndim == 1 else yv

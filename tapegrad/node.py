@@ -134,8 +134,16 @@ def grad_fn_name(node: Node) -> str | None:
 
 
 # array ops under the names torch gives their backward functions
-_TORCH_NAMES = {"sum_into": "Sum", "amax_into": "Max", "amin_into": "Min", "prod_into": "Prod", "gather": "Index",
-                "log_softmax": "LogSoftmax", "pack": "Stack", "matmul": "Matmul"}
+_TORCH_NAMES = {
+    "sum_into": "Sum",
+    "amax_into": "Max",
+    "amin_into": "Min",
+    "prod_into": "Prod",
+    "gather": "Index",
+    "log_softmax": "LogSoftmax",
+    "pack": "Stack",
+    "matmul": "Matmul",
+}
 
 
 class recording:

@@ -7,7 +7,8 @@ traced ones (``tg.grad`` of a function written with ``tnp``). Reductions follow 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as _np
 

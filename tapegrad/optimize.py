@@ -7,7 +7,8 @@ this helper compiles ``f`` if needed and passes the value and gradient from one 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,9 @@ def minimize(f: Callable[..., Any] | CompiledFunction, x0: Any, args: tuple = ()
     x0 = np.asarray(x0, dtype=np.float64)
     if method.lower() in HESSP_METHODS and "hess" not in options and "hessp" not in options:
         if args:
-            raise ValueError(f"minimize: Hessian-vector products ({method}) need f of x alone, got args={args!r}")
+            raise ValueError(
+                f"minimize: Hessian-vector products ({method}) need f of x alone, got args={args!r}"
+            )
         options["hessp"] = lambda x, p: np.ravel(cf.hvp(x.reshape(x0.shape), p.reshape(x0.shape)))
 
     def fun(x: np.ndarray, *rest: Any) -> tuple[float, np.ndarray]:

@@ -13,7 +13,8 @@ import linecache
 import math
 import re
 import textwrap
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from . import memory
 from .kernels import CODE
 from .kernels.pyeval import MATH_ERRORS, arguments, forward_functions
 from .kernels.table import CV, OPS, VC, VV, OpSpec
-
 from .node import Node, as_number, current_tape
 from .state import TAPE_ROWS_LIMIT, get_tape
 

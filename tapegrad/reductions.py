@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .array import Axis, Tensor, _leaf, _record, _row, _tracing, _traced, _value, apply, as_array
+from .array import Axis, Tensor, _leaf, _record, _row, _traced, _tracing, _value, apply, as_array
 from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import _axes, _c_strides, _strided, reshape
@@ -24,7 +24,9 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     try:
         value = _NUMPY_REDUCE[op](xv, axis=axes, keepdims=keepdims)
     except ValueError:  # the max or min of nothing
-        raise ValueError(f"{name}: reducing over an empty dimension of shape {xv.shape} (axis {axis})") from None
+        raise ValueError(
+            f"{name}: reducing over an empty dimension of shape {xv.shape} (axis {axis})"
+        ) from None
     if not _traced(x):
         return _leaf(value)
     tape = current_tape()

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array, pack
 from .kernels import ARRAY_CODE
 from .node import Node, current_tape
+
 
 # ---------------------------------------------------------------------------- structural ops
 def _c_strides(shape: Sequence[int]) -> list[int]:
@@ -30,7 +32,10 @@ def _is_basic(key: Any) -> bool:
     """Basic indexing (ints, slices, None, Ellipsis): a strided view, no index array."""
     keys = key if isinstance(key, tuple) else (key,)
     return all(
-        k is None or k is Ellipsis or isinstance(k, slice) or (isinstance(k, (int, np.integer)) and not isinstance(k, bool))
+        k is None
+        or k is Ellipsis
+        or isinstance(k, slice)
+        or (isinstance(k, (int, np.integer)) and not isinstance(k, bool))
         for k in keys
     )
 

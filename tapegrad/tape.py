@@ -217,7 +217,9 @@ class Tape:
             return cached
         if self.released:
             assert cached is not None
-            return cached._replace(vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr), keep=None)
+            return cached._replace(
+                vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr), keep=None
+            )
         if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
         memory.check_sweep(len(self.rows) >> 2, self.array_slots)

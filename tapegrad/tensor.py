@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,9 @@ class Tensor(Node):
                 "computed variable in a subgraph that doesn't require differentiation use "
                 "var_no_grad = var.detach()."
             )
-        if requires_grad and not (self._v.__class__ is float or getattr(self._v, "dtype", None) == np.float64):
+        if requires_grad and not (
+            self._v.__class__ is float or getattr(self._v, "dtype", None) == np.float64
+        ):
             raise RuntimeError(
                 f"Only Tensors of floating point dtype can require gradients (got {self.dtype})"
             )

@@ -95,7 +95,11 @@ def _label(tape: Tape, i: int, inputs: dict[int, Node]) -> str:
         data = f"array [{stop - start}]" if values is None else \
             f"data {np.array2string(np.ravel(values), precision=3, threshold=6)}"
         grad = node._grad if node is not None else None
-        grad_text = "" if grad is None else f"grad {np.array2string(np.ravel(np.asarray(grad._v)), precision=3, threshold=6)}"
+        grad_text = (
+            ""
+            if grad is None
+            else f"grad {np.array2string(np.ravel(np.asarray(grad._v)), precision=3, threshold=6)}"
+        )
     else:
         data = "(freed)" if tape.released else f"data {_number(float(arrays.vals[i]))}"
         adj = tape.adj
@@ -145,7 +149,9 @@ def render(output: Any, path: str, max_nodes: int = 500) -> str:
             "macOS: brew install graphviz; conda: conda install graphviz). tg.viz.to_dot(y) gives the "
             "DOT text without it."
         )
-    run = subprocess.run([program, f"-T{fmt}", "-o", path], input=dot, text=True, capture_output=True, check=False)
+    run = subprocess.run(
+        [program, f"-T{fmt}", "-o", path], input=dot, text=True, capture_output=True, check=False
+    )
     if run.returncode != 0:
         raise RuntimeError(f"render: dot failed: {run.stderr.strip()}")
     return path

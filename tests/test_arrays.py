@@ -3,10 +3,10 @@ indexing, reductions, the error cases."""
 
 import numpy as np
 import pytest
+from tapegrad.kernels.table import OPS
 
 import tapegrad as tg
 import tapegrad.numpy as tnp
-from tapegrad.kernels.table import OPS
 
 from .conftest import torch
 
@@ -472,7 +472,11 @@ def test_log_softmax_is_one_row_with_torch_gradients(axis, rng):
     t = tg.tensor(x, requires_grad=True)
     with tg.recording() as tape:
         tg.log_softmax(t, axis)
-    assert [r for r in tape.listing(limit=None).splitlines() if "=" in r][-1].split("= ")[1].startswith("log_softmax")
+    assert (
+        [r for r in tape.listing(limit=None).splitlines() if "=" in r][-1]
+        .split("= ")[1]
+        .startswith("log_softmax")
+    )
     inf = tg.tensor([[-np.inf, 0.0], [1.0, 1.0]], requires_grad=True)
     tg.log_softmax(inf, 1).sum().backward()
     np.testing.assert_allclose(inf.grad.numpy(), [[1.0, -1.0], [0.0, 0.0]], atol=1e-15)

@@ -69,7 +69,11 @@ def test_gradients_match_torch(rng):
     for _ in range(5):
         x = rng.uniform(-1, 1, 3)
         t = torch.tensor(x, requires_grad=True)
-        (torch.tanh(t[0] * t[1]) + torch.log1p(t[2] ** 2) / (1 + torch.sigmoid(t[1])) - torch.atan2(t[0], t[2])).backward()
+        (
+            torch.tanh(t[0] * t[1])
+            + torch.log1p(t[2] ** 2) / (1 + torch.sigmoid(t[1]))
+            - torch.atan2(t[0], t[2])
+        ).backward()
         np.testing.assert_allclose(cf.grad(x), t.grad.numpy(), rtol=1e-12)
 
 
@@ -160,7 +164,9 @@ def test_captured_parameters_are_read_at_each_call():
 def test_values_leaving_the_tape_raise_a_clear_error(body, what):
     with pytest.raises(tg.TracingError, match="while recording for tg.compile"):
         tg.compile(body)(1.0)
-    with pytest.raises(tg.TracingError, match=what.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        tg.TracingError, match=what.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         tg.compile(body)(1.0)
     assert tg.compile(lambda x: x * 2.0).grad(1.0) == 2.0  # still working
 

@@ -92,7 +92,9 @@ def test_prod_with_zeros_second_order():
     cf = tg.compile(f)
     for x in ([0.0, 2.0, 3.0, 5.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 0.0, 5.0], [1.0, 2.0, 3.0, 5.0]):
         x = np.array(x)
-        expected = np.array([[np.prod(np.delete(x, [i, j])) if i != j else 0.0 for j in range(4)] for i in range(4)])
+        expected = np.array(
+            [[np.prod(np.delete(x, [i, j])) if i != j else 0.0 for j in range(4)] for i in range(4)]
+        )
         np.testing.assert_allclose(cf.hessian(x), expected, atol=1e-12)
 
 

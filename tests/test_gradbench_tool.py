@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 import pytest
 
 from benchmarks.gradbench import EVALS, MODULES, differences, gmm, kmeans, llsq, lse, ode, protocol
@@ -117,8 +116,15 @@ def test_failures_are_replies_and_the_tool_goes_on():
 def test_command_line():
     """``python -m benchmarks.gradbench --replay`` from the repo's root, as GradBench runs a tool."""
     session = SESSIONS["llsq"][:4]
-    run = subprocess.run([sys.executable, "-m", "benchmarks.gradbench", "--replay"], cwd=ROOT, text=True, check=False,
-                         input="".join(json.dumps(m) + "\n" for m in session), capture_output=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gradbench", "--replay"],
+        cwd=ROOT,
+        text=True,
+        check=False,
+        input="".join(json.dumps(m) + "\n" for m in session),
+        capture_output=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     replies = [json.loads(line) for line in run.stdout.splitlines()]
     assert replies[0] == {"id": 0, "tool": "tapegrad-replay"}

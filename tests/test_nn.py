@@ -25,8 +25,16 @@ def test_module_finds_parameters_in_attributes_lists_and_submodules():
 
     net = Net()
     names = [n for n, _ in net.named_parameters()]
-    assert names == ["body.layers.0.weight", "body.layers.0.bias", "body.layers.2.weight", "body.layers.2.bias",
-                     "heads.0.weight", "heads.0.bias", "heads.1.weight", "scale"]
+    assert names == [
+        "body.layers.0.weight",
+        "body.layers.0.bias",
+        "body.layers.2.weight",
+        "body.layers.2.bias",
+        "heads.0.weight",
+        "heads.0.bias",
+        "heads.1.weight",
+        "scale",
+    ]
     net(tg.tensor(np.ones((5, 3)))).sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     net.zero_grad()

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from tapegrad.kernels.pyeval import forward_functions
+from tapegrad.kernels.table import OPS
 
 import tapegrad as tg
 from tapegrad import kernels
-from tapegrad.kernels.pyeval import forward_functions
-from tapegrad.kernels.table import OPS
 from tapegrad.recorder import APPLY
 
 from .conftest import needs_torch, torch
@@ -71,7 +71,12 @@ def central_differences(spec, kind, point, eps=1e-6):
 def torch_grads(spec, kind, point):
     params = PARAMS.get(spec.name, ())
     xs = [torch.tensor(float(v), requires_grad=k == "v") for v, k in zip(point, kind)]
-    env = {"torch": torch, "x": xs[0], "p0": params[0] if params else None, "p1": params[1] if params else None}
+    env = {
+        "torch": torch,
+        "x": xs[0],
+        "p0": params[0] if params else None,
+        "p1": params[1] if params else None,
+    }
     if spec.arity == 2:
         env["y"] = xs[1]
     out = eval(spec.torch, env)
@@ -224,7 +229,7 @@ def test_hessian_matches_torch(spec, kind, rng):
     for point in points(spec, rng, n=2):
         cf, v = _compiled_op(spec, kind, point)
 
-        def g(t):
+        def g(t, point=point):
             args = [torch.tensor(float(p)) for p in point]
             j = 0
             for k in range(spec.arity):

@@ -7,9 +7,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from tapegrad.kernels import OPCODES
 
 import tapegrad as tg
-from tapegrad.kernels import OPCODES
 
 
 def test_rows_are_flat_arrays_with_constants_in_the_pool():

@@ -58,7 +58,11 @@ def test_only_what_the_output_depends_on():
     nodes, _ = parse(tg.viz.to_dot(y))
     assert sorted(label for shape, label in nodes.values() if shape == "ellipse") == ["*"]
     everything, _ = parse(y.tape.to_dot())
-    assert sorted(label for shape, label in everything.values() if shape == "ellipse") == ["*", "* 3.0000", "sin"]
+    assert sorted(label for shape, label in everything.values() if shape == "ellipse") == [
+        "*",
+        "* 3.0000",
+        "sin",
+    ]
     assert unused.item() != 0.0
 
 

@@ -94,4 +94,6 @@ def expected(function: str, message: dict):
 
 def prepare(function: str, message: dict, replay: bool):
     A = inputs.vector(message, "A")
-    return programs.value_then_gradient("det", function, FUNCTIONS, det_python, A, arrays=False, replay=replay)
+    return programs.value_then_gradient(
+        "det", function, FUNCTIONS, det_python, A, arrays=False, replay=replay
+    )

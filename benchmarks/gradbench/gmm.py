@@ -55,7 +55,12 @@ class GMM:
     def unpack(self, theta):
         """(alpha, mu, q, l) from the flat parameters."""
         k, a, b, c = self.k, self.k, self.k * (1 + self.d), self.k * (1 + 2 * self.d)
-        return theta[:a], theta[a:b].reshape(k, -1), theta[b:c].reshape(k, -1), theta[c:].reshape(k, len(self.rows))
+        return (
+            theta[:a],
+            theta[a:b].reshape(k, -1),
+            theta[b:c].reshape(k, -1),
+            theta[c:].reshape(k, len(self.rows)),
+        )
 
 
 def gmm(theta, xp, p: GMM):
@@ -96,7 +101,13 @@ def reference(theta: np.ndarray, p: GMM) -> tuple[float, np.ndarray]:
     z = Q @ xc
     inner = (alpha + q.sum(1))[:, None] - 0.5 * (z * z).sum(1)
     lse_i, lse_alpha, g2 = logsumexp(inner, np), logsumexp(alpha, np), p.gamma**2
-    value = p.constant + lse_i.sum() - p.n * lse_alpha - 0.5 * g2 * (np.exp(2 * q).sum() + (l * l).sum()) + p.m * q.sum()
+    value = (
+        p.constant
+        + lse_i.sum()
+        - p.n * lse_alpha
+        - 0.5 * g2 * (np.exp(2 * q).sum() + (l * l).sum())
+        + p.m * q.sum()
+    )
     w = np.exp(inner - lse_i)  # (k, n): each point's responsibilities
     gz = -w[:, None, :] * z
     gQ = gz @ xc.transpose(0, 2, 1)

@@ -12,7 +12,8 @@ Prints function evaluations, time and the final value of each. Run:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize as scipy_minimize

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,8 @@ class Linear(Module):
         return functional.linear(x, self.weight, self.bias)
 
     def __repr__(self) -> str:
-        return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None})"
+        bias = self.bias is not None
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={bias})"
 
 
 class ReLU(Module):

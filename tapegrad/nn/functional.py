@@ -9,8 +9,9 @@ import numpy as np
 
 from ..array import _value, apply
 from ..linalg import linear
-from .. import reductions
 from ..node import Node
+from ..reductions import log_softmax as _log_softmax
+from ..reductions import softmax as _softmax
 
 __all__ = [
     "binary_cross_entropy_with_logits", "cross_entropy", "linear", "log_softmax", "mse_loss", "relu",
@@ -20,12 +21,12 @@ __all__ = [
 
 def softmax(input: Any, dim: int = -1) -> Any:
     """exp(input) / sum(exp(input)) along `dim` (torch's name for the axis)."""
-    return reductions.softmax(input, dim)
+    return _softmax(input, dim)
 
 
 def log_softmax(input: Any, dim: int = -1) -> Any:
     """input - logsumexp(input) along `dim`, as one row."""
-    return reductions.log_softmax(input, dim)
+    return _log_softmax(input, dim)
 
 
 def relu(x: Any) -> Any:
