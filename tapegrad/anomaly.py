@@ -64,6 +64,7 @@ class detect_anomaly:
 
 
 def is_anomaly_enabled() -> bool:
+    """Whether a detect_anomaly block is open (in any thread)."""
     return _depth > 0
 
 

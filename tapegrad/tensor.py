@@ -93,6 +93,7 @@ class Tensor(Node):
         return 0
 
     def numel(self) -> int:
+        """The number of elements (1 for a scalar tensor)."""
         return 1
 
     @property
@@ -102,9 +103,11 @@ class Tensor(Node):
 
     # ------------------------------------------------------------------ conversions
     def item(self) -> float | int | bool:
+        """The value as a Python number."""
         return self._untraced(".item()", KEEP_TRACED)
 
     def numpy(self) -> np.ndarray:
+        """The value as a NumPy array (refused for a tensor that requires grad: detach it first)."""
         self._untraced(".numpy()", KEEP_TRACED)
         if self._rg:
             raise RuntimeError(

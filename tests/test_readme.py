@@ -27,3 +27,13 @@ def test_readme_lists_every_op():
     table = README[README.index("### Supported ops") :]
     missing = [s.name for s in OPS if f"`{s.name}`" not in table]
     assert not missing
+
+
+def test_readme_op_page_is_generated_from_the_table():
+    from tapegrad.kernels.table import OPS
+
+    from tapegrad import ops_page
+
+    page = ops_page.render()
+    assert page in README, "README's op page is stale: run python -m tapegrad.ops_page --write"
+    assert all(f"| `{s.name}` |" in page for s in OPS) and page.count("\n| `") == len(OPS)

@@ -76,16 +76,22 @@ class Linear(Module):
 
 
 class ReLU(Module):
+    """max(x, 0) elementwise, as a layer."""
+
     def forward(self, x: Any) -> Any:
         return functional.relu(x)
 
 
 class Tanh(Module):
+    """tanh elementwise, as a layer."""
+
     def forward(self, x: Any) -> Any:
         return functional.tanh(x)
 
 
 class Sigmoid(Module):
+    """The logistic function elementwise, as a layer."""
+
     def forward(self, x: Any) -> Any:
         return functional.sigmoid(x)
 
