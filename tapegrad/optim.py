@@ -21,6 +21,7 @@ class Optimizer:
         if lr < 0.0:
             raise ValueError(f"{type(self).__name__}: invalid learning rate {lr}")
         self.lr = lr
+        self._buffers: dict[int, np.ndarray] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -31,15 +32,19 @@ class Optimizer:
             if p.grad is not None:
                 yield k, p, p.grad._v
 
-    @staticmethod
-    def _update(p: Tensor, delta: np.ndarray | float) -> None:
-        """p -= delta, in place for arrays (their version counts it: a graph recorded before the
-        step refuses a backward, as torch does)."""
+    def _update(self, k: int, p: Tensor, scale: float, g: np.ndarray | float) -> None:
+        """p -= scale * g, in place for arrays (their version counts it: a graph recorded before
+        the step refuses a backward, as torch does), through a buffer kept per parameter: a fresh
+        temporary of a large parameter's size costs page faults at every step."""
         if isinstance(p._v, np.ndarray):
-            p._v -= delta
+            buf = self._buffers.get(k)
+            if buf is None or buf.shape != p._v.shape:
+                buf = self._buffers[k] = np.empty_like(p._v)
+            np.multiply(g, scale, out=buf)
+            p._v -= buf
             p._version = getattr(p, "_version", 0) + 1
         else:
-            p._v = float(p._v - delta)
+            p._v = float(p._v - scale * g)
 
 
 class SGD(Optimizer):
@@ -60,7 +65,7 @@ class SGD(Optimizer):
                 v = np.copy(g) if v is None else self.momentum * v + g  # not p.grad's own array
                 self.velocity[k] = v
                 g = g + self.momentum * v if self.nesterov else v
-            self._update(p, self.lr * g)
+            self._update(k, p, self.lr, g)
 
 
 class Adam(Optimizer):
@@ -90,4 +95,4 @@ class Adam(Optimizer):
             self.state[k] = [m, v]
             m_hat = m / (1.0 - b1**self.steps)
             v_hat = v / (1.0 - b2**self.steps)
-            self._update(p, self.lr * m_hat / (np.sqrt(v_hat) + self.eps))
+            self._update(k, p, self.lr, m_hat / (np.sqrt(v_hat) + self.eps))
