@@ -4,9 +4,10 @@ Inside the context every op recorded eagerly keeps the line of the user's code t
 and its value is checked: the first op that makes a NaN or an infinity out of finite operands
 raises :class:`AnomalyError`, naming the op, its operands and that line. A backward checks each
 tape's adjoints after its sweep: the first row, in sweep order, whose adjoint is not finite is
-reported with the row whose reverse rule produced it. Outside the mode recording costs nothing
-extra (the recorder's hook runs only on a full tape). As torch's, the mode is global, and nests.
-Recording for ``tg.compile`` is not checked.
+reported with the row whose reverse rule produced it. Recording for ``tg.compile`` is checked the
+same way, and so are replays in the mode (``cf(x)``, ``cf.value_and_grad``, ``cf.grad``: values,
+then adjoints). Outside the mode recording costs nothing extra (the recorder's hook runs only on a
+full tape). As torch's, the mode is global, and nests.
 """
 
 from __future__ import annotations
@@ -157,8 +158,7 @@ def _scalar_row(tape: Any, slot: int) -> None:
 
     if slot >= TAPE_ROWS_LIMIT:
         tape_full(tape, slot)
-    if not tape.tracing:
-        _check(tape, slot)
+    _check(tape, slot)
 
 
 def _array_row(tape: Any, row: int) -> None:
@@ -204,3 +204,47 @@ def _name(op: np.ndarray, code: np.ndarray, a: np.ndarray, row: int) -> str:
         return f"{OPCODES[op[row]].spec.name} (opcode {op[row]})"
     c = code[a[row]]
     return OPCODES[c].spec.name if c < ARRAY_ROW else ARRAY_OPS[c - ARRAY_ROW - 2].name
+
+
+def _row_operands(op: np.ndarray, a: np.ndarray, b: np.ndarray, arr: tuple, r: int) -> list[int]:
+    """The rows row r of a frozen tape reads."""
+    if op[r] < ARRAY_ROW:
+        spec = OPCODES[op[r]]
+        return [int(v) for v, reads in ((a[r], spec.reads_a), (b[r], spec.reads_b)) if reads]
+    code, ax, ay, ameta, _, asize, imeta = arr
+    j = a[r]
+    if code[j] == _PACK:
+        return [int(v) for v in imeta[ameta[j] : ameta[j] + asize[j]]]
+    mask = OPERAND_MASK[code[j]]
+    return [int(v) for bit, v in ((1, ax[j]), (2, ay[j])) if mask & bit]
+
+
+def check_replay(variant: Any, vals: np.ndarray, arena: np.ndarray, adj: np.ndarray | None = None,
+                 aadj: np.ndarray | None = None) -> None:
+    """After a replay of a compiled tape: raise AnomalyError at the first row whose value is NaN
+    or infinite while its operands are finite, then (with adjoints) as check_adjoints does."""
+    op, a, b, arr = variant.op, variant.a, variant.b, variant.arrays
+    code, _, _, _, aoff, asize, _ = arr
+    bad = ~np.isfinite(vals)
+    for r in np.flatnonzero(op == ARRAY_ROW):
+        j = a[r]
+        bad[r] = not _finite(arena[aoff[j] : aoff[j] + asize[j]])
+    for r in np.flatnonzero(bad):
+        r = int(r)
+        data = op[r] in (0, 1) or (op[r] == ARRAY_ROW and code[a[r]] in _DATA)
+        operands = _row_operands(op, a, b, arr, r)
+        if not data and not bad[operands].any():
+            name = _name(op, code, a, r)
+            raise AnomalyError(
+                f"detect_anomaly: replaying row {r}, {name}, made a NaN or an infinity from finite operands "
+                f"(rows {operands}), recorded at {_source(variant.tape, r)}"
+            )
+    if adj is not None:
+        check_adjoints(variant.tape, _Frozen(op, a, b, arr), adj, aadj if aadj is not None else np.zeros(0))
+
+
+class _Frozen:
+    """The arrays of a compiled tape, as check_adjoints reads them."""
+
+    def __init__(self, op: np.ndarray, a: np.ndarray, b: np.ndarray, arr: tuple) -> None:
+        self.op, self.a, self.b, self.arr = op, a, b, arr

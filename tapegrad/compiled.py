@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import anomaly, kernels
 from .node import Node, slot_on
 from .state import get_tape, set_tape
 from .tape import Tape
@@ -293,6 +293,8 @@ class CompiledFunction:
     def __call__(self, *args: Any) -> Any:
         """f(*args), replayed."""
         variant, vals, _, _ = self._replay(args)
+        if anomaly.is_anomaly_enabled():
+            anomaly.check_replay(variant, vals, self._space(variant)[3])
         return self._shape_output(variant, vals[variant.out_slots])
 
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[float, Any]:
@@ -311,6 +313,8 @@ class CompiledFunction:
                 if failed < 0:
                     self._counts["calls"] += 1
                     self._last = variant
+                    if anomaly.is_anomaly_enabled():
+                        anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *array_args[2:])
                     return float(vals[variant.out_slot]), self._split(grad, args, argnums)
         variant, vals, inputs, _ = self._replay(args)
         if variant.out_shape is not None:
@@ -322,6 +326,8 @@ class CompiledFunction:
         adj[:] = 0.0
         adj[variant.out_slot] = 1.0
         self._reverse(variant, vals, adj)
+        if anomaly.is_anomaly_enabled():
+            anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *self._array_args(variant)[2:])
         return float(vals[variant.out_slot]), self._split(adj[variant.input_slots], args, argnums)
 
     def _reverse(self, variant: Variant, vals: np.ndarray, adj: np.ndarray) -> None:

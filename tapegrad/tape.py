@@ -158,7 +158,7 @@ class Tape:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
             self.block_vals.append(None)
-        if ROW_HOOK is not None and not self.tracing:
+        if ROW_HOOK is not None:
             ROW_HOOK(self, row)
         return row
 

@@ -76,3 +76,24 @@ def test_the_library_works_after_an_anomaly():
         (x * x).sum().backward()  # finite everywhere: no error
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
     assert tg.autograd.detect_anomaly is tg.detect_anomaly
+
+
+def test_compiled_replays_are_checked_when_asked():
+    """Outside the mode a replay's NaN flows (IEEE); inside, the op that made it is named, with
+    the line that recorded it when the recording ran in the mode too."""
+    f = lambda x: tg.log(x[0]) * x[1] + tg.sqrt(x[1])  # noqa: E731
+    cf = tg.compile(f)
+    value, grad = cf.value_and_grad(np.array([-1.0, 3.0]))
+    assert math.isnan(value) and grad[0] == -3.0  # x1 / x0: the NaN is the value's alone
+    with tg.detect_anomaly():
+        with pytest.raises(tg.AnomalyError, match=r"replaying row \d+, log"):
+            cf.value_and_grad(np.array([-1.0, 3.0]))
+        with pytest.raises(tg.AnomalyError, match=r"adjoint .* sqrt"):
+            cf.grad(np.array([2.0, 0.0]))
+        with pytest.raises(tg.AnomalyError, match=r"replaying row \d+, log"):
+            cf(np.array([0.0, 1.0]))
+        traced = tg.compile(lambda x: tg.log(x[0]) * x[1])  # recorded in the mode: lines kept
+        traced(np.array([1.0, 2.0]))
+        with pytest.raises(tg.AnomalyError, match=r"test_anomaly.py:\d+: traced = tg.compile"):
+            traced(np.array([-1.0, 2.0]))
+        np.testing.assert_allclose(cf.grad(np.array([2.0, 3.0])), [1.5, math.log(2.0) + 0.5 / math.sqrt(3.0)])
