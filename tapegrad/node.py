@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .state import PAUSED, TAPE_ROWS_LIMIT, get_tape, set_tape
 from .tape import GUARD, Tape
 
+if TYPE_CHECKING:  # the op methods and operators install_ops adds at runtime (tapegrad.stubs)
+    from ._op_methods import OpMethods as _OpMethods
+else:
+    _OpMethods = object
 
-class Node:
+
+class Node(_OpMethods):
     """A traced scalar: a value, and (once recorded) the tape and slot that produced it."""
 
     __slots__ = ("_v", "_tape", "_slot", "_reg", "_rg", "_grad")

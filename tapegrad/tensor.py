@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from . import engine
 from .node import KEEP_TRACED, Node, grad_fn_name
 from .recorder import APPLY, install_ops
+
+if TYPE_CHECKING:
+    from .array import ArrayTensor
 
 _DTYPES = {bool: "bool", int: "int64", float: "float64"}
 
@@ -92,6 +95,19 @@ class Tensor(Node):
     def ndim(self) -> int:
         return 0
 
+    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
+        """A scalar's sum: its value, as a new tensor (torch's sum of a 0-d tensor)."""
+        return self._reduce_scalar("sum", axis if dim is None else dim)
+
+    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
+        """A scalar's mean: its value, as a new tensor."""
+        return self._reduce_scalar("mean", axis if dim is None else dim)
+
+    def _reduce_scalar(self, name: str, axis: Any) -> Tensor:
+        if axis not in (None, 0, -1, ()):
+            raise IndexError(f"{name}: dimension out of range (a scalar has none, but got {axis})")
+        return self * 1.0
+
     def numel(self) -> int:
         """The number of elements (1 for a scalar tensor)."""
         return 1
@@ -171,6 +187,14 @@ def format_scalar(v: float | int | bool) -> str:
     if abs(v) >= 1e8 or abs(v) < 1e-4:
         return f"{v:.4e}"
     return f"{v:.4f}"
+
+
+@overload
+def tensor(data: float | np.number, requires_grad: bool = False, dtype: str | None = None) -> Tensor: ...
+
+
+@overload
+def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> ArrayTensor: ...
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: str | None = None) -> Tensor:

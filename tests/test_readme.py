@@ -37,3 +37,27 @@ def test_readme_op_page_is_generated_from_the_table():
     page = ops_page.render()
     assert page in README, "README's op page is stale: run python -m tapegrad.ops_page --write"
     assert all(f"| `{s.name}` |" in page for s in OPS) and page.count("\n| `") == len(OPS)
+
+
+def test_type_stubs_are_generated_from_the_table():
+    """functions.pyi and _op_methods.pyi declare what the op table installs at runtime."""
+    from pathlib import Path
+
+    import tapegrad
+    from tapegrad import stubs
+
+    here = Path(tapegrad.__file__).parent
+    for name, make in stubs.STUBS.items():
+        assert (here / name).read_text() == make(), f"{name} is stale: run python -m tapegrad.stubs --write"
+    import tapegrad.functions as functions
+
+    assert sorted(functions.__all__) == sorted(stubs.functions_stub().split("__all__ = [")[1].replace("'", "")
+                                               .replace(",", "").split()[:-1])
+
+
+def test_typed_usage_runs():
+    """tests/typed_api.py, which mypy checks in .ci/run, also runs."""
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).with_name("typed_api.py")), run_name="__main__")

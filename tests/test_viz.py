@@ -29,9 +29,10 @@ def parse(dot: str) -> tuple[dict[str, tuple[str, str]], set[tuple[str, str]]]:
 
 
 def micrograd_example():
-    """The seeds' and micrograd's example: L = (a * b + c) * f."""
+    """The seeds' and micrograd's example: L = (a * b + c) * f, on a fresh tape."""
     a, b, c, f = (tg.Value(v, label=n) for v, n in ((2.0, "a"), (-3.0, "b"), (10.0, "c"), (-2.0, "f")))
-    L = (a * b + c) * f
+    with tg.recording():
+        L = (a * b + c) * f
     return L, (a, b, c, f)
 
 
@@ -53,8 +54,9 @@ def test_values_ops_and_gradients():
 
 def test_only_what_the_output_depends_on():
     x = tg.tensor(1.5, requires_grad=True)
-    unused = tg.sin(x) * 3.0
-    y = x * x
+    with tg.recording():
+        unused = tg.sin(x) * 3.0
+        y = x * x
     nodes, _ = parse(tg.viz.to_dot(y))
     assert sorted(label for shape, label in nodes.values() if shape == "ellipse") == ["*"]
     everything, _ = parse(y.tape.to_dot())

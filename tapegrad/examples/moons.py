@@ -31,7 +31,8 @@ def main(steps: int = 100, seed: int = 1) -> float:
     X, y = make_moons(seed=seed)
     rng = np.random.default_rng(seed)
     model = tg.nn.MLP(2, [16, 16, 1])
-    for layer in model.layers[::2]:  # micrograd's initialization: weights uniform in [-1, 1], biases 0
+    linear = [layer for layer in model.layers if isinstance(layer, tg.nn.Linear)]
+    for layer in linear:  # micrograd's initialization: weights uniform in [-1, 1], biases 0
         layer.weight = tg.tensor(rng.uniform(-1.0, 1.0, layer.weight.shape), requires_grad=True)
         layer.bias = tg.tensor(np.zeros(layer.out_features), requires_grad=True)
     optimizer = tg.optim.SGD(model.parameters(), lr=1.0)
