@@ -20,14 +20,7 @@ from scipy.optimize import minimize as scipy_minimize
 
 import tapegrad as tg
 import tapegrad.numpy as tnp
-
-
-def rosen(x):
-    """Extended Rosenbrock with scalar ops (one tape row per op)."""
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
+from tapegrad.examples.njit_descent import rosenbrock as rosen  # scalar ops: one tape row each
 
 
 def rosen_numpy(x: np.ndarray) -> float:
