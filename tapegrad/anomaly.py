@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import weakref
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def is_anomaly_enabled() -> bool:
 
 def _user_line() -> str:
     """file:line: code of the innermost frame outside tapegrad."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
                                  or frame.f_code.co_filename.startswith("<tapegrad")):
         frame = frame.f_back
@@ -172,9 +173,9 @@ def check_adjoints(tape: Any, arrays: Any, adj: np.ndarray, aadj: np.ndarray) ->
     op, a, b = arrays.op, arrays.a, arrays.b
     code, ax, ay, ameta, aoff, asize, imeta = arrays.arr
     bad = ~np.isfinite(adj)
-    for r in np.flatnonzero(op == ARRAY_ROW):
-        j = a[r]
-        bad[r] = not _finite(aadj[aoff[j] : aoff[j] + asize[j]])
+    for row in np.flatnonzero(op == ARRAY_ROW):
+        j = a[row]
+        bad[row] = not _finite(aadj[aoff[j] : aoff[j] + asize[j]])
     rows = np.flatnonzero(bad)
     if len(rows) == 0:
         return
@@ -226,11 +227,10 @@ def check_replay(variant: Any, vals: np.ndarray, arena: np.ndarray, adj: np.ndar
     op, a, b, arr = variant.op, variant.a, variant.b, variant.arrays
     code, _, _, _, aoff, asize, _ = arr
     bad = ~np.isfinite(vals)
-    for r in np.flatnonzero(op == ARRAY_ROW):
-        j = a[r]
-        bad[r] = not _finite(arena[aoff[j] : aoff[j] + asize[j]])
-    for r in np.flatnonzero(bad):
-        r = int(r)
+    for row in np.flatnonzero(op == ARRAY_ROW):
+        j = a[row]
+        bad[row] = not _finite(arena[aoff[j] : aoff[j] + asize[j]])
+    for r in (int(row) for row in np.flatnonzero(bad)):
         data = op[r] in (0, 1) or (op[r] == ARRAY_ROW and code[a[r]] in _DATA)
         operands = _row_operands(op, a, b, arr, r)
         if not data and not bad[operands].any():

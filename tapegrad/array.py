@@ -99,7 +99,7 @@ class ArrayTensor(Tensor):
             return apply("stop_gradient", self)
         return ArrayTensor._leaf(self._v)
 
-    def _accumulate_grad(self, g: np.ndarray) -> None:
+    def _accumulate_grad(self, g: Any) -> None:
         if self._grad is None:
             self._grad = ArrayTensor._leaf(g)
         else:
@@ -108,7 +108,7 @@ class ArrayTensor(Tensor):
     def __repr__(self) -> str:
         body = np.array2string(
             self._v, separator=", ", prefix="tensor(",
-            formatter={"float_kind": _float_format(self._v)} if self._v.dtype == np.float64 else None,
+            formatter={"float_kind": _float_format(self._v)} if self._v.dtype == np.float64 else None,  # type: ignore[arg-type]
         )
         name = self.grad_fn
         extra = f", grad_fn={name!r}" if name is not None else (", requires_grad=True" if self._rg else "")
@@ -138,17 +138,17 @@ class ArrayTensor(Tensor):
 
         mine = getattr(tnp, func.__name__, None)
         if mine is None or mine is func:  # not recorded: NumPy on the data (refused if traced)
-            return func._implementation(*args, **kwargs)
+            return func._implementation(*args, **kwargs)  # type: ignore[attr-defined]  # NumPy's own
         return mine(*args, **kwargs)
 
     # ------------------------------------------------------------------ shape
     @property
-    def T(self) -> ArrayTensor:
+    def T(self) -> Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
-    def reshape(self, *shape: Any) -> Tensor:
+    def reshape(self, *dims: Any) -> Tensor:
         """The same data under another shape (no copy, no tape row)."""
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
         try:
             value = self._v.reshape(shape)
         except ValueError:
@@ -174,7 +174,7 @@ class ArrayTensor(Tensor):
         dim = _axis(dim, self.ndim + 1, "unsqueeze")
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
-    def permute(self, *axes: Any) -> ArrayTensor:
+    def permute(self, *axes: Any) -> Tensor:
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         if sorted(_axis(a, self.ndim, "permute") for a in axes) != list(range(self.ndim)):
             raise ValueError(f"permute: axes {axes} do not match a tensor of shape {self.shape}")
@@ -182,7 +182,7 @@ class ArrayTensor(Tensor):
         entry = _strided(0, [self.shape[a] for a in axes], [strides[a] for a in axes])
         return _gather(self, self._v.transpose(axes), entry)
 
-    def transpose(self, dim0: int = 0, dim1: int = 1) -> ArrayTensor:
+    def transpose(self, dim0: int = 0, dim1: int = 1) -> Tensor:
         axes = list(range(self.ndim))
         d0, d1 = _axis(dim0, self.ndim, "transpose"), _axis(dim1, self.ndim, "transpose")
         axes[d0], axes[d1] = axes[d1], axes[d0]
@@ -302,11 +302,12 @@ def pack(items: np.ndarray) -> Tensor:
     scalars = [v if isinstance(v, Node) else float(v) for v in items.flat]
     value = np.array([float(v._v) if isinstance(v, Node) else v for v in scalars], dtype=np.float64)
     value = value.reshape(items.shape)
-    traced = [v for v in scalars if _traced(v)]
+    traced = [v for v in scalars if isinstance(v, Node) and _traced(v)]
     tape = current_tape() if traced else None
     if tape is None:
         return _leaf(value)
-    rows = [slot_on(tape, v) if _traced(v) else tape.add_const(float(_value(v))) for v in scalars]
+    rows = [slot_on(tape, v) if isinstance(v, Node) and _traced(v) else tape.add_const(float(_value(v)))
+            for v in scalars]
     out = _record(ARRAY_CODE["pack"], 0, 0, np.array(rows, dtype=np.int64), value, tape,
                   any(v._rg for v in traced))
     return out
@@ -438,7 +439,7 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     if y.__class__ is np.ndarray and y.dtype == object:
         y = as_array(y)
     xv = x._v if isinstance(x, Node) else _value(x)
-    yv = (y._v if isinstance(y, Node) else _value(y)) if binary else None
+    yv: Any = (y._v if isinstance(y, Node) else _value(y)) if binary else None
     xd, yd = _ndim(xv), _ndim(yv) if binary else 0
     if xd == 0 and yd == 0:  # scalars: the scalar recorder
         scalar = [
@@ -530,7 +531,7 @@ for _op, _dunder in _OPERATORS.items():
     setattr(ArrayTensor, f"__{_dunder}__", _binary_method(_op, False))
     if not BY_NAME[_op].boolean:
         setattr(ArrayTensor, f"__r{_dunder}__", _binary_method(_op, True))
-ArrayTensor.__hash__ = object.__hash__
+ArrayTensor.__hash__ = object.__hash__  # type: ignore[method-assign, assignment]
 register_arrays(ArrayTensor, apply)
 
 

@@ -16,8 +16,8 @@ def _as_list(x: Any) -> list:
 
 
 def grad(
-    outputs: Tensor | Sequence[Tensor],
-    inputs: Tensor | Sequence[Tensor],
+    outputs: Node | Sequence[Node],
+    inputs: Node | Sequence[Node],
     grad_outputs: Any = None,
     retain_graph: bool | None = None,
     allow_unused: bool = False,

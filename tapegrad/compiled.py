@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import anomaly, kernels
+from .array import ArrayTensor
 from .node import Node, slot_on
 from .state import get_tape, set_tape
 from .tape import Tape
@@ -88,7 +89,8 @@ def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
 
 
 def _traced_args(tape: Tape, signature: Signature, flat: np.ndarray) -> list[Any]:
-    args, offset = [], 0
+    args: list[Any] = []
+    offset = 0
     for shape in signature:
         size = math.prod(shape)
         nodes = [tape.add_traced_input(Tensor, float(v)) for v in flat[offset : offset + size]]
@@ -113,8 +115,8 @@ def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | No
             f"them), got {type(item).__name__}"
         )
 
-    if isinstance(out, Node) and out._v.__class__ is np.ndarray:  # an array tensor: one slot each
-        flat = out.reshape(-1)
+    if isinstance(out, ArrayTensor):  # one slot each
+        flat: Any = out.reshape(-1)
         return [slot(flat[k]) for k in range(flat.shape[0])], out.shape
     if isinstance(out, (Node, int, float, np.number)):
         return [slot(out)], None
@@ -234,7 +236,7 @@ class CompiledFunction:
             )
             if failed < 0:
                 with self._lock:
-                    if key in variants:
+                    if variants is not None and key in variants:
                         variants.move_to_end(key, last=False)
                 self._last = variant
                 return variant, vals, inputs, flat
@@ -427,7 +429,7 @@ class CompiledFunction:
         variant, _, _, _ = self._replay(args)
         if variant.out_shape is not None:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
-        return ReplayTape(
+        return ReplayTape(  # type: ignore[call-arg]  # the starred part is three of its fields
             variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
             variant.out_slot, variant.inputs(np.zeros(0)),
             *(self._array_args(variant) or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
@@ -534,7 +536,7 @@ class CompiledFunction:
                 for c, column in enumerate(variant.arrays):
                     arrays[f"{k}_arr{c}"] = column
         header = {"format": "tapegrad", "version": FORMAT_VERSION, "variants": meta}
-        np.savez(path, header=np.array(json.dumps(header)), **arrays)
+        np.savez(path, header=np.array(json.dumps(header)), **arrays)  # type: ignore[arg-type]  # numpy's stub
 
 
 class _Constant:
@@ -709,10 +711,10 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
     if name == "matmul":
         if len(entry) < 7:
             return False
-        batch, rows, inner, cols, sx, sy, _ = entry[:7]
-        if min(batch, rows, inner, cols, sx, sy) < 0 or batch * rows * cols != n:
+        batch, m, inner, cols, sx, sy, _ = entry[:7]
+        if min(batch, m, inner, cols, sx, sy) < 0 or batch * m * cols != n:
             return False
-        return ((batch - 1) * sx + rows * inner <= sizes[x]) and ((batch - 1) * sy + inner * cols <= sizes[y])
+        return ((batch - 1) * sx + m * inner <= sizes[x]) and ((batch - 1) * sy + inner * cols <= sizes[y])
     if name == "gather":
         return positions_within(n, sizes[x])
     if name == "log_softmax":  # segments over the input, which has the output's size

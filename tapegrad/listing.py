@@ -78,7 +78,7 @@ def wengert_listing(tape: Tape, limit: int | None = 50) -> str:
     lines = [f"{'':<{width}} {'value':>12}" + ("  adjoint" if adj is not None else "")]
     for i in rows:
         if i < 0:
-            lines.append(f"  ... {n - 2 * (limit // 2)} rows ...")
+            lines.append(f"  ... {n - 2 * (len(rows) - 1) // 2} rows ...")
             continue
         text = f"v{i} = {describe_row(tape, i)}"
         value = "(freed)" if tape.released else f"{tape.arrays().vals[i]:.6g}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # the op methods and operators install_ops adds at runtime (t
     from ._op_methods import OpMethods as _OpMethods
 else:
     _OpMethods = object
+
+
+_N = TypeVar("_N", bound="Node")
 
 
 class Node(_OpMethods):
@@ -29,7 +32,7 @@ class Node(_OpMethods):
     _grad: Any
 
     @classmethod
-    def _leaf(cls, value: Any, requires_grad: bool = False) -> Node:
+    def _leaf(cls: type[_N], value: Any, requires_grad: bool = False) -> _N:
         node = object.__new__(cls)
         node._v = value
         node._tape = None
@@ -38,6 +41,10 @@ class Node(_OpMethods):
         node._rg = requires_grad
         node._grad = None
         return node
+
+    def _accumulate_grad(self, g: Any) -> None:
+        """Add `g` to this leaf's gradient (each node class keeps its own kind of .grad)."""
+        raise NotImplementedError
 
     @property
     def is_leaf(self) -> bool:

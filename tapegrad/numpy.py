@@ -41,7 +41,7 @@ def _elementwise(name: str, numpy_name: str) -> Callable[..., Any]:
 
 for _numpy_name, _name in _array._UFUNCS.items():
     globals()[_numpy_name] = _elementwise(_name, _numpy_name)
-abs = absolute  # noqa: F821
+abs = absolute  # type: ignore[name-defined]  # noqa: F821
 
 
 def _method(method: str, numpy_name: str, **defaults: Any) -> Callable[..., Any]:

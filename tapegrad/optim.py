@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Optimizer:
             if p.grad is not None:
                 yield k, p, p.grad._v
 
-    def _update(self, k: int, p: Tensor, scale: float, g: np.ndarray | float) -> None:
+    def _update(self, k: int, p: Any, scale: float, g: np.ndarray | float) -> None:
         """p -= scale * g, in place for arrays (their version counts it: a graph recorded before
         the step refuses a backward, as torch does), through a buffer kept per parameter: a fresh
         temporary of a large parameter's size costs page faults at every step."""

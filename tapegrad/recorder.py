@@ -184,7 +184,7 @@ def register_arrays(cls: type, record: Callable[..., Any]) -> None:
         ns.update(ARRAY_TENSOR=cls, record_array=record)
 
 
-ARRAY_CLASS: type | None = None
+ARRAY_CLASS: type = np.ndarray  # tapegrad.array's ArrayTensor, once registered
 
 
 def tape_full(tape: Any, slot: int) -> None:
@@ -204,15 +204,20 @@ def set_row_hook(hook: Callable[[Any, int], None] | None) -> None:
         ns.update(LIMIT=0 if hook else TAPE_ROWS_LIMIT, full=hook or tape_full)
 
 
-def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
-    from . import tensor as tensor_module
+def _make_tensor(value: Any) -> Any:
+    """tg.tensor(value) (imported at the call: the tensor module imports this one)."""
+    from .tensor import tensor
 
+    return tensor(value)
+
+
+def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Any]:
     fast, ieee = forward_functions(spec)
     namespace = dict(fast.__globals__)  # the formula's math functions and helpers
     namespace.update(
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
-        LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=lambda v: tensor_module.tensor(v), ARRAY_TENSOR=None,
+        LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=_make_tensor, ARRAY_TENSOR=None,
         record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,
     )
     _NAMESPACES.append(namespace)
@@ -227,8 +232,8 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Node]:
 
 
 # One recording function per op of the table, and the reflected operators (``2.0 * x``).
-APPLY: dict[str, Callable[..., Node]] = {s.name: _compile(s) for s in OPS}
-REFLECTED: dict[str, Callable[..., Node]] = {
+APPLY: dict[str, Callable[..., Any]] = {s.name: _compile(s) for s in OPS}
+REFLECTED: dict[str, Callable[..., Any]] = {
     s.name: _compile(s, reflected=True) for s in OPS if s.arity == 2 and s.differentiable
 }
 
@@ -259,14 +264,14 @@ _OPERATORS = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv", "pow":
 
 
 def install_ops(cls: type) -> None:
-    """Give a node class every op of the table as a method, and Python's operators."""
-    for spec in OPS:
-        setattr(cls, spec.name, APPLY[spec.name])
-    cls.clamp = clamp  # keyword bounds
-    cls.__neg__ = APPLY["neg"]
-    cls.__abs__ = APPLY["abs"]
+    """Give a node class every op of the table as a method, and Python's operators (declared for
+    type checkers by the generated stub _op_methods.pyi)."""
+    methods: dict[str, Any] = {spec.name: APPLY[spec.name] for spec in OPS}
+    methods.update(clamp=clamp, __neg__=APPLY["neg"], __abs__=APPLY["abs"])  # clamp: keyword bounds
     for op, dunder in _OPERATORS.items():
-        setattr(cls, f"__{dunder}__", APPLY[op])
+        methods[f"__{dunder}__"] = APPLY[op]
         if op in REFLECTED:  # Python reflects comparisons itself
-            setattr(cls, f"__r{dunder}__", REFLECTED[op])
-    cls.__hash__ = object.__hash__  # __eq__ records a comparison; identity hashing as in torch
+            methods[f"__r{dunder}__"] = REFLECTED[op]
+    methods["__hash__"] = object.__hash__  # __eq__ records a comparison; identity hashing as in torch
+    for name, method in methods.items():
+        setattr(cls, name, method)

@@ -3,6 +3,7 @@ and the compositions on them: logsumexp, softmax, log_softmax."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,9 @@ from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import _axes, _c_strides, _strided, reshape
 
-_NUMPY_REDUCE = {"sum_into": np.sum, "amax_into": np.max, "amin_into": np.min, "prod_into": np.prod}
+_NUMPY_REDUCE: dict[str, Callable[..., Any]] = {
+    "sum_into": np.sum, "amax_into": np.max, "amin_into": np.min, "prod_into": np.prod,
+}
 
 
 def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
@@ -46,11 +49,12 @@ def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     x = as_array(x)
     xv = _value(x)
     axes = _axes(axis, np.ndim(xv), "logsumexp")
+    shift: Any
     if _tracing(x):  # the shift must follow the inputs of a replay: a recorded max, no gradient
         shift = _reduce("amax_into", x, axes, True).detach()
     else:
-        shift = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
-        shift = np.where(np.isfinite(shift), shift, 0.0)
+        top = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
+        shift = np.where(np.isfinite(top), top, 0.0)
     total = _reduce("sum_into", apply("exp", apply("sub", x, shift)), axes, keepdims)
     kept = shift if keepdims else reshape(shift, np.shape(total._v))
     return apply("add", apply("log", total), kept)

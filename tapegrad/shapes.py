@@ -129,6 +129,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece, tape, t._rg)
                 if _traced(t) else _leaf(piece))
         total = part if total is None else apply("add", total, part)
+    assert total is not None  # tensors is not empty
     return total
 
 
@@ -148,7 +149,7 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         items[:] = tensors
         return pack(items)
     expanded = [
-        t.reshape(shape[:axis] + (1,) + shape[axis:]) if isinstance(t, Tensor) and _traced(t)
+        t.reshape(shape[:axis] + (1,) + shape[axis:]) if isinstance(t, ArrayTensor) and _traced(t)
         else np.reshape(_value(t), shape[:axis] + (1,) + shape[axis:])
         for t in tensors
     ]

@@ -17,6 +17,7 @@ data, held once); the sweeps reach it by address.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -56,7 +57,8 @@ class TapeArrays(NamedTuple):
     keep: Any = None  # memory that vaddr points into, beyond the tensors' own arrays
 
 
-ROW_HOOK = None  # called with (tape, row) after each array row in anomaly mode (tapegrad.anomaly)
+# called with (tape, row) after each array row in anomaly mode (tapegrad.anomaly)
+ROW_HOOK: Callable[[Tape, int], None] | None = None
 SMALL_BLOCK = 4096  # array values up to this many floats are copied together for a sweep
 
 
@@ -116,11 +118,17 @@ class Tape:
         self.input_width = 0  # length of the input vector the input rows read (an array: its size)
         self.versions: list[tuple[Node, int]] = []  # array inputs and their data's version when read
 
+    @property
+    def _swept(self) -> TapeArrays:
+        """The arrays of a released or frozen tape, which keeps its rows only as arrays."""
+        assert self._arrays is not None
+        return self._arrays
+
     def __len__(self) -> int:
         """Number of rows (one slot each)."""
-        return len(self._arrays.op) if (self.released or self.frozen) else len(self.rows) >> 2
+        return len(self._swept.op) if (self.released or self.frozen) else len(self.rows) >> 2
 
-    def add_traced_input(self, cls: type, value: float) -> Node:
+    def add_traced_input(self, cls: type[Node], value: float) -> Node:
         """A new node standing for an input of the tape (a traced argument of tg.compile)."""
         slot = len(self.rows) >> 2
         self.rows += (INPUT, self.input_width, 0, value)
@@ -176,7 +184,7 @@ class Tape:
 
     def block(self, row: int) -> tuple[int, int]:
         """[start, stop) of array row `row`'s block in the array slots."""
-        j = 6 * int(self.rows[4 * row + 1] if not (self.released or self.frozen) else self._arrays.a[row])
+        j = 6 * int(self.rows[4 * row + 1] if not (self.released or self.frozen) else self._swept.a[row])
         return self.blocks[j + 4], self.blocks[j + 4] + self.blocks[j + 5]
 
     def add_input(self, node: Node) -> int:
@@ -256,7 +264,7 @@ class Tape:
 
     def opcode(self, slot: int) -> int:
         """Opcode of the row that wrote `slot`."""
-        return int(self._arrays.op[slot] if (self.released or self.frozen) else self.rows[4 * slot])
+        return int(self._swept.op[slot] if (self.released or self.frozen) else self.rows[4 * slot])
 
     def op_name(self, slot: int) -> str:
         """Name of the op of the row that wrote `slot` (an array row's own op: its code)."""
@@ -264,7 +272,7 @@ class Tape:
         if op < ARRAY_ROW:
             return OPCODES[op].spec.name
         if self.released or self.frozen:
-            code = int(self._arrays.arr[0][self._arrays.a[slot]])
+            code = int(self._swept.arr[0][self._swept.a[slot]])
         else:
             code = self.blocks[6 * int(self.rows[4 * slot + 1])]
         return OPCODES[code].spec.name if code < ARRAY_ROW else kernels.ARRAY_OPS[code - ARRAY_ROW - 2].name

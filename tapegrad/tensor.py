@@ -267,7 +267,8 @@ def _array_tensor(data: Any, requires_grad: bool, dtype: str | None) -> Tensor:
     return t
 
 
-def _seed(output: Tensor, gradient: Any) -> Any:
+def _seed(output: Any, gradient: Any) -> Any:
+    """The seed adjoint of `output` (a tensor): 1 for a scalar, else `gradient` of its shape."""
     if gradient is None:
         if output.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
