@@ -25,6 +25,7 @@ class Optimizer:
         self._buffers: dict[int, np.ndarray] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's .grad (to None, or to zeros)."""
         for p in self.params:
             p.grad = None if set_to_none or p.grad is None else p.grad * 0.0
 
@@ -58,6 +59,7 @@ class SGD(Optimizer):
         self.velocity: dict[int, np.ndarray | float] = {}
 
     def step(self) -> None:
+        """Update every parameter that has a .grad, in place."""
         for k, p, g in self._grads():
             if self.weight_decay:
                 g = g + self.weight_decay * p._v
@@ -85,6 +87,7 @@ class Adam(Optimizer):
         self.steps = 0
 
     def step(self) -> None:
+        """Update every parameter that has a .grad, in place."""
         self.steps += 1
         b1, b2 = self.betas
         for k, p, g in self._grads():

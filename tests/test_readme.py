@@ -61,3 +61,23 @@ def test_typed_usage_runs():
     from pathlib import Path
 
     runpy.run_path(str(Path(__file__).with_name("typed_api.py")), run_name="__main__")
+
+
+def test_every_public_name_has_a_docstring():
+    import inspect
+
+    import tapegrad as tg
+
+    missing = []
+    modules = (tg, tg.nn, tg.nn.functional, tg.optim, tg.viz, tg.optimize, tg.autograd)
+    for module in modules:
+        for name in getattr(module, "__all__", [n for n in dir(module) if not n.startswith("_")]):
+            obj = getattr(module, name)
+            if not (callable(obj) and (getattr(obj, "__module__", None) or "").startswith("tapegrad")):
+                continue
+            if not (obj.__doc__ or "").strip():
+                missing.append(f"{module.__name__}.{name}")
+            if inspect.isclass(obj):
+                missing += [f"{name}.{m}" for m, f in vars(obj).items()
+                            if not m.startswith("_") and callable(f) and not (f.__doc__ or "").strip()]
+    assert not missing, missing

@@ -18,6 +18,7 @@ class Module:
     """A callable holding parameters (tensors that require grad) and submodules as attributes."""
 
     def forward(self, *args: Any) -> Any:
+        """The module's output for its inputs (subclasses define it; calling the module runs it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any) -> Any:
@@ -32,9 +33,11 @@ class Module:
                 yield name, value
 
     def parameters(self) -> list[Tensor]:
+        """The tensors to train: this module's and its submodules', in order."""
         return [p for _, p in self.named_parameters()]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's .grad (to None, or to zeros)."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None
@@ -68,6 +71,7 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x: Any) -> Any:
+        """x @ weight.T + bias."""
         return functional.linear(x, self.weight, self.bias)
 
     def __repr__(self) -> str:
@@ -79,6 +83,7 @@ class ReLU(Module):
     """max(x, 0) elementwise, as a layer."""
 
     def forward(self, x: Any) -> Any:
+        """max(x, 0) elementwise."""
         return functional.relu(x)
 
 
@@ -86,6 +91,7 @@ class Tanh(Module):
     """tanh elementwise, as a layer."""
 
     def forward(self, x: Any) -> Any:
+        """tanh elementwise."""
         return functional.tanh(x)
 
 
@@ -93,6 +99,7 @@ class Sigmoid(Module):
     """The logistic function elementwise, as a layer."""
 
     def forward(self, x: Any) -> Any:
+        """The logistic function elementwise."""
         return functional.sigmoid(x)
 
 
@@ -103,6 +110,7 @@ class Sequential(Module):
         self.layers = list(layers)
 
     def forward(self, x: Any) -> Any:
+        """Each layer in turn."""
         for layer in self.layers:
             x = layer(x)
         return x

@@ -30,14 +30,17 @@ def log_softmax(input: Any, dim: int = -1) -> Any:
 
 
 def relu(x: Any) -> Any:
+    """max(x, 0) elementwise (relu'(0) = 0)."""
     return apply("relu", x)
 
 
 def tanh(x: Any) -> Any:
+    """tanh elementwise."""
     return apply("tanh", x)
 
 
 def sigmoid(x: Any) -> Any:
+    """The logistic function 1 / (1 + exp(-x)) elementwise."""
     return apply("sigmoid", x)
 
 
