@@ -46,3 +46,15 @@ def test_minimize_plugs_in_and_refuses_args_with_hessp():
     np.testing.assert_allclose(result.x, [1.0, 2.0, 3.0], atol=1e-6)
     with pytest.raises(ValueError, match="minimize: Hessian-vector products"):
         tg.optimize.minimize(cf, np.zeros(3), args=(np.ones(3),), method="trust-ncg")
+
+
+def test_a_compiled_function_plugs_into_scipy_directly():
+    from scipy.optimize import minimize
+
+    import tapegrad as tg
+    from tapegrad.examples.njit_descent import rosenbrock
+
+    cf = tg.compile(rosenbrock)
+    result = minimize(cf, np.full(20, -0.5), jac=cf.grad, hessp=cf.hvp, method="trust-ncg")
+    assert result.success and result.fun < 1e-8  # scipy's gtol: 1e-5 on the gradient
+    np.testing.assert_allclose(result.x, np.ones(20), atol=1e-4)
