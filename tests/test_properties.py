@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from tapegrad.kernels.table import OPS
 
@@ -107,8 +107,17 @@ def agree(ours, theirs, scale=0.0, atan2=False):
     return math.isclose(ours, theirs, rel_tol=1e-7, abs_tol=max(1e-9, 1e-12 * scale))
 
 
+def _torch_pow_shortcut_differs(steps) -> bool:
+    """A constant base -inf or -0.0 raised to a traced power: torch computes pow there, but
+    tensor ** -0.5 as rsqrt; tapegrad follows the latter for every operand kind (1/sqrt(-inf) is
+    NaN where pow(-inf, -0.5) is 0)."""
+    return any(spec.name == "pow" and not isinstance(args[0], int) and math.copysign(1.0, args[0]) < 0
+               and args[0] in (0.0, -math.inf) for spec, args, _ in steps)
+
+
 def check_against_torch(program):
     inputs, steps = program
+    assume(not _torch_pow_shortcut_differs(steps))
     note(describe(inputs, steps))
     value, grads, _ = run(inputs, steps, "tg")
     t_value, t_grads, scale = run(inputs, steps, "torch")
