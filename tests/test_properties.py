@@ -97,13 +97,13 @@ def agree(ours, theirs, scale=0.0, atan2=False):
     propagates 0 * inf = NaN (DESIGN.md section 2). `scale`, the largest adjoint in the program,
     bounds the rounding of a gradient summed from terms that cancel (x / erf(x) at x = 1e-236:
     terms of 1e235, a derivative of ~0 that each library rounds its own way). Where torch is
-    infinite, a program with atan2 may give tapegrad a finite gradient of the same sign: torch's
-    atan2 derivative overflows where x^2 + y^2 underflows (y = 1e-155: torch inf, tapegrad 1/y =
-    1e155, the right value)."""
+    infinite, a program with atan2 may give tapegrad a finite gradient: torch's atan2 derivative
+    overflows where x^2 + y^2 underflows (y = 1e-155: torch inf, tapegrad 1/y = 1e155, the right
+    value), and the overflowed term then swamps the gradient's other terms."""
     if math.isnan(theirs):
         return True
     if math.isinf(theirs):  # or finite, with atan2: torch's derivative y / (x^2 + y^2) overflows
-        return ours == theirs or (atan2 and math.isfinite(ours) and ours * theirs > 0)
+        return ours == theirs or (atan2 and math.isfinite(ours))
     return math.isclose(ours, theirs, rel_tol=1e-7, abs_tol=max(1e-9, 1e-12 * scale))
 
 
