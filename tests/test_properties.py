@@ -14,7 +14,8 @@ from tapegrad.recorder import APPLY
 from .conftest import needs_torch, torch
 
 USABLE = [s for s in OPS if s.torch]
-finite = st.floats(-3.0, 3.0, allow_nan=False)
+# no subnormals: torch's vectorized kernels may flush them to zero (log1p(5e-324) = 0 there)
+finite = st.floats(-3.0, 3.0, allow_nan=False, allow_subnormal=False)
 # the values at which conventions differ: signed zeros, tiny and huge magnitudes, infinities, NaN,
 # negative inputs to log and sqrt
 EDGES = (0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, math.inf, -math.inf, math.nan, -1.0, -2.5)
