@@ -27,6 +27,7 @@ import numpy as np
 from . import anomaly, kernels
 from .array import ArrayTensor
 from .node import Node, slot_on
+from .sparse import SparseDerivatives
 from .state import get_tape, set_tape
 from .tape import Tape
 from .tensor import Tensor, float_array
@@ -173,7 +174,7 @@ class ReplayTape(NamedTuple):
     arena: np.ndarray  # the memory `addresses` point into (keep the tape alive while using it)
 
 
-class CompiledFunction:
+class CompiledFunction(SparseDerivatives):
     """A function recorded once per signature and replayed in Numba (see :func:`compile`)."""
 
     def __init__(self, f: Callable[..., Any] | None, max_variants: int = 8) -> None:
@@ -726,6 +727,7 @@ def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8) -> An
     """Record `f` once per argument signature and replay it in Numba (also a decorator).
 
     ``cf(*args)``, ``cf.grad``, ``cf.value_and_grad``, ``cf.jvp``, ``cf.vjp``, ``cf.jacobian``;
+    sparse derivatives ``cf.sparse_jacobian``, ``cf.sparse_hessian`` and their patterns;
     ``cf.tape``, ``cf.stats()``, ``cf.save(path)`` and :func:`load`.
     """
     if f is None:
