@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .kernels import sparsity as deps
+from . import custom
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -87,6 +87,8 @@ def _to_csr(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray
 def jacobian_sparsity(variant: Variant, lo: int, hi: int) -> Sparsity:
     """The pattern of d outputs / d inputs[lo:hi] of a recorded variant, colored for the
     compressed sweeps: columns (tangent sweeps) or rows (reverse sweeps), whichever need fewer."""
+    from .kernels import sparsity as deps  # (imports Numba: not with tapegrad)
+
     keep = np.zeros(variant.rows, dtype=np.uint8)
     keep[variant.out_slots] = 1
     pool, start, size, _ = deps.index_sets(
@@ -98,13 +100,15 @@ def jacobian_sparsity(variant: Variant, lo: int, hi: int) -> Sparsity:
     col_colors, n_col = deps.color_columns(indptr, indices, n)
     by_col = np.lexsort((rows, cols))
     row_colors, n_row = deps.color_columns(*_to_csr(cols[by_col], rows[by_col], n), m)
-    if n_row < n_col:
+    if n_row < n_col or not custom.has_rule(variant.arrays, "jvp"):
         return Sparsity(rows, cols, (m, n), row_colors, n_row, "reverse")
     return Sparsity(rows, cols, (m, n), col_colors, n_col, "forward")
 
 
 def hessian_sparsity(variant: Variant, lo: int, hi: int) -> Sparsity:
     """The pattern of the Hessian of a scalar variant's output in inputs[lo:hi], colored."""
+    from .kernels import sparsity as deps
+
     codes = deps.row_codes(variant.op, variant.a, variant.arrays[0])
     reach = deps.reached(variant.op, variant.a, variant.b, variant.arrays, variant.out_slot, deps.DEPENDS)
     second = deps.SECOND[codes] * reach
@@ -185,6 +189,7 @@ class SparseDerivatives:
         """The Hessian's entries at the pattern's (rows, cols): one forward-over-reverse sweep
         (a Hessian-vector product) per color of the columns."""
         pattern, variant, (vals, inputs, lo, hi) = self._sparsity("hessian", args, argnums)
+        custom.require(variant.arrays, "second order", "sparse_hessian")
         space = self._space(variant)  # type: ignore[attr-defined]
         arrays = space[2][:2]
         adjoints = (space[2][2], *space[5]) if variant.suffix else ()  # aadj, aadjd, adot
