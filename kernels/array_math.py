@@ -6,7 +6,7 @@ Written once in plain Python over flat float64 blocks (C order) and the tape's i
 to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
 """
 
-# ruff: noqa: F821  (np, carray, as_pointer, OPERANDS are bound by the compiling namespace)
+# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, OPERANDS: bound by the compiling namespace)
 
 
 def value_block(r, op, a, vals, asize, vaddr):
@@ -391,3 +391,23 @@ def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
         s = idx[k]
         gx[k] += g[k] - p[k] * total[s]
         gxd[k] += gd[k] - p[k] * total_d[s] - p[k] * (xd[k] - mean[s]) * total[s]
+
+
+def custom_forward(x, z, imeta, m):
+    # entry: the addresses of a user op's forward, vjp and jvp kernels (0: not given), its id,
+    # then the shapes its kernels read (see tapegrad.custom)
+    call_kernel(imeta[m], x, z, z, z, imeta[m + 4 :])
+
+
+def custom_reverse(g, x, z, gx, imeta, m):
+    # gx += the op's vector-Jacobian product with g
+    call_kernel(imeta[m + 1], x, z, g, gx, imeta[m + 4 :])
+
+
+def custom_tangent(x, z, xd, zd, imeta, m):
+    # zd = the op's Jacobian-vector product with xd (NaN without a jvp rule: tapegrad refuses
+    # tangent sweeps through such an op before they start)
+    if imeta[m + 2] == 0:
+        zd[:] = np.nan
+    else:
+        call_kernel(imeta[m + 2], x, z, xd, zd, imeta[m + 4 :])

@@ -306,6 +306,13 @@ _ARRAY_KERNELS = {
         "log_softmax_tangent(zv, xd, zd, imeta, m)",
         "log_softmax_second_order(g, gd, zv, xd, gx, gxd, imeta, m)",
     ),
+    # no second-order rule: tapegrad refuses Hessians through a custom op before sweeping
+    "custom": (
+        "custom_forward(xv, zv, imeta, m)",
+        "custom_reverse(g, xv, zv, gx, imeta, m)",
+        "custom_tangent(xv, zv, xd, zd, imeta, m)",
+        "custom_reverse(g, xv, zv, gx, imeta, m)\n        custom_reverse(gd, xv, zv, gxd, imeta, m)",
+    ),
 }
 
 
@@ -331,6 +338,7 @@ TEMPLATE = '''\
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core.extending import intrinsic
+from llvmlite import ir
 from math import {math_names}
 
 CACHE = {cache}
@@ -349,6 +357,21 @@ def as_pointer(typingctx, address):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
+
+    return sig, codegen
+
+
+@intrinsic
+def call_kernel(typingctx, address, x, y, g, out, meta):
+    """Call the C function at `address`, void(double*, double*, double*, double*, int64*), on
+    the arrays' data (a user op's kernel: tapegrad.custom)."""
+    sig = types.void(address, x, y, g, out, meta)
+
+    def codegen(context, builder, signature, args):
+        data = [context.make_array(t)(context, builder, v).data for t, v in zip(signature.args[1:], args[1:])]
+        function = ir.FunctionType(ir.VoidType(), [d.type for d in data])
+        builder.call(builder.inttoptr(args[0], function.as_pointer()), data)
+        return context.get_dummy_value()
 
     return sig, codegen
 

@@ -214,6 +214,8 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ArrayOpSpec(
         "log_softmax", 1, True, "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"
     ),
+    # a user's op (tapegrad.custom): x is its operands' values, joined
+    ArrayOpSpec("custom", 1, True, "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

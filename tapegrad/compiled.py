@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import anomaly, kernels
+from . import anomaly, custom, kernels
 from .array import ArrayTensor
 from .node import Node, slot_on
 from .sparse import SparseDerivatives
@@ -357,6 +357,7 @@ class CompiledFunction(SparseDerivatives):
         for _ in range(2):  # the most recent variant; if its guards fail, the right one
             if variant.out_shape is not None:
                 raise ValueError(f"hvp: the function returns shape {variant.out_shape}, not a scalar")
+            custom.require(variant.arrays, "second order", "hvp")
             inputs = variant.inputs(flat)
             seeds = np.zeros(len(inputs))
             seeds[: len(flat)] = direction.ravel()
@@ -468,6 +469,7 @@ class CompiledFunction(SparseDerivatives):
 
     def _tangent(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """The tangents of every row along `seeds` (the inputs' tangents), at the values `vals`."""
+        custom.require(variant.arrays, "jvp", "a tangent sweep (jvp, forward-mode jacobian)")
         dot = np.empty(variant.rows)
         space = self._space(variant)
         array_args = (*space[2][:2], space[5][1]) if variant.suffix else ()
@@ -484,7 +486,7 @@ class CompiledFunction(SparseDerivatives):
         lo, hi = offsets[argnums], offsets[argnums + 1]
         m, n = len(variant.out_slots), hi - lo
         jac = np.empty((m, n))
-        if m <= n:
+        if m <= n or not custom.has_rule(variant.arrays, "jvp"):
             _, adj = self._workspace(variant)
             for r, slot in enumerate(variant.out_slots):
                 adj[:] = 0.0
@@ -530,7 +532,8 @@ class CompiledFunction(SparseDerivatives):
                 k = len(meta)
                 meta.append({"signature": [list(s) for s in signature],
                              "out_shape": None if variant.out_shape is None else list(variant.out_shape),
-                             "array_slots": variant.array_slots})
+                             "array_slots": variant.array_slots,
+                             "custom_ops": {op.id: op.name for op in custom.ops_in(variant.arrays)}})
                 for name in ("op", "a", "b", "consts", "input_slots", "out_slots"):
                     arrays[f"{k}_{name}"] = getattr(variant, name)
                 arrays[f"{k}_captured"] = variant.inputs(np.zeros(0))  # their values now, flat
@@ -592,6 +595,7 @@ def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Si
         suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
     )
     _check_variant(variant, path, sum(math.prod(s) for s in signature) + len(captured))
+    custom.relink(arr, meta.get("custom_ops", {}), path)
     return variant, signature
 
 
@@ -720,6 +724,8 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return positions_within(n, sizes[x])
     if name == "log_softmax":  # segments over the input, which has the output's size
         return sizes[x] == n and positions_within(n, n)
+    if name == "custom":  # operands and result of the sizes its kernels read
+        return custom.layout_sizes(entry) == (sizes[x], n)
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output
 
 
