@@ -1,0 +1,299 @@
+"""``tg.checkpoint``: gradients of long time-stepping loops without a tape of the whole loop.
+
+A loop of T steps ``u = step(u, *params)`` recorded whole is T step tapes. Here the step is
+recorded once with :func:`tg.compile` and replayed at every step; the forward pass keeps only
+every k-th state (a *checkpoint*) and the states of the last segment. The reverse pass goes
+segment by segment from the end: it recomputes the segment's states from its checkpoint, then
+steps back through them, each step one forward replay of the step tape at its stored state and
+one reverse sweep seeded with the state's cotangent, which also adds to the parameters'
+cotangent. Memory: ceil(T/k) + k states and one step tape (k = ceil(sqrt(T)) by default). Time:
+2T forward replays and T reverse sweeps, plus (ceil(T/k) - 1)(k - 1) replays recomputing states.
+
+The parameters' running cotangent is seeded into the step tape's parameter rows before each
+reverse sweep, so it accumulates in the order a tape of the whole loop accumulates it: gradients
+equal that tape's bit for bit when the step records the same rows there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import memory
+from .compiled import CompiledFunction, Variant
+from .functional import value_and_grad as _value_and_grad
+from .tensor import float_array
+
+Pullback = Callable[[Any], tuple[Any, ...]]
+
+
+def _floats(value: Any, what: str) -> np.ndarray:
+    """`value` as a float64 array, or a TypeError naming `what`."""
+    try:
+        return float_array(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"tg.checkpoint: {what} must be a number or an array of numbers, got {type(value).__name__} ({err})"
+        ) from None
+
+
+def _shaped(flat: np.ndarray, shape: tuple[int, ...]) -> Any:
+    """A flat piece as the caller's kind of value: a float for shape (), else an array."""
+    return float(flat[0]) if shape == () else flat.reshape(shape).copy()
+
+
+class _Replay:
+    """One variant of the step tape, ready to replay on this thread: its workspace and sweeps, an
+    inputs vector whose first n entries take the state, and the slots of state and parameters."""
+
+    __slots__ = ("variant", "vals", "adj", "array_args", "forward", "reverse", "inputs", "state_slots",
+                 "param_slots", "out_slots", "unique_out")
+
+    def __init__(self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray) -> None:
+        self.variant = variant
+        self.vals, self.adj, self.array_args = cf._space(variant)[:3]
+        self.forward = variant.sweep("forward")
+        self.reverse = variant.sweep("reverse")
+        self.inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))
+        self.state_slots = variant.input_slots[:n]
+        self.param_slots = variant.input_slots[n : n + len(params)]
+        self.out_slots = variant.out_slots
+        self.unique_out = len(np.unique(variant.out_slots)) == len(variant.out_slots)
+
+    def run(self, u: np.ndarray) -> bool:
+        """Replay the step at state `u` into the workspace; False if a guard fails there."""
+        v = self.variant
+        self.inputs[: len(u)] = u
+        return self.forward(v.op, v.a, v.b, self.vals, v.consts, self.inputs, 0, v.rows, *self.array_args[:2]) < 0
+
+
+class _Loop:
+    """The replays of one call: the state's shape, the parameters, the variant in use, counters."""
+
+    def __init__(self, sim: Checkpointed, shape: tuple[int, ...], params: tuple[Any, ...]) -> None:
+        self.sim, self.shape, self.n = sim, shape, math.prod(shape)
+        flats = [_floats(p, f"parameter {i}") for i, p in enumerate(params)]
+        self.params = tuple(float(f) if f.ndim == 0 else f for f in flats)
+        self.param_shapes = [f.shape for f in flats]
+        self.pflat = np.concatenate([f.ravel() for f in flats]) if flats else np.zeros(0)
+        self.current: _Replay | None = None
+        self.replays: dict[int, _Replay] = {}
+        self.forward_replays = 0
+        self.reverse_sweeps = 0
+        self.recomputed = 0
+
+    def replay(self, u: np.ndarray) -> _Replay:
+        """The step replayed at state `u` (the variant whose guards hold there, recorded if new)."""
+        self.forward_replays += 1
+        r = self.current
+        if r is not None and r.run(u):
+            return r
+        cf = self.sim.compiled
+        variant, vals, _, _ = cf._replay((_shaped(u, self.shape), *self.params))
+        r = self.replays.get(id(variant))
+        if r is None or r.vals is not vals:  # new, or its workspace was replaced
+            self.sim._check_output(variant, self.shape)
+            r = self.replays[id(variant)] = _Replay(cf, variant, self.n, self.pflat)
+        self.current = r
+        return r
+
+    def advance(self, u: np.ndarray, out: np.ndarray) -> None:
+        """out <- step(u, *params)."""
+        r = self.replay(u)
+        np.take(r.vals, r.out_slots, out=out)
+
+    def step_back(self, u: np.ndarray, lam: np.ndarray, pbar: np.ndarray) -> None:
+        """In place: lam <- lam . d step / d u at u; pbar <- pbar + lam . d step / d params."""
+        r = self.replay(u)
+        v, adj = r.variant, r.adj
+        adj[:] = 0.0
+        if r.unique_out:
+            adj[r.out_slots] = lam
+        else:  # the step returns one value in several places
+            np.add.at(adj, r.out_slots, lam)
+        adj[r.param_slots] += pbar
+        if r.array_args:
+            r.array_args[2][:] = 0.0
+        r.reverse(v.op, v.a, v.b, r.vals, v.consts, adj, 0, v.rows, *r.array_args)
+        np.take(adj, r.state_slots, out=lam)
+        np.take(adj, r.param_slots, out=pbar)
+        self.reverse_sweeps += 1
+
+    def param_pieces(self, pbar: np.ndarray) -> tuple[Any, ...]:
+        pieces, offset = [], 0
+        for shape in self.param_shapes:
+            size = math.prod(shape)
+            pieces.append(_shaped(pbar[offset : offset + size], shape))
+            offset += size
+        return tuple(pieces)
+
+
+class Checkpointed:
+    """A time step ``step(u, *params) -> u`` looped with checkpointed reverse mode (see
+    :func:`checkpoint`)."""
+
+    def __init__(self, step: Callable[..., Any], every: int | None = None, *, max_variants: int = 8) -> None:
+        if every is not None:
+            if isinstance(every, bool) or not isinstance(every, int):
+                raise TypeError(f"tg.checkpoint: every must be an int or None, got {type(every).__name__}")
+            if every < 1:
+                raise ValueError(f"tg.checkpoint: every must be >= 1 (steps between checkpoints), got {every}")
+        self.step = step
+        self.every = every
+        self.compiled = CompiledFunction(step, max_variants)
+        self._stats: dict[str, Any] = {}
+        functools.update_wrapper(self, step)
+
+    # ------------------------------------------------------------------ checks
+    def _check_output(self, variant: Variant, shape: tuple[int, ...]) -> None:
+        expected = None if shape == () else shape
+        if variant.out_shape != expected:
+            got = "a scalar" if variant.out_shape is None else f"shape {variant.out_shape}"
+            name = getattr(self.step, "__name__", "step")
+            raise ValueError(
+                f"tg.checkpoint: the step {name} returned {got} for a state of shape {shape}: "
+                "a step must return the next state, of the state's shape"
+            )
+
+    @staticmethod
+    def _steps(steps: Any) -> int:
+        if isinstance(steps, bool):
+            raise TypeError("tg.checkpoint: steps must be an int, got bool")
+        try:
+            count = operator.index(steps)
+        except TypeError:
+            raise TypeError(f"tg.checkpoint: steps must be an int, got {type(steps).__name__}") from None
+        if count < 0:
+            raise ValueError(f"tg.checkpoint: steps must be >= 0, got {count}")
+        return count
+
+    @staticmethod
+    def _state(u0: Any) -> np.ndarray:
+        u = _floats(u0, "the state u0")
+        if u.size == 0:
+            raise ValueError(f"tg.checkpoint: the state u0 has shape {u.shape}, with no numbers")
+        return u
+
+    def interval(self, steps: int) -> int:
+        """The steps between checkpoints for a loop of `steps`: `every`, or ceil(sqrt(steps))."""
+        if self.every is not None:
+            return self.every
+        return max(1, math.isqrt(steps - 1) + 1) if steps > 0 else 1
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, u0: Any, *params: Any, steps: int) -> Any:
+        """The state after `steps` steps from `u0` (one replay per step, no states kept)."""
+        count = self._steps(steps)
+        u = self._state(u0)
+        loop = _Loop(self, u.shape, params)
+        cur, nxt = u.ravel().copy(), np.empty(u.size)
+        for _ in range(count):
+            loop.advance(cur, nxt)
+            cur, nxt = nxt, cur
+        self._record_stats(loop, count, self.interval(count), checkpoints=0, held=2)
+        return _shaped(cur, u.shape)
+
+    def vjp(self, u0: Any, *params: Any, steps: int) -> tuple[Any, Pullback]:
+        """(the final state, pullback): ``pullback(uT_bar)`` returns ``(u0_bar, *param_bars)``,
+        the final state's cotangent pulled back to the initial state and every parameter. The
+        pullback holds the checkpoints and may be called any number of times."""
+        count = self._steps(steps)
+        u = self._state(u0)
+        shape, n = u.shape, u.size
+        loop = _Loop(self, shape, params)
+        k = self.interval(count)
+        segments = -(-count // k)
+        checkpoints = np.empty((segments, n))
+        buffer = np.empty((min(k, count), n))  # the states of one segment
+        last = (segments - 1) * k  # the first step of the last segment
+        cur, nxt = u.ravel().copy(), np.empty(n)
+        for t in range(count):
+            if t % k == 0:
+                checkpoints[t // k] = cur
+            if t >= last:
+                buffer[t - last] = cur
+            loop.advance(cur, nxt)
+            cur, nxt = nxt, cur
+        held = [segments - 1]  # the segment whose states `buffer` holds
+        self._record_stats(loop, count, k, segments, segments + len(buffer))
+
+        def pullback(cotangent: Any) -> tuple[Any, ...]:
+            lam = _floats(cotangent, "the cotangent").astype(np.float64, copy=True)
+            if lam.shape != shape:
+                raise ValueError(f"tg.checkpoint: the cotangent has shape {lam.shape}, the state has shape {shape}")
+            lam = lam.ravel()
+            pbar = np.zeros(len(loop.pflat))
+            loop.current = None  # workspaces are per thread: find this thread's
+            loop.replays.clear()
+            for j in reversed(range(segments)):
+                length = min(k, count - j * k)
+                if held[0] != j:
+                    buffer[0] = checkpoints[j]
+                    for i in range(1, length):
+                        loop.advance(buffer[i - 1], buffer[i])
+                    loop.recomputed += length - 1
+                    held[0] = j
+                for i in reversed(range(length)):
+                    loop.step_back(buffer[i], lam, pbar)
+            self._record_stats(loop, count, k, segments, segments + len(buffer))
+            return (_shaped(lam, shape), *loop.param_pieces(pbar))
+
+        return _shaped(cur, shape), pullback
+
+    def value_and_grad(
+        self, loss: Callable[[Any], Any], u0: Any, *params: Any, steps: int
+    ) -> tuple[float, tuple[Any, ...]]:
+        """(loss(uT), (d/du0, *d/dparams)) for a scalar ``loss`` of the final state (``loss`` may
+        use tg ops; it is recorded eagerly once)."""
+        uT, pullback = self.vjp(u0, *params, steps=steps)
+        value, cotangent = _value_and_grad(loss)(uT)
+        return value, pullback(cotangent)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of the last call (and its pullbacks): steps, every (steps between checkpoints),
+        checkpoints stored, recomputed (steps replayed again from a checkpoint), forward_replays
+        and reverse_sweeps of the step tape, peak_states and peak_floats held (states plus the
+        step's workspace: values and adjoints of its rows and array blocks), step_rows,
+        step_array_slots, recordings of the step, and full_tape_bytes: what a tape of the whole
+        loop would take as the sweeps' arrays."""
+        return dict(self._stats)
+
+    def _record_stats(self, loop: _Loop, steps: int, every: int, checkpoints: int, held: int) -> None:
+        r = loop.current
+        rows = r.variant.rows if r else 0
+        array_slots = r.variant.array_slots if r else 0
+        self._stats = {
+            "steps": steps, "every": every, "checkpoints": checkpoints, "recomputed": loop.recomputed,
+            "forward_replays": loop.forward_replays, "reverse_sweeps": loop.reverse_sweeps,
+            "peak_states": held if steps else 0,
+            "peak_floats": (held * loop.n if steps else 0) + 2 * (rows + array_slots),
+            "step_rows": rows, "step_array_slots": array_slots,
+            "recordings": self.compiled.stats()["recordings"],
+            "full_tape_bytes": steps * (rows * memory.ARRAY_BYTES_PER_ROW
+                                        + array_slots * memory.ARRAY_BYTES_PER_SLOT),
+        }
+
+
+def checkpoint(
+    step: Callable[..., Any] | None = None, every: int | None = None, *, max_variants: int = 8
+) -> Any:
+    """Loop ``u = step(u, *params)`` with checkpointed reverse mode (also a decorator).
+
+    ``sim = tg.checkpoint(step, every=k)``; ``sim(u0, *params, steps=T)`` is the final state;
+    ``sim.vjp(u0, *params, steps=T)`` gives it and a pullback to ``(u0_bar, *param_bars)``;
+    ``sim.value_and_grad(loss, u0, *params, steps=T)``; ``sim.stats()``. The step is recorded
+    with :func:`tg.compile` (branches are guards: a step that branches otherwise is recorded
+    again) and replayed each step; only every k-th state is kept (k = ceil(sqrt(T)) when `every`
+    is None). States and parameters are numbers or float arrays.
+    """
+    if step is None:
+        return lambda f: Checkpointed(f, every, max_variants=max_variants)
+    return Checkpointed(step, every, max_variants=max_variants)
+
+
+__all__ = ["checkpoint", "Checkpointed"]
