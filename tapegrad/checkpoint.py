@@ -19,14 +19,18 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import memory
+from . import kernels, memory
+from .array import ArrayTensor
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
+from .state import get_tape
+from .tape import Tape
 from .tensor import float_array
 
 Pullback = Callable[[Any], tuple[Any, ...]]
@@ -38,7 +42,8 @@ def _floats(value: Any, what: str) -> np.ndarray:
         return float_array(value)
     except (TypeError, ValueError) as err:
         raise TypeError(
-            f"tg.checkpoint: {what} must be a number or an array of numbers, got {type(value).__name__} ({err})"
+            f"tg.checkpoint: {what} must be a number or an array of numbers, got "
+            f"{type(value).__name__} ({err})"
         ) from None
 
 
@@ -49,14 +54,17 @@ def _shaped(flat: np.ndarray, shape: tuple[int, ...]) -> Any:
 
 class _Replay:
     """One variant of the step tape, ready to replay on this thread: its workspace and sweeps, an
-    inputs vector whose first n entries take the state, and the slots of state and parameters."""
+    inputs vector whose first n entries take the state, and where the next state is: the block of
+    an array row in the arena (a step returning an array op's result), else scalar slots."""
 
-    __slots__ = ("variant", "vals", "adj", "array_args", "forward", "reverse", "inputs", "state_slots",
-                 "param_slots", "out_slots", "unique_out")
+    __slots__ = ("variant", "vals", "adj", "array_args", "arena", "forward", "reverse", "inputs",
+                 "state_slots", "param_slots", "out_slots", "unique_out", "out_block")
 
-    def __init__(self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray) -> None:
+    def __init__(
+        self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
+    ) -> None:
         self.variant = variant
-        self.vals, self.adj, self.array_args = cf._space(variant)[:3]
+        self.vals, self.adj, self.array_args, self.arena = cf._space(variant)[:4]
         self.forward = variant.sweep("forward")
         self.reverse = variant.sweep("reverse")
         self.inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))
@@ -64,12 +72,41 @@ class _Replay:
         self.param_slots = variant.input_slots[n : n + len(params)]
         self.out_slots = variant.out_slots
         self.unique_out = len(np.unique(variant.out_slots)) == len(variant.out_slots)
+        self.out_block: slice | None = None
+        if out_row is not None:
+            entry = variant.a[out_row]
+            offset = int(variant.arrays[4][entry])
+            self.out_block = slice(offset, offset + int(variant.arrays[5][entry]))
 
     def run(self, u: np.ndarray) -> bool:
         """Replay the step at state `u` into the workspace; False if a guard fails there."""
-        v = self.variant
-        self.inputs[: len(u)] = u
-        return self.forward(v.op, v.a, v.b, self.vals, v.consts, self.inputs, 0, v.rows, *self.array_args[:2]) < 0
+        v, inputs = self.variant, self.inputs
+        inputs[: len(u)] = u
+        return self.forward(v.op, v.a, v.b, self.vals, v.consts, inputs, 0, v.rows, *self.array_args[:2]) < 0
+
+    def output(self, out: np.ndarray) -> None:
+        """out <- the next state, from the last replay."""
+        if self.out_block is not None:
+            out[:] = self.arena[self.out_block]
+        else:
+            np.take(self.vals, self.out_slots, out=out)
+
+    def pull(self, lam: np.ndarray, pbar: np.ndarray) -> None:
+        """A reverse sweep at the last replay: lam <- lam . d step / d u, pbar += lam . d step / d params."""
+        v, adj = self.variant, self.adj
+        adj[:] = 0.0
+        if self.array_args:
+            self.array_args[2][:] = 0.0
+        if self.out_block is not None:
+            self.array_args[2][self.out_block] = lam
+        elif self.unique_out:
+            adj[self.out_slots] = lam
+        else:  # the step returns one value in several places
+            np.add.at(adj, self.out_slots, lam)
+        adj[self.param_slots] += pbar
+        self.reverse(v.op, v.a, v.b, self.vals, v.consts, adj, 0, v.rows, *self.array_args)
+        np.take(adj, self.state_slots, out=lam)
+        np.take(adj, self.param_slots, out=pbar)
 
 
 class _Loop:
@@ -93,38 +130,26 @@ class _Loop:
         r = self.current
         if r is not None and r.run(u):
             return r
-        cf = self.sim.compiled
+        cf = self.sim._cf
         variant, vals, _, _ = cf._replay((_shaped(u, self.shape), *self.params))
         r = self.replays.get(id(variant))
         if r is None or r.vals is not vals:  # new, or its workspace was replaced
-            self.sim._check_output(variant, self.shape)
-            r = self.replays[id(variant)] = _Replay(cf, variant, self.n, self.pflat)
+            out_row = self.sim._check_output(variant, self.shape)
+            r = self.replays[id(variant)] = _Replay(cf, variant, self.n, self.pflat, out_row)
         self.current = r
         return r
 
     def advance(self, u: np.ndarray, out: np.ndarray) -> None:
         """out <- step(u, *params)."""
-        r = self.replay(u)
-        np.take(r.vals, r.out_slots, out=out)
+        self.replay(u).output(out)
 
     def step_back(self, u: np.ndarray, lam: np.ndarray, pbar: np.ndarray) -> None:
         """In place: lam <- lam . d step / d u at u; pbar <- pbar + lam . d step / d params."""
-        r = self.replay(u)
-        v, adj = r.variant, r.adj
-        adj[:] = 0.0
-        if r.unique_out:
-            adj[r.out_slots] = lam
-        else:  # the step returns one value in several places
-            np.add.at(adj, r.out_slots, lam)
-        adj[r.param_slots] += pbar
-        if r.array_args:
-            r.array_args[2][:] = 0.0
-        r.reverse(v.op, v.a, v.b, r.vals, v.consts, adj, 0, v.rows, *r.array_args)
-        np.take(adj, r.state_slots, out=lam)
-        np.take(adj, r.param_slots, out=pbar)
+        self.replay(u).pull(lam, pbar)
         self.reverse_sweeps += 1
 
     def param_pieces(self, pbar: np.ndarray) -> tuple[Any, ...]:
+        """The parameters' cotangent, flat, as one float or array per parameter."""
         pieces, offset = [], 0
         for shape in self.param_shapes:
             size = math.prod(shape)
@@ -142,23 +167,41 @@ class Checkpointed:
             if isinstance(every, bool) or not isinstance(every, int):
                 raise TypeError(f"tg.checkpoint: every must be an int or None, got {type(every).__name__}")
             if every < 1:
-                raise ValueError(f"tg.checkpoint: every must be >= 1 (steps between checkpoints), got {every}")
+                raise ValueError(f"tg.checkpoint: every must be >= 1 (steps per checkpoint), got {every}")
         self.step = step
         self.every = every
-        self.compiled = CompiledFunction(step, max_variants)
+        self._cf = CompiledFunction(self._traced_step, max_variants)
+        # tape -> (row, shape) of the array the step returned while recording it
+        self._array_outputs: weakref.WeakKeyDictionary[Tape, tuple[int, tuple[int, ...]]] = (
+            weakref.WeakKeyDictionary())
         self._stats: dict[str, Any] = {}
         functools.update_wrapper(self, step)
 
+    def _traced_step(self, *args: Any) -> Any:
+        """The step as recorded: an array op's result is read from its block of the arena, so
+        the tape returns a constant instead (tg.compile would add one row per element)."""
+        out = self.step(*args)
+        tape = get_tape()
+        if isinstance(out, ArrayTensor) and out.shape != () and out._tape is tape and tape is not None:
+            self._array_outputs[tape] = (out._slot, out.shape)
+            return 0.0
+        return out
+
     # ------------------------------------------------------------------ checks
-    def _check_output(self, variant: Variant, shape: tuple[int, ...]) -> None:
-        expected = None if shape == () else shape
-        if variant.out_shape != expected:
-            got = "a scalar" if variant.out_shape is None else f"shape {variant.out_shape}"
+    def _check_output(self, variant: Variant, shape: tuple[int, ...]) -> int | None:
+        """The array row holding the step's result (None: its scalar slots), checked to have the
+        state's shape."""
+        row, got = self._array_outputs.get(variant.tape, (None, variant.out_shape))
+        if row is not None and variant.op[row] != kernels.ARRAY_ROW:
+            raise RuntimeError(f"tg.checkpoint: row {row} of the step's tape holds no array block")
+        if got != (None if shape == () else shape):
             name = getattr(self.step, "__name__", "step")
             raise ValueError(
-                f"tg.checkpoint: the step {name} returned {got} for a state of shape {shape}: "
+                f"tg.checkpoint: the step {name} returned "
+                f"{'a scalar' if got is None else f'shape {got}'} for a state of shape {shape}: "
                 "a step must return the next state, of the state's shape"
             )
+        return row
 
     @staticmethod
     def _steps(steps: Any) -> int:
@@ -225,7 +268,9 @@ class Checkpointed:
         def pullback(cotangent: Any) -> tuple[Any, ...]:
             lam = _floats(cotangent, "the cotangent").astype(np.float64, copy=True)
             if lam.shape != shape:
-                raise ValueError(f"tg.checkpoint: the cotangent has shape {lam.shape}, the state has shape {shape}")
+                raise ValueError(
+                    f"tg.checkpoint: the cotangent has shape {lam.shape}, the state has shape {shape}"
+                )
             lam = lam.ravel()
             pbar = np.zeros(len(loop.pflat))
             loop.current = None  # workspaces are per thread: find this thread's
@@ -273,7 +318,7 @@ class Checkpointed:
             "peak_states": held if steps else 0,
             "peak_floats": (held * loop.n if steps else 0) + 2 * (rows + array_slots),
             "step_rows": rows, "step_array_slots": array_slots,
-            "recordings": self.compiled.stats()["recordings"],
+            "recordings": self._cf.stats()["recordings"],
             "full_tape_bytes": steps * (rows * memory.ARRAY_BYTES_PER_ROW
                                         + array_slots * memory.ARRAY_BYTES_PER_SLOT),
         }
