@@ -53,60 +53,83 @@ def _shaped(flat: np.ndarray, shape: tuple[int, ...]) -> Any:
 
 
 class _Replay:
-    """One variant of the step tape, ready to replay on this thread: its workspace and sweeps, an
-    inputs vector whose first n entries take the state, and where the next state is: the block of
-    an array row in the arena (a step returning an array op's result), else scalar slots."""
+    """One variant of the step tape, ready to replay on this thread: the sweeps' arguments (its
+    workspace, an inputs vector whose first n entries take the state), the slots of state and
+    parameters, and where the next state is: the block of an array row in the arena (a step
+    returning an array op's result), else scalar slots. Per step: a few NumPy calls and one or
+    two Numba calls."""
 
-    __slots__ = ("variant", "vals", "adj", "array_args", "arena", "forward", "reverse", "inputs",
-                 "state_slots", "param_slots", "out_slots", "unique_out", "out_block")
+    __slots__ = ("variant", "vals", "adj", "aadj", "forward", "reverse", "fargs", "rargs", "state_in",
+                 "state_slots", "param_slots", "out_slots", "out_values", "out_seeds", "seed_params")
 
     def __init__(
         self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
     ) -> None:
-        self.variant = variant
-        self.vals, self.adj, self.array_args, self.arena = cf._space(variant)[:4]
-        self.forward = variant.sweep("forward")
-        self.reverse = variant.sweep("reverse")
-        self.inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))
+        v = self.variant = variant
+        vals, adj, array_args, arena = cf._space(variant)[:4]
+        self.vals, self.adj = vals, adj
+        self.aadj = array_args[2] if array_args else None
+        inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))
+        self.state_in = inputs[:n]
+        self.forward, self.reverse = variant.sweep("forward"), variant.sweep("reverse")
+        self.fargs = (v.op, v.a, v.b, vals, v.consts, inputs, 0, v.rows, *array_args[:2])
+        self.rargs = (v.op, v.a, v.b, vals, v.consts, adj, 0, v.rows, *array_args)
         self.state_slots = variant.input_slots[:n]
         self.param_slots = variant.input_slots[n : n + len(params)]
         self.out_slots = variant.out_slots
-        self.unique_out = len(np.unique(variant.out_slots)) == len(variant.out_slots)
-        self.out_block: slice | None = None
+        self.out_values: np.ndarray | None = None  # views of the result's block and its adjoints
+        self.out_seeds: np.ndarray | None = None
         if out_row is not None:
             entry = variant.a[out_row]
-            offset = int(variant.arrays[4][entry])
-            self.out_block = slice(offset, offset + int(variant.arrays[5][entry]))
+            start = int(variant.arrays[4][entry])  # the block's offset and size
+            block = slice(start, start + int(variant.arrays[5][entry]))
+            self.out_values, self.out_seeds = arena[block], array_args[2][block]
+        # seed by assignment unless a slot is seeded twice (a value returned twice, or a parameter)
+        returned = np.concatenate([self.out_slots, self.param_slots]) if out_row is None else self.param_slots
+        self.seed_params = len(np.unique(returned)) == len(returned)
 
-    def run(self, u: np.ndarray) -> bool:
-        """Replay the step at state `u` into the workspace; False if a guard fails there."""
-        v, inputs = self.variant, self.inputs
-        inputs[: len(u)] = u
-        return self.forward(v.op, v.a, v.b, self.vals, v.consts, inputs, 0, v.rows, *self.array_args[:2]) < 0
+    def advance(self, u: np.ndarray, out: np.ndarray) -> bool:
+        """out <- step(u); False (out unset) if a guard fails at u."""
+        self.state_in[:] = u
+        if self.forward(*self.fargs) >= 0:
+            return False
+        self.output(out)
+        return True
 
     def output(self, out: np.ndarray) -> None:
         """out <- the next state, from the last replay."""
-        if self.out_block is not None:
-            out[:] = self.arena[self.out_block]
+        if self.out_values is not None:
+            out[:] = self.out_values
         else:
-            np.take(self.vals, self.out_slots, out=out)
+            self.vals.take(self.out_slots, out=out)
+
+    def back(self, u: np.ndarray, lam: np.ndarray, pbar: np.ndarray) -> bool:
+        """Replay at u and pull back (see pull); False (nothing changed) if a guard fails at u."""
+        self.state_in[:] = u
+        if self.forward(*self.fargs) >= 0:
+            return False
+        self.pull(lam, pbar)
+        return True
 
     def pull(self, lam: np.ndarray, pbar: np.ndarray) -> None:
         """A reverse sweep at the last replay: lam <- lam . d step / d u, pbar += lam . d step / d params."""
-        v, adj = self.variant, self.adj
+        adj = self.adj
         adj[:] = 0.0
-        if self.array_args:
-            self.array_args[2][:] = 0.0
-        if self.out_block is not None:
-            self.array_args[2][self.out_block] = lam
-        elif self.unique_out:
+        if self.aadj is not None:
+            self.aadj[:] = 0.0
+        if self.out_seeds is not None:
+            self.out_seeds[:] = lam
+        elif self.seed_params:
             adj[self.out_slots] = lam
-        else:  # the step returns one value in several places
+        else:  # one value returned in several places, or a parameter returned
             np.add.at(adj, self.out_slots, lam)
-        adj[self.param_slots] += pbar
-        self.reverse(v.op, v.a, v.b, self.vals, v.consts, adj, 0, v.rows, *self.array_args)
-        np.take(adj, self.state_slots, out=lam)
-        np.take(adj, self.param_slots, out=pbar)
+        if self.seed_params:
+            adj[self.param_slots] = pbar
+        else:
+            adj[self.param_slots] += pbar
+        self.reverse(*self.rargs)
+        adj.take(self.state_slots, out=lam)
+        adj.take(self.param_slots, out=pbar)
 
 
 class _Loop:
@@ -124,12 +147,8 @@ class _Loop:
         self.reverse_sweeps = 0
         self.recomputed = 0
 
-    def replay(self, u: np.ndarray) -> _Replay:
-        """The step replayed at state `u` (the variant whose guards hold there, recorded if new)."""
-        self.forward_replays += 1
-        r = self.current
-        if r is not None and r.run(u):
-            return r
+    def switch(self, u: np.ndarray) -> _Replay:
+        """The variant whose guards hold at `u` (recorded if new), replayed there by tg.compile."""
         cf = self.sim._cf
         variant, vals, _, _ = cf._replay((_shaped(u, self.shape), *self.params))
         r = self.replays.get(id(variant))
@@ -141,12 +160,18 @@ class _Loop:
 
     def advance(self, u: np.ndarray, out: np.ndarray) -> None:
         """out <- step(u, *params)."""
-        self.replay(u).output(out)
+        self.forward_replays += 1
+        r = self.current
+        if r is None or not r.advance(u, out):
+            self.switch(u).output(out)
 
     def step_back(self, u: np.ndarray, lam: np.ndarray, pbar: np.ndarray) -> None:
         """In place: lam <- lam . d step / d u at u; pbar <- pbar + lam . d step / d params."""
-        self.replay(u).pull(lam, pbar)
+        self.forward_replays += 1
         self.reverse_sweeps += 1
+        r = self.current
+        if r is None or not r.back(u, lam, pbar):
+            self.switch(u).pull(lam, pbar)
 
     def param_pieces(self, pbar: np.ndarray) -> tuple[Any, ...]:
         """The parameters' cotangent, flat, as one float or array per parameter."""
