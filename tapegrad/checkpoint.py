@@ -8,6 +8,9 @@ steps back through them, each step one forward replay of the step tape at its st
 one reverse sweep seeded with the state's cotangent, which also adds to the parameters'
 cotangent. Memory: ceil(T/k) + k states and one step tape (k = ceil(sqrt(T)) by default). Time:
 2T forward replays and T reverse sweeps, plus (ceil(T/k) - 1)(k - 1) replays recomputing states.
+With ``snapshots=s`` the states are placed binomially instead (Griewank's revolve): s + 1 states
+held, and the fewest recomputations s states allow (about r T for the least r with
+C(s + r, s) >= T).
 
 The parameters' running cotangent is seeded into the step tape's parameter rows before each
 reverse sweep, so it accumulates in the order a tape of the whole loop accumulates it: gradients
@@ -34,6 +37,7 @@ from .tape import Tape
 from .tensor import float_array
 
 Pullback = Callable[[Any], tuple[Any, ...]]
+_Reverse = Callable[[np.ndarray, np.ndarray], None]  # (lam, pbar), updated in place
 
 
 def _floats(value: Any, what: str) -> np.ndarray:
@@ -187,14 +191,22 @@ class Checkpointed:
     """A time step ``step(u, *params) -> u`` looped with checkpointed reverse mode (see
     :func:`checkpoint`)."""
 
-    def __init__(self, step: Callable[..., Any], every: int | None = None, *, max_variants: int = 8) -> None:
-        if every is not None:
-            if isinstance(every, bool) or not isinstance(every, int):
-                raise TypeError(f"tg.checkpoint: every must be an int or None, got {type(every).__name__}")
-            if every < 1:
-                raise ValueError(f"tg.checkpoint: every must be >= 1 (steps per checkpoint), got {every}")
+    def __init__(
+        self, step: Callable[..., Any], every: int | None = None, *, snapshots: int | None = None,
+        max_variants: int = 8,
+    ) -> None:
+        for name, value in (("every", every), ("snapshots", snapshots)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"tg.checkpoint: {name} must be an int or None, got {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"tg.checkpoint: {name} must be >= 1, got {value}")
+        if every is not None and snapshots is not None:
+            raise ValueError("tg.checkpoint: give every (uniform) or snapshots (binomial), not both")
         self.step = step
         self.every = every
+        self.snapshots = snapshots
         self._cf = CompiledFunction(self._traced_step, max_variants)
         # tape -> (row, shape) of the array the step returned while recording it
         self._array_outputs: weakref.WeakKeyDictionary[Tape, tuple[int, tuple[int, ...]]] = (
@@ -272,23 +284,10 @@ class Checkpointed:
         pullback holds the checkpoints and may be called any number of times."""
         count = self._steps(steps)
         u = self._state(u0)
-        shape, n = u.shape, u.size
+        shape = u.shape
         loop = _Loop(self, shape, params)
-        k = self.interval(count)
-        segments = -(-count // k)
-        checkpoints = np.empty((segments, n))
-        buffer = np.empty((min(k, count), n))  # the states of one segment
-        last = (segments - 1) * k  # the first step of the last segment
-        cur, nxt = u.ravel().copy(), np.empty(n)
-        for t in range(count):
-            if t % k == 0:
-                checkpoints[t // k] = cur
-            if t >= last:
-                buffer[t - last] = cur
-            loop.advance(cur, nxt)
-            cur, nxt = nxt, cur
-        held = [segments - 1]  # the segment whose states `buffer` holds
-        self._record_stats(loop, count, k, segments, segments + len(buffer))
+        schedule = self._uniform if self.snapshots is None else self._binomial
+        uT, reverse = schedule(loop, u.ravel().copy(), count)
 
         def pullback(cotangent: Any) -> tuple[Any, ...]:
             lam = _floats(cotangent, "the cotangent").astype(np.float64, copy=True)
@@ -296,10 +295,34 @@ class Checkpointed:
                 raise ValueError(
                     f"tg.checkpoint: the cotangent has shape {lam.shape}, the state has shape {shape}"
                 )
-            lam = lam.ravel()
             pbar = np.zeros(len(loop.pflat))
             loop.current = None  # workspaces are per thread: find this thread's
             loop.replays.clear()
+            lam = lam.ravel()
+            reverse(lam, pbar)
+            return (_shaped(lam, shape), *loop.param_pieces(pbar))
+
+        return _shaped(uT, shape), pullback
+
+    def _uniform(self, loop: _Loop, u: np.ndarray, count: int) -> tuple[np.ndarray, _Reverse]:
+        """A checkpoint every k steps; the last segment's states kept from the forward pass."""
+        k = self.interval(count)
+        segments = -(-count // k)
+        checkpoints = np.empty((segments, loop.n))
+        buffer = np.empty((min(k, count), loop.n))  # the states of one segment
+        last = (segments - 1) * k  # the first step of the last segment
+        nxt = np.empty(loop.n)
+        for t in range(count):
+            if t % k == 0:
+                checkpoints[t // k] = u
+            if t >= last:
+                buffer[t - last] = u
+            loop.advance(u, nxt)
+            u, nxt = nxt, u
+        held = [segments - 1]  # the segment whose states `buffer` holds
+        self._record_stats(loop, count, k, segments, segments + len(buffer))
+
+        def reverse(lam: np.ndarray, pbar: np.ndarray) -> None:
             for j in reversed(range(segments)):
                 length = min(k, count - j * k)
                 if held[0] != j:
@@ -311,9 +334,53 @@ class Checkpointed:
                 for i in reversed(range(length)):
                     loop.step_back(buffer[i], lam, pbar)
             self._record_stats(loop, count, k, segments, segments + len(buffer))
-            return (_shaped(lam, shape), *loop.param_pieces(pbar))
 
-        return _shaped(cur, shape), pullback
+        return u, reverse
+
+    def _binomial(self, loop: _Loop, u: np.ndarray, count: int) -> tuple[np.ndarray, _Reverse]:
+        """Binomial checkpointing (Griewank's revolve): at most `snapshots` states stored, placed
+        so that the steps recomputed are the fewest possible, r T - C(s + r, r - 1) for s
+        snapshots and the least r with C(s + r, s) >= T; the forward pass keeps u0 only."""
+        slots = min(self.snapshots or 1, max(count, 1))
+        pool = np.empty((slots, loop.n))  # pool[i]: a stored state; pool[0] = u0
+        pool[0] = u
+        work = u.copy()  # steps replay in place: a replay reads its state before writing the next
+        for _ in range(count):
+            loop.advance(work, work)
+        uT = work.copy()
+        self._record_stats(loop, count, None, slots, slots + 1)
+
+        def restore(slot: int, steps: int) -> np.ndarray:
+            """work <- the state `steps` steps after pool[slot]."""
+            work[:] = pool[slot]
+            for _ in range(steps):
+                loop.advance(work, work)
+            loop.recomputed += steps
+            return work
+
+        def reverse_range(lo: int, hi: int, slot: int, lam: np.ndarray, pbar: np.ndarray) -> None:
+            """Step back from hi to lo, with the state at lo in pool[slot] and the slots after it free."""
+            while hi - lo > 1:
+                n, s = hi - lo, slots - slot
+                if s == 1:  # no free slot: each state from the stored one
+                    for t in range(hi - 1, lo, -1):
+                        loop.step_back(restore(slot, t - lo), lam, pbar)
+                    break
+                r = 1
+                while math.comb(s + r, s) < n:
+                    r += 1
+                split = max(n - math.comb(s + r - 1, s - 1), math.comb(s + r - 2, s), 1)
+                pool[slot + 1] = restore(slot, split)
+                reverse_range(lo + split, hi, slot + 1, lam, pbar)
+                hi = lo + split
+            loop.step_back(pool[slot], lam, pbar)
+
+        def reverse(lam: np.ndarray, pbar: np.ndarray) -> None:
+            if count:
+                reverse_range(0, count, 0, lam, pbar)
+            self._record_stats(loop, count, None, slots, slots + 1)
+
+        return uT, reverse
 
     def value_and_grad(
         self, loss: Callable[[Any], Any], u0: Any, *params: Any, steps: int
@@ -325,15 +392,15 @@ class Checkpointed:
         return value, pullback(cotangent)
 
     def stats(self) -> dict[str, Any]:
-        """Counts of the last call (and its pullbacks): steps, every (steps between checkpoints),
-        checkpoints stored, recomputed (steps replayed again from a checkpoint), forward_replays
-        and reverse_sweeps of the step tape, peak_states and peak_floats held (states plus the
-        step's workspace: values and adjoints of its rows and array blocks), step_rows,
-        step_array_slots, recordings of the step, and full_tape_bytes: what a tape of the whole
-        loop would take as the sweeps' arrays."""
+        """Counts of the last call (and its pullbacks): steps, every (steps between checkpoints;
+        None for binomial snapshots), checkpoints (states stored, or snapshot slots), recomputed
+        (steps replayed again from a stored state), forward_replays and reverse_sweeps of the step
+        tape, peak_states and peak_floats held (states plus the step's workspace: values and
+        adjoints of its rows and array blocks), step_rows, step_array_slots, recordings of the
+        step, and full_tape_bytes: what a tape of the whole loop would take as the sweeps' arrays."""
         return dict(self._stats)
 
-    def _record_stats(self, loop: _Loop, steps: int, every: int, checkpoints: int, held: int) -> None:
+    def _record_stats(self, loop: _Loop, steps: int, every: int | None, checkpoints: int, held: int) -> None:
         r = loop.current
         rows = r.variant.rows if r else 0
         array_slots = r.variant.array_slots if r else 0
@@ -350,7 +417,8 @@ class Checkpointed:
 
 
 def checkpoint(
-    step: Callable[..., Any] | None = None, every: int | None = None, *, max_variants: int = 8
+    step: Callable[..., Any] | None = None, every: int | None = None, *, snapshots: int | None = None,
+    max_variants: int = 8,
 ) -> Any:
     """Loop ``u = step(u, *params)`` with checkpointed reverse mode (also a decorator).
 
@@ -358,12 +426,13 @@ def checkpoint(
     ``sim.vjp(u0, *params, steps=T)`` gives it and a pullback to ``(u0_bar, *param_bars)``;
     ``sim.value_and_grad(loss, u0, *params, steps=T)``; ``sim.stats()``. The step is recorded
     with :func:`tg.compile` (branches are guards: a step that branches otherwise is recorded
-    again) and replayed each step; only every k-th state is kept (k = ceil(sqrt(T)) when `every`
-    is None). States and parameters are numbers or float arrays.
+    again) and replayed each step. Only every k-th state is kept (k = ceil(sqrt(T)) when `every`
+    is None), or with ``snapshots=s`` at most s states, placed binomially (revolve): fewer
+    states for more recomputation. States and parameters are numbers or float arrays.
     """
     if step is None:
-        return lambda f: Checkpointed(f, every, max_variants=max_variants)
-    return Checkpointed(step, every, max_variants=max_variants)
+        return lambda f: Checkpointed(f, every, snapshots=snapshots, max_variants=max_variants)
+    return Checkpointed(step, every, snapshots=snapshots, max_variants=max_variants)
 
 
 __all__ = ["checkpoint", "Checkpointed"]

@@ -116,6 +116,22 @@ def test_two_dimensional_state_and_no_parameters(rng):
     assert_same(grads, want)
 
 
+def test_a_step_returning_a_parameter_or_one_value_twice():
+    def shared(u, theta):
+        prod = u[0] * u[1] * theta
+        return [prod, prod]  # one slot in two places: its cotangents add up
+
+    def passes(u, theta):
+        return [tg.sin(u[1]) * theta, theta]  # a parameter returned: its row is seeded twice
+
+    for step in (shared, passes):
+        u0, cot = np.array([0.7, 1.1]), np.array([0.3, -1.7])
+        uT, pullback = tg.checkpoint(step, every=3).vjp(u0, 0.9, steps=8)
+        want_uT, want = full_loop(step, 8).vjp((u0, 0.9), cot)
+        np.testing.assert_array_equal(uT, want_uT)
+        assert_same(pullback(cot), want, exact=False)
+
+
 def test_zero_steps_returns_the_state_and_passes_the_cotangent_through(rng):
     sim = tg.checkpoint(heat, every=3)
     u0, source, cot = rng.normal(size=5), rng.normal(size=3), rng.normal(size=5)
@@ -130,9 +146,10 @@ def test_zero_steps_returns_the_state_and_passes_the_cotangent_through(rng):
     assert stats["reverse_sweeps"] == 0 and stats["recordings"] == 0
 
 
-def test_a_step_with_a_branch_records_both_variants_and_stays_exact():
+@pytest.mark.parametrize("schedule", [{"every": 4}, {"snapshots": 3}])
+def test_a_step_with_a_branch_records_both_variants_and_stays_exact(schedule):
     steps = 30
-    sim = tg.checkpoint(bouncy, every=4)
+    sim = tg.checkpoint(bouncy, **schedule)
     uT, pullback = sim.vjp(0.9, 1.2, steps=steps)
     want_uT, want = full_loop(bouncy, steps).vjp((0.9, 1.2), 1.0)
     assert uT == want_uT
@@ -207,6 +224,45 @@ def test_stats_count_checkpoints_recomputations_and_memory(steps, every):
     assert rows == 9  # two inputs, sin, four products, a sum and a difference: one step
     assert stats["peak_floats"] == stats["peak_states"] + 2 * rows  # a scalar state: one float each
     assert stats["full_tape_bytes"] == steps * rows * 25
+
+
+def fewest_recomputations(steps, snapshots):
+    """Griewank's bound for reversing `steps` steps with `snapshots` stored states: r T -
+    C(s + r, r - 1), r the least with C(s + r, s) >= T."""
+    if steps <= 1:
+        return 0
+    r = 0
+    while math.comb(snapshots + r, snapshots) < steps:
+        r += 1
+    return r * steps - math.comb(snapshots + r, r - 1)
+
+
+@pytest.mark.parametrize(
+    ("steps", "snapshots"), [(1, 3), (2, 1), (9, 1), (10, 2), (23, 3), (50, 4), (7, 30)]
+)
+def test_binomial_snapshots_equal_the_whole_loop_and_recompute_the_fewest_steps(steps, snapshots, rng):
+    u0, source, cot = rng.normal(size=6), rng.normal(size=4), rng.normal(size=6)
+    sim = tg.checkpoint(heat, snapshots=snapshots)
+    uT, pullback = sim.vjp(u0, 0.2, source, steps=steps)
+    want_uT, want = full_loop(heat, steps).vjp((u0, 0.2, source), cot)
+    np.testing.assert_array_equal(uT, want_uT)
+    assert_same(pullback(cot), want)
+    stats = sim.stats()
+    slots = min(snapshots, steps)
+    assert stats["every"] is None and stats["checkpoints"] == slots and stats["peak_states"] == slots + 1
+    assert stats["recomputed"] == fewest_recomputations(steps, slots)
+    assert stats["forward_replays"] == 2 * steps + stats["recomputed"] and stats["reverse_sweeps"] == steps
+
+
+def test_binomial_at_ten_thousand_steps_with_few_snapshots():
+    sim = tg.checkpoint(decay, snapshots=5)
+    _, (g_u0, g_theta) = sim.value_and_grad(lambda u: u, 0.4, 1.3, steps=10_000)
+    uniform = tg.checkpoint(decay, every=100)
+    assert (g_u0, g_theta) == uniform.value_and_grad(lambda u: u, 0.4, 1.3, steps=10_000)[1]
+    stats = sim.stats()
+    # r = 14 (C(19, 5) = 11628 >= 10^4): about 11 more passes, where every=100 stores 200 states
+    assert stats["recomputed"] == fewest_recomputations(10_000, 5) == 112_868
+    assert stats["peak_states"] == 6
 
 
 def test_pullback_twice_and_from_another_thread_gives_the_same_gradient(rng):
@@ -297,6 +353,10 @@ def test_bad_arguments_raise_clear_errors():
         sim(1.0, 2.0, steps=True)
     with pytest.raises(ValueError, match="every must be >= 1"):
         tg.checkpoint(decay, every=0)
+    with pytest.raises(ValueError, match="snapshots must be >= 1"):
+        tg.checkpoint(decay, snapshots=0)
+    with pytest.raises(ValueError, match="not both"):
+        tg.checkpoint(decay, every=3, snapshots=3)
     with pytest.raises(TypeError, match="every must be an int or None, got float"):
         tg.checkpoint(decay, every=2.0)
     with pytest.raises(TypeError, match="the state u0 must be a number or an array of numbers, got str"):
