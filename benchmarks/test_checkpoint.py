@@ -7,7 +7,8 @@ scalar op per term, 64 points). Systems per group:
 - ``tapegrad``: ``tg.compile`` of the whole loop, recorded inside the timing, then value_and_grad;
 - ``tapegrad-replay``: the same tape recorded beforehand, value_and_grad replayed;
 - ``checkpoint-sqrt``, ``checkpoint-10``, ``checkpoint-100``: ``tg.checkpoint(step, every=k)``
-  (sqrt: k = ceil(sqrt(T))), ``value_and_grad`` of the loss.
+  (sqrt: k = ceil(sqrt(T))), ``value_and_grad`` of the loss;
+- ``revolve-20``: ``tg.checkpoint(step, snapshots=20)``, binomial checkpointing with 20 states.
 
 Each checks its value and gradients against the whole-loop tape's (rtol 1e-12). Memory, not timed:
 the bytes a system holds (8 per float of states and workspaces plus 9 per tape row for its opcode
@@ -28,7 +29,7 @@ import tapegrad as tg
 import tapegrad.numpy as tnp
 
 STEPS = (100, 1000, 10_000)
-SYSTEMS = ("tapegrad", "tapegrad-replay", "checkpoint-sqrt", "checkpoint-10", "checkpoint-100")
+SYSTEMS = ("tapegrad", "tapegrad-replay", "checkpoint-sqrt", "checkpoint-10", "checkpoint-100", "revolve-20")
 MEMORY: dict[str, dict[str, Any]] = {}  # group -> system -> memory and median
 
 
@@ -102,8 +103,9 @@ def system(name: str, steps: int, which: str) -> System:
     if which == "tapegrad-replay":
         cf = reference(name, steps)[0]
         return System(lambda: cf.value_and_grad(u0, p.param, argnums=(0, 1)), lambda: _tape_bytes(cf), dict)
-    every = {"checkpoint-sqrt": None, "checkpoint-10": 10, "checkpoint-100": 100}[which]
-    sim = tg.checkpoint(p.step, every=every)
+    schedule = {"checkpoint-sqrt": {}, "checkpoint-10": {"every": 10}, "checkpoint-100": {"every": 100},
+                "revolve-20": {"snapshots": 20}}[which]
+    sim = tg.checkpoint(p.step, **schedule)
     loss = p.loss(target)
 
     def held() -> int:

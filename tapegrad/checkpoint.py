@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels, memory
+from . import memory
 from .array import ArrayTensor
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
@@ -229,8 +229,6 @@ class Checkpointed:
         """The array row holding the step's result (None: its scalar slots), checked to have the
         state's shape."""
         row, got = self._array_outputs.get(variant.tape, (None, variant.out_shape))
-        if row is not None and variant.op[row] != kernels.ARRAY_ROW:
-            raise RuntimeError(f"tg.checkpoint: row {row} of the step's tape holds no array block")
         if got != (None if shape == () else shape):
             name = getattr(self.step, "__name__", "step")
             raise ValueError(
@@ -271,12 +269,12 @@ class Checkpointed:
         count = self._steps(steps)
         u = self._state(u0)
         loop = _Loop(self, u.shape, params)
-        cur, nxt = u.ravel().copy(), np.empty(u.size)
+        state = u.ravel().copy()
         for _ in range(count):
-            loop.advance(cur, nxt)
-            cur, nxt = nxt, cur
-        self._record_stats(loop, count, self.interval(count), checkpoints=0, held=2)
-        return _shaped(cur, u.shape)
+            loop.advance(state, state)  # in place: a replay reads its state before writing the next
+        every = None if self.snapshots else self.interval(count)
+        self._record_stats(loop, count, every, checkpoints=0, held=1)
+        return _shaped(state, u.shape)
 
     def vjp(self, u0: Any, *params: Any, steps: int) -> tuple[Any, Pullback]:
         """(the final state, pullback): ``pullback(uT_bar)`` returns ``(u0_bar, *param_bars)``,
@@ -344,7 +342,7 @@ class Checkpointed:
         slots = min(self.snapshots or 1, max(count, 1))
         pool = np.empty((slots, loop.n))  # pool[i]: a stored state; pool[0] = u0
         pool[0] = u
-        work = u.copy()  # steps replay in place: a replay reads its state before writing the next
+        work = u.copy()  # replayed in place
         for _ in range(count):
             loop.advance(work, work)
         uT = work.copy()
@@ -397,7 +395,8 @@ class Checkpointed:
         (steps replayed again from a stored state), forward_replays and reverse_sweeps of the step
         tape, peak_states and peak_floats held (states plus the step's workspace: values and
         adjoints of its rows and array blocks), step_rows, step_array_slots, recordings of the
-        step, and full_tape_bytes: what a tape of the whole loop would take as the sweeps' arrays."""
+        step, and full_tape_bytes: about what a tape of the whole loop would take as the sweeps'
+        arrays (the step tape's, times the steps)."""
         return dict(self._stats)
 
     def _record_stats(self, loop: _Loop, steps: int, every: int | None, checkpoints: int, held: int) -> None:
