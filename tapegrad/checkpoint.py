@@ -24,7 +24,7 @@ import math
 import operator
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -415,10 +415,22 @@ class Checkpointed:
         }
 
 
+@overload
+def checkpoint(
+    step: Callable[..., Any], every: int | None = None, *, snapshots: int | None = None, max_variants: int = 8
+) -> Checkpointed: ...
+
+
+@overload
+def checkpoint(
+    step: None = None, every: int | None = None, *, snapshots: int | None = None, max_variants: int = 8
+) -> Callable[[Callable[..., Any]], Checkpointed]: ...
+
+
 def checkpoint(
     step: Callable[..., Any] | None = None, every: int | None = None, *, snapshots: int | None = None,
     max_variants: int = 8,
-) -> Any:
+) -> Checkpointed | Callable[[Callable[..., Any]], Checkpointed]:
     """Loop ``u = step(u, *params)`` with checkpointed reverse mode (also a decorator).
 
     ``sim = tg.checkpoint(step, every=k)``; ``sim(u0, *params, steps=T)`` is the final state;
