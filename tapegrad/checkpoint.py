@@ -28,7 +28,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import memory
+from . import anomaly, memory
 from .array import ArrayTensor
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
@@ -63,15 +63,16 @@ class _Replay:
     returning an array op's result), else scalar slots. Per step: a few NumPy calls and one or
     two Numba calls."""
 
-    __slots__ = ("variant", "vals", "adj", "aadj", "forward", "reverse", "fargs", "rargs", "state_in",
-                 "state_slots", "param_slots", "out_slots", "out_values", "out_seeds", "seed_params")
+    __slots__ = ("variant", "vals", "adj", "aadj", "arena", "forward", "reverse", "fargs", "rargs",
+                 "state_in", "state_slots", "param_slots", "out_slots", "out_values", "out_seeds",
+                 "seed_params")
 
     def __init__(
         self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
     ) -> None:
         v = self.variant = variant
         vals, adj, array_args, arena = cf._space(variant)[:4]
-        self.vals, self.adj = vals, adj
+        self.vals, self.adj, self.arena = vals, adj, arena
         self.aadj = array_args[2] if array_args else None
         inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))
         self.state_in = inputs[:n]
@@ -147,6 +148,7 @@ class _Loop:
         self.pflat = np.concatenate([f.ravel() for f in flats]) if flats else np.zeros(0)
         self.current: _Replay | None = None
         self.replays: dict[int, _Replay] = {}
+        self.checked = anomaly.is_anomaly_enabled()  # check every replay (tg.detect_anomaly)
         self.forward_replays = 0
         self.reverse_sweeps = 0
         self.recomputed = 0
@@ -167,7 +169,10 @@ class _Loop:
         self.forward_replays += 1
         r = self.current
         if r is None or not r.advance(u, out):
-            self.switch(u).output(out)
+            r = self.switch(u)
+            r.output(out)
+        if self.checked:
+            anomaly.check_replay(r.variant, r.vals, r.arena)
 
     def step_back(self, u: np.ndarray, lam: np.ndarray, pbar: np.ndarray) -> None:
         """In place: lam <- lam . d step / d u at u; pbar <- pbar + lam . d step / d params."""
@@ -175,7 +180,10 @@ class _Loop:
         self.reverse_sweeps += 1
         r = self.current
         if r is None or not r.back(u, lam, pbar):
-            self.switch(u).pull(lam, pbar)
+            r = self.switch(u)
+            r.pull(lam, pbar)
+        if self.checked:
+            anomaly.check_replay(r.variant, r.vals, r.arena, r.adj, r.aadj)
 
     def param_pieces(self, pbar: np.ndarray) -> tuple[Any, ...]:
         """The parameters' cotangent, flat, as one float or array per parameter."""

@@ -323,6 +323,19 @@ def test_parameters_read_from_outside_are_constants_of_the_step():
     assert pullback(1.0) == (0.25,)
 
 
+def test_detect_anomaly_checks_every_replay():
+    def cooling(u, rate):
+        return u - rate + 0.0 * tg.log(u)  # log(u) is NaN once u < 0: at the fourth step
+
+    sim = tg.checkpoint(cooling)
+    assert np.isnan(sim(1.0, 0.4, steps=5))  # unchecked: NaN flows through
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match="log"):
+        sim(1.0, 0.4, steps=5)
+    with tg.detect_anomaly():
+        _, pullback = sim.vjp(1.0, 0.4, steps=2)  # u stays positive: no anomaly
+        assert pullback(1.0) == (1.0, -2.0)
+
+
 def test_a_step_returning_another_shape_is_named():
     def shrink(u):
         return tnp.asarray(u)[1:] * 2.0
