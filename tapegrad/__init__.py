@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import autograd, nn, optim, optimize, viz
 from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled
+from .checkpoint import Checkpointed, checkpoint
 from .compiled import CompiledFunction, ReplayTape, compile, load
 from .custom import CustomOp, custom_op
 from .functional import grad, hessian, jacobian, jvp, value_and_grad, vjp
@@ -37,7 +38,7 @@ __all__ = [
     "Tensor", "Value", "Tape", "tensor", "backward", "autograd", "nn", "optim", "optimize", "viz",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck", "GradcheckError",
     "current_tape", "recording", "compile", "load", "CompiledFunction", "ReplayTape", "TracingError",
-    "custom_op", "CustomOp",
+    "custom_op", "CustomOp", "checkpoint", "Checkpointed",
     "sweeps", "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "detect_anomaly",
     "AnomalyError", "is_anomaly_enabled", "broadcast_to", "concatenate", "dot", "log_softmax", "logsumexp",
     "matmul", "outer", "softmax", "stack",

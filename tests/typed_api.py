@@ -62,8 +62,17 @@ def pictures_and_scipy() -> str:
     return tg.viz.to_dot(y) + str(result.fun)
 
 
+def checkpointed() -> float:
+    @tg.checkpoint(every=4)
+    def step(u: np.ndarray, rate: float) -> tg.Tensor:
+        return tnp.asarray(u) * rate
+
+    u_bar, rate_bar = step.vjp(np.ones(3), 0.5, steps=10)[1](np.ones(3))
+    return float(np.sum(u_bar)) + rate_bar + step.stats()["recomputed"]
+
+
 def main() -> None:
-    print(eager(), micrograd(), arrays(), functional(), training(), pictures_and_scipy()[:20])
+    print(eager(), micrograd(), arrays(), functional(), training(), pictures_and_scipy()[:20], checkpointed())
 
 
 if __name__ == "__main__":
