@@ -6,7 +6,8 @@ Written once in plain Python over flat float64 blocks (C order) and the tape's i
 to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
 """
 
-# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, OPERANDS: bound by the compiling namespace)
+# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, data_of, dgemm, OPERANDS: bound by the
+# compiling namespace)
 
 
 def value_block(r, op, a, vals, asize, vaddr):
@@ -66,46 +67,54 @@ def matrix(block, start, rows, cols):
     return block[start : start + rows * cols].reshape((rows, cols))
 
 
-def gemm_into(out, x, y):
-    # out += x @ y for C-ordered matrices (one BLAS binding for every product)
-    out += np.dot(x, y)
+def gemm(out, a, b, rows, inner, cols, ta, tb, beta):
+    # out = beta * out + op(a) @ op(b) on the C-ordered blocks starting at out, a, b: out holds
+    # rows x cols, a rows x inner (inner x rows when ta), b inner x cols (cols x inner when tb).
+    # One BLAS dgemm, no copies: in BLAS's column-major view the blocks are transposed, so it
+    # computes out' = op(b)' op(a)'.
+    if rows == 0 or cols == 0:
+        return
+    if inner == 0:
+        if beta == 0.0:
+            out[: rows * cols] = 0.0
+        return
+    flags = np.empty(2, dtype=np.uint8)
+    flags[0] = 84 if tb else 78  # 'T', 'N'
+    flags[1] = 84 if ta else 78
+    dims = np.empty(6, dtype=np.int32)
+    dims[0], dims[1], dims[2] = cols, rows, inner
+    dims[3] = inner if tb else cols
+    dims[4] = rows if ta else inner
+    dims[5] = cols
+    scale = np.empty(2)
+    scale[0], scale[1] = 1.0, beta
+    dgemm(data_of(flags), data_of(flags[1:]), data_of(dims), data_of(dims[1:]), data_of(dims[2:]),
+          data_of(scale), data_of(b), data_of(dims[3:]), data_of(a), data_of(dims[4:]),
+          data_of(scale[1:]), data_of(out), data_of(dims[5:]))
 
 
-def matmul_forward(x, y, out, imeta, m):
-    # entry: batch, rows, inner, cols, x batch stride, y batch stride (0: broadcast), y transposed
-    # (its block holds cols x inner: x @ w.T of a linear layer, without moving w)
+def matmul_forward(x, y, out, imeta, m, beta=0.0):
+    # out = x @ y (+ beta * out). Entry: batch, rows, inner, cols, x batch stride, y batch stride
+    # (0: broadcast), y transposed (its block holds cols x inner: x @ w.T of a linear layer,
+    # without moving w)
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
     sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
-    out[:] = 0.0
     for t in range(batch):
-        if ty:
-            yb = np.ascontiguousarray(matrix(y, t * sy, cols, inner).T)
-        else:
-            yb = matrix(y, t * sy, inner, cols)
-        gemm_into(matrix(out, t * rows * cols, rows, cols), matrix(x, t * sx, rows, inner), yb)
+        gemm(out[t * rows * cols :], x[t * sx :], y[t * sy :], rows, inner, cols, False, ty, beta)
 
 
 def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
     sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
     for t in range(batch):
-        gb = matrix(g, t * rows * cols, rows, cols)
-        if dx:  # gx += g @ y.T
-            if ty:
-                gemm_into(matrix(gx, t * sx, rows, inner), gb, matrix(y, t * sy, cols, inner))
-            else:
-                yt = np.ascontiguousarray(matrix(y, t * sy, inner, cols).T)
-                gemm_into(matrix(gx, t * sx, rows, inner), gb, yt)
-        if dy:  # gy += x.T @ g (or its transpose, g.T @ x)
-            if ty:
-                gemm_into(
-                    matrix(gy, t * sy, cols, inner),
-                    np.ascontiguousarray(gb.T),
-                    matrix(x, t * sx, rows, inner),
-                )
-            else:
-                xt = np.ascontiguousarray(matrix(x, t * sx, rows, inner).T)
-                gemm_into(matrix(gy, t * sy, inner, cols), xt, gb)
+        gb = g[t * rows * cols :]
+        if dx:  # gx += g @ y.T (y's block: cols x inner when ty, else inner x cols)
+            gemm(gx[t * sx :], gb, y[t * sy :], rows, cols, inner, False, not ty, 1.0)
+        if dy:
+            if ty:  # gy (cols x inner) += g.T @ x
+                gemm(gy[t * sy :], gb, x[t * sx :], cols, rows, inner, True, False, 1.0)
+            else:  # gy (inner x cols) += x.T @ g
+                gemm(gy[t * sy :], x[t * sx :], gb, inner, rows, cols, True, False, 1.0)
 
 
 def pack_forward(vals, out, imeta, m):
@@ -241,14 +250,12 @@ def prod_into_reverse(g, x, gx, imeta, m):
 
 def matmul_tangent(x, y, xd, yd, zd, dx, dy, imeta, m):
     # d(x @ y) = xd @ y + x @ yd (an operand without a tangent contributes nothing)
-    zd[:] = 0.0
-    tmp = np.empty(zd.shape[0])
+    if not (dx or dy):
+        zd[:] = 0.0
     if dx:
-        matmul_forward(xd, y, tmp, imeta, m)
-        zd += tmp
+        matmul_forward(xd, y, zd, imeta, m, 0.0)
     if dy:
-        matmul_forward(x, yd, tmp, imeta, m)
-        zd += tmp
+        matmul_forward(x, yd, zd, imeta, m, 1.0 if dx else 0.0)
 
 
 def extreme_into_tangent(x, z, xd, zd, imeta, m):
