@@ -50,6 +50,10 @@ from .kernels.table import CV, VC, VV
 from .tape import CONST, GUARD, INPUT, Tape, TapeArrays
 
 PASSES = ("dce", "fold", "cse", "reorder")
+# reorder sorts a tape's rows when more of them than this would miss the branch predictor (measured:
+# a loop repeating a few ops ran 1.3x slower sorted, its sum being one long chain of dependent
+# rows; a random mix of ops ran 2.3x faster)
+REORDER_ABOVE = 0.1
 
 # Per opcode: which operands are rows (a guard's a is one), which are constant pool indices
 _KIND = np.array([o.kind for o in OPCODES])
@@ -83,6 +87,7 @@ class Report:
     removed: dict[str, int]  # rows each pass removed (dropped, or left unread), by pass name
     folded: int  # rows the fold pass turned into constants
     merged: int  # rows the cse pass found to compute what an earlier row computes
+    reordered: bool  # whether the reorder pass found the opcodes irregular enough to sort them
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,6 +110,7 @@ class _Program:
     vals: np.ndarray  # each row's recorded value (for the tape's listing)
     origin: np.ndarray  # each row's row in the recorded tape
     entry_origin: np.ndarray  # each array table entry's entry in the recorded tape
+    live: np.ndarray | None = None  # the rows _live gives, where known
 
 
 def passes_of(optimize: bool | str | Sequence[str]) -> tuple[str, ...]:
@@ -130,21 +136,23 @@ def optimize(variant: Variant, passes: Sequence[str] = PASSES) -> tuple[Variant,
     p = _program(variant)
     removed: dict[str, int] = {}
     folded = merged = 0
+    reordered = False
     for name in PASSES:
         if name not in passes:
             continue
         rows = len(p.op)
         if name == "dce":
-            p = _rebuild(p, np.flatnonzero(_live(p)))
+            live = np.flatnonzero(_live(p))
+            p = dataclasses.replace(_rebuild(p, live), live=np.ones(len(live), dtype=bool))
         elif name == "fold":
             p, folded = _fold(p)
         elif name == "cse":
             p, merged = _cse(p)
         else:
-            p = _reorder(p)
+            p, reordered = _reorder(p)
         removed[name] = rows - len(p.op)
     p = _compact_pool(p)
-    report = Report(variant.rows, len(p.op), removed, folded, merged, time.perf_counter() - start)
+    report = Report(variant.rows, len(p.op), removed, folded, merged, reordered, time.perf_counter() - start)
     return _variant(variant, p)._replace(optimized=report), report
 
 
@@ -171,8 +179,10 @@ def _fold(p: _Program) -> tuple[_Program, int]:
     vals = p.vals.copy()
     vals[folded] = value[folded]
     changed = dataclasses.replace(p, op=op, a=a, b=b, consts=np.concatenate([p.consts, value[folded]]),
-                                  vals=vals)
-    kept = np.setdiff1d(np.arange(len(op)), holding)
+                                  vals=vals, live=None)
+    kept = np.ones(len(op), dtype=bool)
+    kept[holding] = False
+    kept = np.flatnonzero(kept)
     return _unread_dropped(p, _rebuild(changed, kept), kept), len(folded)
 
 
@@ -212,22 +222,43 @@ def _cse(p: _Program) -> tuple[_Program, int]:
     return _unread_dropped(p, _rebuild(p, first, number), first), len(op) - len(first)
 
 
-def _reorder(p: _Program) -> _Program:
-    """Rows sorted by (level, opcode, row): a topological order with runs of one opcode."""
+def _reorder(p: _Program) -> tuple[_Program, bool]:
+    """Rows sorted by (level, opcode, row), a topological order with runs of one opcode, if the
+    tape's opcodes are irregular (see :func:`mispredicted`); and whether it reordered them."""
+    if mispredicted(p.op) <= REORDER_ABOVE:
+        return p, False
     level = kernel_passes.levels(*_operands(p))
-    return _rebuild(p, np.lexsort((np.arange(len(p.op)), p.op, level)))
+    rows = np.arange(len(p.op))
+    return _rebuild(p, np.lexsort((rows, p.op, level))), True
+
+
+def mispredicted(op: np.ndarray, history: int = 4) -> float:
+    """The share of rows whose opcode differs from the one that followed the same `history`
+    opcodes where they last occurred before: about how often a branch predictor misses the sweeps'
+    dispatch on this tape. A loop repeating a few ops gives about 0, a random mix of ops about 1."""
+    if len(op) <= history:
+        return 0.0
+    window = np.zeros(len(op) - history, dtype=np.int64)  # the history and the next opcode
+    for k in range(history + 1):
+        window = (window << 8) | op[k : len(op) - history + k]
+    seen = window[np.argsort(window >> 8, kind="stable")]  # by context, in tape order
+    hits = np.count_nonzero((seen[1:] >> 8 == seen[:-1] >> 8) & (seen[1:] == seen[:-1]))
+    return 1.0 - hits / len(window)
 
 
 def _unread_dropped(before: _Program, after: _Program, kept: np.ndarray) -> _Program:
     """`after` (the rows `kept` of `before`, rewritten) without the rows that were read in
     `before` and are not any more: what the pass disconnected, not what was dead already."""
-    gone = _live(before)[kept] & ~_live(after)
-    return _rebuild(after, np.flatnonzero(~gone))
+    live = _live(after)
+    gone = _live(before)[kept] & ~live
+    return dataclasses.replace(_rebuild(after, np.flatnonzero(~gone)), live=live[~gone])
 
 
 # --------------------------------------------------------------------------- rows and operands
 def _live(p: _Program) -> np.ndarray:
     """Rows an output, an input slot or a guard reads (themselves included)."""
+    if p.live is not None:
+        return p.live
     roots = p.op == GUARD
     roots[p.out_slots] = True
     roots[p.input_slots] = True
@@ -249,29 +280,32 @@ def _array_rows(p: _Program) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _operands(p: _Program) -> tuple[np.ndarray, np.ndarray]:
-    """The rows each row reads, as CSR: operands[starts[i] : starts[i + 1]] for row i."""
-    rows = np.arange(len(p.op))
+    """The rows each row reads, as CSR: operands[starts[i] : starts[i + 1]] for row i (a, then b;
+    for an array row x, then y, or its pack list)."""
     reads_a, reads_b = _READS_A[p.op], _READS_B[p.op]
-    readers, read = [rows[reads_a], rows[reads_b]], [p.a[reads_a], p.b[reads_b]]
+    count = reads_a.astype(np.int64) + reads_b
     arows, entries, code = _array_rows(p)
-    for bit, column in ((1, p.arr[1]), (2, p.arr[2])):
-        has = (OPERAND_MASK[code] & bit) != 0
-        readers.append(arows[has])
-        read.append(column[entries[has]])
-    pack = code == _PACK
-    sizes = p.arr[5][entries[pack]]
-    readers.append(np.repeat(arows[pack], sizes))
-    read.append(p.arr[6][_ranges(p.arr[3][entries[pack]], sizes)])
-    reader = np.concatenate(readers)
-    order = np.argsort(reader, kind="stable")
+    has_x, has_y = (OPERAND_MASK[code] & 1) != 0, (OPERAND_MASK[code] & 2) != 0
+    sizes = np.where(code == _PACK, p.arr[5][entries], 0)
+    count[arows] = has_x.astype(np.int64) + has_y + sizes
     starts = np.zeros(len(p.op) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(reader, minlength=len(p.op)), out=starts[1:])
-    return starts, np.concatenate([r.astype(np.int64) for r in read])[order]
+    np.cumsum(count, out=starts[1:])
+    operands = np.empty(starts[-1], dtype=np.int64)
+    operands[starts[:-1][reads_a]] = p.a[reads_a]
+    operands[starts[:-1][reads_b] + reads_a[reads_b]] = p.b[reads_b]
+    first = starts[arows]
+    operands[first[has_x]] = p.arr[1][entries[has_x]]
+    operands[first[has_y] + has_x[has_y]] = p.arr[2][entries[has_y]]
+    pack = sizes > 0
+    operands[_ranges(first[pack], sizes[pack])] = p.arr[6][_ranges(p.arr[3][entries[pack]], sizes[pack])]
+    return starts, operands
 
 
 def _rebuild(p: _Program, order: np.ndarray, target: np.ndarray | None = None) -> _Program:
     """The rows `order` of `p`, in that order, every row reference renumbered; a row not kept
     that others read must have a `target` (the kept row standing for it) that is kept."""
+    if target is None and len(order) == len(p.op) and np.all(order[1:] > order[:-1]):
+        return p  # every row, in order
     new = np.full(len(p.op), -1, dtype=np.int64)
     new[order] = np.arange(len(order))
     if target is not None:
