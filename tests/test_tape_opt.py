@@ -393,6 +393,8 @@ def test_array_rows_are_optimized_with_their_operands_renumbered():
         assert variant.array_slots == checked(plain, x).array_slots - 24
         if passes is True:
             assert report["merged"] == 1
+        points = np.random.default_rng(3).uniform(-1.0, 1.0, (6, 4))  # replayed in parallel
+        assert same_bits(cf.batch_grad(points), np.array([cf.grad(p) for p in points]))
     # W is an input of the tape, read at each call
     assert W.grad is None and np.all(np.isfinite(cf.grad(x)))
 
