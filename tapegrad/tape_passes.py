@@ -19,7 +19,10 @@ one :class:`~tapegrad.compiled.Variant`. In order:
     commutative: ``maximum(0.0, -0.0)`` is ``0.0`` and ``maximum(-0.0, 0.0)`` is ``-0.0``.
 ``reorder``
     Rows sorted by level (one more than their operands' highest), then by opcode, so that the
-    sweeps meet long runs of one opcode (predictable branches); operands still come first.
+    sweeps meet long runs of one opcode (predictable branches); operands still come first. Only
+    a tape whose opcodes follow no short pattern is sorted (:func:`mispredicted`): a loop that
+    repeats a few ops is predicted well already, and sorted it ran slower (its accumulating sum
+    became one chain of dependent rows, with no independent work between them).
 
 ``fold`` and ``cse`` also drop the rows they leave unread. Folding and common subexpressions are
 found among the scalar rows; array rows go through every pass with their operand rows, ``pack``
@@ -314,7 +317,7 @@ def _rebuild(p: _Program, order: np.ndarray, target: np.ndarray | None = None) -
     arows = np.flatnonzero(op >= ARRAY_ROW)
     entries = a[arows].astype(np.int64)
     code, x, y, meta, off, size = (column[entries] for column in p.arr[:6])
-    imeta = p.arr[6].copy()
+    imeta = p.arr[6].copy()  # kept whole: the entries of dropped rows stay, unread
     has_x, has_y = (OPERAND_MASK[code] & 1) != 0, (OPERAND_MASK[code] & 2) != 0
     packed = _ranges(meta[code == _PACK], size[code == _PACK])
     reads_a, reads_b = _READS_A[op], _READS_B[op]
@@ -412,4 +415,4 @@ def _tape(old: Tape, p: _Program, table: tuple[np.ndarray, ...]) -> Tape:
     return tape
 
 
-__all__ = ["PASSES", "Report", "optimize", "passes_of"]
+__all__ = ["PASSES", "REORDER_ABOVE", "Report", "mispredicted", "optimize", "passes_of"]
