@@ -53,6 +53,7 @@ class Variant(NamedTuple):
     arrays: tuple  # the array table (kernels.NO_ARRAYS for a tape of scalar rows)
     array_slots: int  # floats in the array blocks (0 without array rows)
     suffix: str  # of the sweeps this tape runs: "_arrays" with array rows, else ""
+    optimized: Any = None  # the tape passes' report (tapegrad.tape_passes), if they ran
 
     def inputs(self, flat: np.ndarray) -> np.ndarray:
         """The tape's input vector: the flat arguments, then the captured tensors' values now."""
@@ -131,8 +132,9 @@ def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | No
     return [slot(item) for item in array.ravel()], array.shape
 
 
-def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Variant:
-    """Record `f` at the flat arguments `flat` on a fresh tape."""
+def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
+           passes: Sequence[str] = ()) -> Variant:
+    """Record `f` at the flat arguments `flat` on a fresh tape (then run the tape `passes`)."""
     tape = Tape()
     tape.tracing = True
     previous = get_tape()
@@ -144,13 +146,18 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray) -> Var
         set_tape(previous)
     arrays = tape.freeze()
     n_args = len(flat)
-    return Variant(
+    variant = Variant(
         tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
         input_slots=np.array(tape.input_slots, dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(tape.inputs[n_args:]), rows=len(arrays.op), out_slot=out_slots[0],
         arrays=arrays.arr, array_slots=arrays.array_slots, suffix="_arrays" if len(arrays.vaddr) else "",
     )
+    if passes:
+        from . import tape_passes  # imports Numba: only when asked
+
+        variant = tape_passes.optimize(variant, passes)[0]
+    return variant
 
 
 class ReplayTape(NamedTuple):
@@ -177,9 +184,15 @@ class ReplayTape(NamedTuple):
 class CompiledFunction(SparseDerivatives):
     """A function recorded once per signature and replayed in Numba (see :func:`compile`)."""
 
-    def __init__(self, f: Callable[..., Any] | None, max_variants: int = 8) -> None:
+    def __init__(self, f: Callable[..., Any] | None, max_variants: int = 8,
+                 optimize: bool | str | Sequence[str] = False) -> None:
         self.f = f
         self.max_variants = max_variants
+        self._passes: tuple[str, ...] = ()  # the tape passes run on each recording
+        if optimize:
+            from .tape_passes import passes_of
+
+            self._passes = passes_of(optimize)
         self._variants: dict[Signature, OrderedDict[int, Variant]] = {}
         self._lock = threading.Lock()
         self._workspaces = threading.local()
@@ -249,7 +262,7 @@ class CompiledFunction(SparseDerivatives):
                 "tg.compile: the guards of every loaded tape fail at these inputs (or their "
                 f"shapes {signature} were never recorded), and a loaded function cannot record again"
             )
-        variant = record(self.f, signature, flat)
+        variant = record(self.f, signature, flat, self._passes)
         with self._lock:
             variants = self._variants.setdefault(signature, OrderedDict())
             self._counts["recordings"] += 1
@@ -520,6 +533,8 @@ class CompiledFunction(SparseDerivatives):
         out["variants"] = sum(len(v) for v in self._variants.values())
         if self._last is not None:
             out["tape"] = self._last.tape.stats()
+            if self._last.optimized is not None:
+                out["optimize"] = self._last.optimized.as_dict()
         return out
 
     def save(self, path: str) -> None:
@@ -729,16 +744,18 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output
 
 
-def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8) -> Any:
+def compile(f: Callable[..., Any] | None = None, *, max_variants: int = 8,
+            optimize: bool | str | Sequence[str] = False) -> Any:
     """Record `f` once per argument signature and replay it in Numba (also a decorator).
 
     ``cf(*args)``, ``cf.grad``, ``cf.value_and_grad``, ``cf.jvp``, ``cf.vjp``, ``cf.jacobian``;
     sparse derivatives ``cf.sparse_jacobian``, ``cf.sparse_hessian`` and their patterns;
-    ``cf.tape``, ``cf.stats()``, ``cf.save(path)`` and :func:`load`.
+    ``cf.tape``, ``cf.stats()``, ``cf.save(path)`` and :func:`load`. ``optimize=True`` runs the
+    tape passes of :mod:`tapegrad.tape_passes` on each recording (or the ones named: ``("dce", "fold")``).
     """
     if f is None:
-        return lambda g: CompiledFunction(g, max_variants)
-    return CompiledFunction(f, max_variants)
+        return lambda g: CompiledFunction(g, max_variants, optimize)
+    return CompiledFunction(f, max_variants, optimize)
 
 
 __all__ = ["compile", "load", "CompiledFunction", "ReplayTape"]
