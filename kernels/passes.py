@@ -11,10 +11,11 @@ the operands' numbers are. Done with NumPy, each would take one pass per level o
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from .jit import compiled
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def live_rows(starts, operands, roots):
     """The rows that some root row reads, directly or through other rows (roots included)."""
     live = roots.copy()
@@ -26,7 +27,7 @@ def live_rows(starts, operands, roots):
     return live
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def constant_rows(starts, operands, seeds, foldable):
     """The seed rows, and the foldable rows all of whose operand rows are constant."""
     constant = seeds.copy()
@@ -38,7 +39,7 @@ def constant_rows(starts, operands, seeds, foldable):
     return constant
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def levels(starts, operands):
     """Each row's level: 0 for a row that reads no row, else one more than its operands' highest."""
     level = np.zeros(starts.shape[0] - 1, dtype=np.int64)
@@ -48,7 +49,7 @@ def levels(starts, operands):
     return level
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def value_numbers(key_op, key_a, key_b, key_c, slot_a, slot_b, commutative, eligible):
     """Value numbering: for each row the first row computing the same value (itself if none).
 

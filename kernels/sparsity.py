@@ -19,8 +19,8 @@ them all.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .jit import compiled
 from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, OPCODES
 
 _NONLINEAR_ARRAY_OPS = {"matmul": 4, "prod_into": 1, "log_softmax": 1, "custom": 1}  # bits as SECOND's
@@ -59,21 +59,8 @@ _PACK = ARRAY_CODE["pack"]
 # The helpers run per row are inlined and never touch the array table: a call that passes arrays,
 # or a branch that reads them, costs atomic reference counting on every row. Array rows (rare)
 # go through the _array_* functions.
-def _compiled(**options):
-    """njit with these options, cached on disk where Numba finds a writable place (else compiled
-    in memory: a read-only install with no writable cache folder)."""
-
-    def decorate(function):
-        try:
-            return njit(cache=True, nogil=True, **options)(function)
-        except RuntimeError:  # "cannot cache function ...: no locator available"
-            return njit(cache=False, nogil=True, **options)(function)
-
-    return decorate
-
-
-_inline = _compiled(inline="always")
-_kernel = _compiled()
+_inline = compiled(inline="always")
+_kernel = compiled()
 
 
 @_kernel

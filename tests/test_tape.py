@@ -142,6 +142,15 @@ def test_runs_uncached_when_nothing_is_writable(tmp_path):
     assert done.returncode == 0, done.stderr
     value, path = done.stdout.split()
     assert value == "6.0" and path.startswith("<")
+    # the kernels written as modules (sparsity patterns, tape passes) compile in memory too
+    done = _run("""
+        import numpy as np
+        import tapegrad as tg
+        cf = tg.compile(lambda x: x[0] * x[1] + x[1] * x[0], optimize=True)
+        print(cf.sparse_hessian(np.ones(2)).toarray().tolist())
+    """, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[[0.0, 2.0], [2.0, 0.0]]"
 
 
 def test_kernels_is_not_a_top_level_package():
