@@ -46,8 +46,8 @@ def propagate(
 
     def reach(node: Node, g: Any) -> None:
         if node._tape is None:  # a leaf
-            if id(node) in want_ids:
-                found[id(node)] = found.get(id(node), 0.0) + g
+            if id(node) in want_ids:  # (the first adjoint as it is: no copy of a large array)
+                found[id(node)] = found[id(node)] + g if id(node) in found else g
             if accumulate and node._rg:
                 node._accumulate_grad(g)
             return
@@ -64,7 +64,7 @@ def propagate(
                 "the gradient would be a constant frozen at the recording inputs. Differentiate "
                 "the compiled function instead (cf.grad, cf.jvp, cf.hvp, cf.hessian)."
             )
-        reach(node, g)
+        reach(node, g.copy() if g.__class__ is np.ndarray else g)  # (never the caller's array)
     while order:
         _, _, tape = heapq.heappop(order)
         adj, aadj, reached = _sweep(sweeps, tape, pending.pop(tape), retain_graph)
@@ -75,7 +75,8 @@ def propagate(
                     node._accumulate_grad(_adjoint(tape, adj, aadj, node, node._slot))
         for node in wanted:
             if node._tape is tape and reached[node._slot]:
-                found[id(node)] = found.get(id(node), 0.0) + _adjoint(tape, adj, aadj, node, node._slot)
+                g = _adjoint(tape, adj, aadj, node, node._slot)
+                found[id(node)] = found[id(node)] + g if id(node) in found else g
         slots = np.array(tape.input_slots, dtype=np.int64)
         hit = np.flatnonzero(reached[slots])
         inputs = tape.inputs
