@@ -61,3 +61,10 @@ def replay_info(medians: dict[str, float], rows: int) -> dict[str, float]:
     info = {"rows": rows, "ns_per_row": round(median * 1e9 / rows, 3)}
     info.update({f"replay/{peer}": round(median / m, 3) for peer, m in medians.items() if peer != REPLAY})
     return info
+
+
+def register_summary(request: Any, name: str, plugin: Any) -> None:
+    """Register a benchmark module's terminal-summary plugin, once per session."""
+    manager = request.config.pluginmanager
+    if not manager.has_plugin(name):
+        manager.register(plugin, name)

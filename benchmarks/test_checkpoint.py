@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import harness
 import numpy as np
 import pytest
 
@@ -192,6 +193,4 @@ def _time(seconds: float | None) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("tapegrad-checkpoint-summary"):
-        manager.register(_Summary(), "tapegrad-checkpoint-summary")
+    harness.register_summary(request, "tapegrad-checkpoint-summary", _Summary())

@@ -313,6 +313,4 @@ class _Summary:
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("tapegrad-replay-summary"):
-        manager.register(_Summary(), "tapegrad-replay-summary")
+    harness.register_summary(request, "tapegrad-replay-summary", _Summary())

@@ -137,6 +137,4 @@ class _Summary:
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("tapegrad-tape-opt-summary"):
-        manager.register(_Summary(), "tapegrad-tape-opt-summary")
+    harness.register_summary(request, "tapegrad-tape-opt-summary", _Summary())
