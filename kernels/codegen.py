@@ -187,11 +187,18 @@ def _elementwise_forward_body(oc: Opcode):
 def _elementwise_reverse_body(oc: Opcode):
     if not oc.kind or not oc.spec.differentiable:
         return None
+    # Branch-free, so that the loop vectorizes: a zero adjoint (or a zero masked partial) adds
+    # +0.0, which leaves an adjoint block's element as it was (they start at +0.0 and so are
+    # never -0.0), however infinite or NaN the partial.
     terms = _diff_terms(oc)
-    body = ["gk = g[k]", "if gk == 0.0:", "    continue"]
+    body = ["gk = g[k]"]
     body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
     for op, d, masked in terms:
-        body += _accumulate("gx[ix]" if op == "a" else "gy[iy]", d, masked, "gk")
+        target = "gx[ix]" if op == "a" else "gy[iy]"
+        if masked:
+            body += [f"p = {d}", f"{target} += gk * p if gk != 0.0 and p != 0.0 else 0.0"]
+        else:
+            body += [f"{target} += gk * ({d}) if gk != 0.0 else 0.0"]
     return _INNER_LOOP + ["    " + ln for ln in body]
 
 
