@@ -27,6 +27,11 @@ def _numbers(value: Any) -> Any:
     return v.copy() if isinstance(v, np.ndarray) else float(v)
 
 
+def _fresh(g: Any) -> Any:
+    """A gradient tensor of autograd.grad as a float or its own array."""
+    return g._v if isinstance(g._v, np.ndarray) else float(g._v)
+
+
 def _record(f: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]):
     """Call f with the chosen arguments as tensors that require grad; (output, those tensors)."""
     args = list(args)
@@ -34,7 +39,8 @@ def _record(f: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]
         if not -len(args) <= k < len(args):
             raise ValueError(f"argnums {k} is out of range for {len(args)} arguments")
         try:
-            args[k] = tensor(float_array(_numbers(args[k])), requires_grad=True)
+            value = args[k]._v if isinstance(args[k], Node) else args[k]
+            args[k] = tensor(float_array(value), requires_grad=True)  # (tensor() copies an array)
         except (TypeError, ValueError) as err:
             raise TypeError(f"argument {k} must be a number or an array of numbers ({err})") from None
     with recording(), enable_grad():
@@ -47,7 +53,8 @@ def _pull_back(out: Any, inputs: list[Tensor], cotangent: Any, retain: bool) -> 
         return [np.zeros(np.shape(t._v)) if np.ndim(t._v) else 0.0 for t in inputs]
     grads = autograd.grad(out, inputs, cotangent, retain_graph=retain, allow_unused=True)
     return [
-        (np.zeros(np.shape(t._v)) if np.ndim(t._v) else 0.0) if g is None else _numbers(g)
+        # autograd.grad's results are fresh arrays no one else holds: returned without a copy
+        (np.zeros(np.shape(t._v)) if np.ndim(t._v) else 0.0) if g is None else _fresh(g)
         for g, t in zip(grads, inputs)
     ]
 

@@ -368,6 +368,19 @@ def test_functional_grad_value_and_grad_argnums(rng):
         tg.grad(lambda x: x * 2.0)(data)
 
 
+def test_functional_gradients_are_arrays_of_their_own(rng):
+    data = rng.normal(size=4)
+    kept = data.copy()
+    grad = tg.grad(lambda x: tnp.sum(x))  # the gradient is the seed itself, passed through
+    g1, g2 = grad(data), grad(data)
+    g1 += 5.0
+    np.testing.assert_array_equal(g2, np.ones(4))
+    np.testing.assert_array_equal(data, kept)
+    t = tg.tensor(data, requires_grad=True)
+    (g,) = tg.autograd.grad(tnp.sum(t * 2.0), [t])
+    assert not np.shares_memory(g.numpy(), t.detach().numpy())
+
+
 def test_functional_vjp_and_jacobian(rng):
     A, x = rng.normal(size=(3, 4)), rng.normal(size=4)
     y, vjp_fn = tg.vjp(lambda v: tnp.tanh(tg.tensor(A) @ v), x)
