@@ -127,6 +127,21 @@ def test_argnums_other_arguments_and_captured_tensors_are_not_columns(rng):
         cf.sparse_jacobian(x, y, argnums=2)
 
 
+def test_hessian_in_one_argument_of_several(rng):
+    def f(x, y):
+        return sum(x[i] * y[i] ** 2 + tg.sin(x[i] * x[(i + 1) % 5]) for i in range(5))
+
+    cf = tg.compile(f)
+    x, y = rng.uniform(-1, 1, 5), rng.uniform(-1, 1, 5)
+    hy = cf.sparse_hessian(x, y, argnums=1).toarray()
+    np.testing.assert_allclose(hy, np.diag(2 * x), rtol=1e-14)
+    assert cf.hessian_sparsity(x, y, argnums=1).n_colors == 1
+    hx = cf.sparse_hessian(x, y, argnums=0).toarray()
+    dense = tg.compile(lambda x: f(x, y)).hessian(x)
+    np.testing.assert_allclose(hx, dense, rtol=1e-13, atol=1e-15)
+    assert cf.hessian_sparsity(x, y, argnums=0).nnz == 15  # a cyclic tridiagonal pattern
+
+
 def test_outputs_that_read_no_input_have_empty_rows(rng):
     cf = tg.compile(lambda x: objects([x[0] * x[1], tg.tensor(2.0) * 3.0, 4.0, x[2]]))
     x = rng.uniform(-1, 1, 3)
