@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -41,12 +43,30 @@ def _is_basic(key: Any) -> bool:
 
 
 def _index_entry(shape: tuple[int, ...], key: Any) -> np.ndarray:
-    """The index map of ``x[key]`` for x of `shape`: strided for basic indexing (its offset and
-    strides, read off a view of a fake array), else the explicit positions."""
+    """The index map of ``x[key]`` for x of `shape`: strided for basic indexing, else the explicit
+    positions."""
     if not _is_basic(key):
         return np.concatenate([[-1], np.arange(int(np.prod(shape))).reshape(shape)[key].reshape(-1)])
-    fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, _c_strides(shape))
     keys = key if isinstance(key, tuple) else (key,)
+    return _basic_entry(shape, tuple(_hashable(k) for k in keys))
+
+
+def _hashable(k: Any) -> Any:
+    """An index key as the cache takes it: slices (not hashable before Python 3.12) as tuples of
+    their bounds, numbers as ints (NumPy reads them through __index__ alike)."""
+    if k is None or k is Ellipsis:
+        return k
+    if isinstance(k, slice):
+        return tuple(None if v is None else operator.index(v) for v in (k.start, k.stop, k.step))
+    return operator.index(k)
+
+
+@lru_cache(maxsize=1024)
+def _basic_entry(shape: tuple[int, ...], keys: tuple[Any, ...]) -> np.ndarray:
+    """The strided index map of basic indexing (see _index_entry): its offset and strides, read off
+    a view of a fake array (a loop indexing the same way records each time: computed once)."""
+    keys = tuple(slice(*k) if isinstance(k, tuple) else k for k in keys)
+    fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, _c_strides(shape))
     view = fake[keys if any(k is Ellipsis for k in keys) else (*keys, Ellipsis)]  # a 0-d view, not a scalar
     offset = view.__array_interface__["data"][0] - fake.__array_interface__["data"][0]
     return _strided(offset, view.shape, view.strides)
