@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, Opcode, OpSpec
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, Opcode, OpSpec, _names
 
 _lock = threading.Lock()
 _module: types.ModuleType | None = None
@@ -21,6 +21,28 @@ _module: types.ModuleType | None = None
 OPERAND_MASK = np.array(
     [int(o.reads_a) | (int(o.reads_b) << 1) for o in OPCODES]
     + [(1 if s.arity >= 1 else 0) | (2 if s.arity == 2 else 0) for s in ARRAY_OPS],
+    dtype=np.uint8,
+)
+
+
+def _reads(o: Opcode) -> int:
+    """Which values the reverse rule of opcode o reads: bit 1 operand a's (a row), bit 2
+    operand b's, bit 4 its own result's."""
+    if not o.spec.differentiable or not o.kind:
+        return 0
+    used: set[str] = set()
+    for term, partial in (("a", o.spec.dx), ("b", o.spec.dy)):
+        if (o.reads_a if term == "a" else o.reads_b) and partial != "0.0":
+            used |= _names(partial)
+    x_row, y_row = o.kind in ("v", "vv", "vc"), o.kind in ("vv", "cv")
+    return (int("x" in used and x_row)) | (int("y" in used and y_row) << 1) | (int("z" in used) << 2)
+
+
+# Per code: the values its reverse rule reads (see _reads); an eager tape keeps an array row's
+# values only while a reverse rule may read them, as torch keeps its saved tensors.
+READS = np.array(
+    [_reads(o) for o in OPCODES]
+    + [sum(bit for name, bit in (("x", 1), ("y", 2), ("z", 4)) if name in s.reads) for s in ARRAY_OPS],
     dtype=np.uint8,
 )
 SAVES = np.array(
@@ -57,5 +79,5 @@ def sweeps() -> types.ModuleType:
 
 __all__ = [
     "ARRAY_CODE", "ARRAY_OPS", "ARRAY_ROW", "BY_NAME", "CODE", "NO_ADDRESSES", "NO_ADJOINTS", "NO_ARRAYS",
-    "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "SAVES", "array_table", "sweeps",
+    "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "READS", "SAVES", "array_table", "sweeps",
 ]

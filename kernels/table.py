@@ -196,26 +196,31 @@ class ArrayOpSpec:
 
     name: str
     arity: int  # operand rows (x, then y)
-    saves: bool  # the reverse rule reads operand or result values
+    reads: str  # the values its reverse rule reads: of operands "x", "y", of its result "z"
     meta: str  # layout of its entry in the int side table
+
+    @property
+    def saves(self) -> bool:
+        """Whether the reverse rule reads values saved in the forward pass."""
+        return bool(self.reads)
 
 
 ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
-    ArrayOpSpec("array_input", 0, False, "leaf data: inputs[x : x + size] of the tape's input vector"),
-    ArrayOpSpec("array_const", 0, False, "data that needs no gradient: consts[x : x + size]"),
-    ArrayOpSpec("pack", 0, False, "out[k] = vals[rows[k]]: scalar rows (size of them) as one array"),
-    ArrayOpSpec("matmul", 2, True, "batch, m, k, n, x and y batch strides (0: broadcast), y transposed"),
+    ArrayOpSpec("array_input", 0, "", "leaf data: inputs[x : x + size] of the tape's input vector"),
+    ArrayOpSpec("array_const", 0, "", "data that needs no gradient: consts[x : x + size]"),
+    ArrayOpSpec("pack", 0, "", "out[k] = vals[rows[k]]: scalar rows (size of them) as one array"),
+    ArrayOpSpec("matmul", 2, "xy", "batch, m, k, n, x and y batch strides (0: broadcast), y transposed"),
     # idx: an index map, strided (nd, offset, shape, strides) or explicit (-1, positions)
-    ArrayOpSpec("gather", 1, False, "out[k] = x[idx[k]], idx over the output"),
-    ArrayOpSpec("sum_into", 1, False, "out[idx[k]] += x[k], idx over the input"),
-    ArrayOpSpec("amax_into", 1, True, "out[idx[k]] = max x[k], idx over the input; ties split"),
-    ArrayOpSpec("amin_into", 1, True, "out[idx[k]] = min x[k], idx over the input; ties split"),
-    ArrayOpSpec("prod_into", 1, True, "out[idx[k]] *= x[k], idx over the input"),
+    ArrayOpSpec("gather", 1, "", "out[k] = x[idx[k]], idx over the output"),
+    ArrayOpSpec("sum_into", 1, "", "out[idx[k]] += x[k], idx over the input"),
+    ArrayOpSpec("amax_into", 1, "xz", "out[idx[k]] = max x[k], idx over the input; ties split"),
+    ArrayOpSpec("amin_into", 1, "xz", "out[idx[k]] = min x[k], idx over the input; ties split"),
+    ArrayOpSpec("prod_into", 1, "x", "out[idx[k]] *= x[k], idx over the input"),
     ArrayOpSpec(
-        "log_softmax", 1, True, "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"
+        "log_softmax", 1, "z", "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"
     ),
     # a user's op (tapegrad.custom): x is its operands' values, joined
-    ArrayOpSpec("custom", 1, True, "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
+    ArrayOpSpec("custom", 1, "xz", "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

@@ -90,7 +90,7 @@ def _value(tape: Any, row: int) -> Any:
     """Row `row`'s value while recording: a float, or its array."""
     rows = tape.rows
     if rows[4 * row] == ARRAY_ROW:
-        return tape.block_vals[int(rows[4 * row + 1])]
+        return tape.block_value(int(rows[4 * row + 1]))
     return rows[4 * row + 3]
 
 

@@ -321,6 +321,8 @@ def _row(tape: Any, x: Any) -> int:
     """The row of operand `x` on `tape`: its own, an input row, or a row of constant data."""
     if isinstance(x, Node) and (x._rg or x._tape is not None):
         if x._tape is tape:
+            if tape is not None and x._v.__class__ is np.ndarray:  # for the row recorded next
+                tape.operand_values[x._slot] = x._v
             return x._slot
         return slot_on(tape, x)
     value = _value(x)

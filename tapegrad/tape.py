@@ -17,6 +17,7 @@ data, held once); the sweeps reach it by address.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,7 +63,7 @@ ROW_HOOK: Callable[[Tape, int], None] | None = None
 SMALL_BLOCK = 4096  # array values up to this many floats are copied together for a sweep
 
 
-def _addresses(values: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray | None]:
+def _addresses(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """The address of each array row's values, for the sweeps; and the memory to keep alive.
 
     Small arrays are copied into one buffer (asking NumPy for an array's address costs about a
@@ -70,6 +71,8 @@ def _addresses(values: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray 
     vaddr = np.zeros(len(values), dtype=np.int64)
     small, pieces = [], []
     for j, v in enumerate(values):
+        if v.__class__ is weakref.ref:  # values no reverse rule reads
+            v = v()
         if v is None:
             continue
         if v.size <= SMALL_BLOCK:
@@ -92,6 +95,7 @@ class Tape:
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
         "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width", "versions",
+        "operand_values",
     )
 
     def __init__(self) -> None:
@@ -111,7 +115,9 @@ class Tape:
         self._arrays: TapeArrays | None = None
         # the array table: code, x, y, side-table start, block offset, size per array row
         self.blocks: list[int] = []
-        self.block_vals: list[np.ndarray | None] = []  # each array row's values (None: 0-d)
+        # each array row's values (None: 0-d); a weak reference to values no reverse rule reads
+        self.block_vals: list[Any] = []
+        self.operand_values: dict[int, np.ndarray] = {}  # the arrays of the next row's operand rows
         self.imeta: list[np.ndarray] = []  # entries of the int64 side table
         self.imeta_len = 0
         self.array_slots = 0
@@ -154,11 +160,13 @@ class Tape:
         if meta is not None:
             self.imeta.append(meta)
             self.imeta_len += len(meta)
+        reads = int(kernels.READS[code])
         if value.__class__ is np.ndarray:  # C-ordered float64: its memory is the block
             size = value.size
             self.rows += (ARRAY_ROW, len(self.block_vals), 0, 0.0)
             self.blocks += (code, x, y, m, self.array_slots, size)
-            self.block_vals.append(value)
+            # held while a reverse rule may read it (this row's, or a later reader's: _hold)
+            self.block_vals.append(value if reads & 4 or self.tracing else weakref.ref(value))
             self.array_slots += size
             if self.array_slots >= ARRAY_SLOTS_LIMIT and not self.tracing:
                 self.closed = True  # full: the thread's next graph starts a new tape
@@ -166,9 +174,34 @@ class Tape:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
             self.block_vals.append(None)
+        if reads & 1:
+            self._hold(x)
+        if reads & 2:
+            self._hold(y)
+        self.operand_values.clear()
         if ROW_HOOK is not None:
             ROW_HOOK(self, row)
         return row
+
+    def _hold(self, row: int) -> None:
+        """Keep the values of array row `row` (an operand whose values a reverse rule reads)."""
+        if self.rows[4 * row] == ARRAY_ROW:
+            j = int(self.rows[4 * row + 1])
+            held = self.block_vals[j]
+            if held.__class__ is weakref.ref:
+                # the reader's operand (its array may be another view of the data, a reshape's)
+                value = self.operand_values.get(row)
+                if value is None:
+                    value = held()
+                if value is None:
+                    raise RuntimeError(f"tapegrad: the values of row {row} were dropped before a reader")
+                self.block_vals[j] = value
+
+    def block_value(self, j: int) -> np.ndarray | None:
+        """The values of array table entry j while recording, if still held (None: a 0-d result,
+        or values no reverse rule reads whose tensor is gone)."""
+        held = self.block_vals[j]
+        return held() if held.__class__ is weakref.ref else held
 
     def add_array_const(self, value: np.ndarray) -> int:
         """A row holding array data that needs no gradient (read by the reverse rules); its row.

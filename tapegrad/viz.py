@@ -91,7 +91,7 @@ def _label(tape: Tape, i: int, inputs: dict[int, Node]) -> str:
     name = getattr(node, "label", "") or (describe_row(tape, i) if node is not None else f"v{i}")
     if int(arrays.op[i]) == ARRAY_ROW:
         start, stop = tape.block(i)
-        values = None if (tape.released or tape.frozen) else tape.block_vals[int(arrays.a[i])]
+        values = None if (tape.released or tape.frozen) else tape.block_value(int(arrays.a[i]))
         data = f"array [{stop - start}]" if values is None else \
             f"data {np.array2string(np.ravel(values), precision=3, threshold=6)}"
         grad = node._grad if node is not None else None

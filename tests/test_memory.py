@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import memory
+from tapegrad import kernels, memory
 
 
 def _train(steps: int, make_leaf) -> None:
@@ -132,3 +132,20 @@ def test_a_hundred_million_row_tape():
     q, n = 0.999999, 50_000_000  # s_n = q^n s_0 + x1 (1 - q^n) / (1 - q)
     np.testing.assert_allclose(value, q**n + 1e-6 * (1 - q**n) / (1 - q), rtol=1e-6)
     np.testing.assert_allclose(grad, [q**n, (1 - q**n) / (1 - q)], rtol=1e-6)
+
+
+def test_an_eager_tape_holds_only_the_values_reverse_rules_read():
+    """As torch keeps saved tensors: an array no reverse rule reads goes with its tensor."""
+    rng = np.random.default_rng(0)
+    x = tg.tensor(rng.normal(size=1000), requires_grad=True)
+    y = tg.exp(x + 1.0)  # exp's rule reads its own result; x + 1.0 is read by none
+    u = (y * 2.0).reshape(10, 100)  # a product by a constant reads nothing; sin reads the reshape
+    loss = (tg.sin(u).reshape(-1) + y).sum()
+    tape = loss.tape
+    held = [tape.block_value(j) is not None for j in range(len(tape.block_vals))]
+    ops = [tape.op_name(i) for i in range(len(tape)) if tape.opcode(i) == kernels.ARRAY_ROW]
+    assert list(zip(ops, held)) == [("array_input", True), ("add", False), ("exp", True), ("mul", True),
+                                    ("sin", False), ("add", False)]
+    loss.backward()
+    e = np.exp(x.detach().numpy() + 1.0)
+    np.testing.assert_allclose(x.grad.numpy(), e * (2.0 * np.cos(2.0 * e) + 1.0), rtol=1e-14)
