@@ -42,6 +42,7 @@ ARRAY_SLOTS_LIMIT = 1 << 25
 # opcodes whose operand a (resp. b) is a constant, written inline while recording
 _CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
 _CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
+_READS = tuple(kernels.READS.tolist())  # per code: the values its reverse rule reads (a tuple: fast)
 
 
 class TapeArrays(NamedTuple):
@@ -160,7 +161,7 @@ class Tape:
         if meta is not None:
             self.imeta.append(meta)
             self.imeta_len += len(meta)
-        reads = int(kernels.READS[code])
+        reads = _READS[code]
         if value.__class__ is np.ndarray:  # C-ordered float64: its memory is the block
             size = value.size
             self.rows += (ARRAY_ROW, len(self.block_vals), 0, 0.0)
