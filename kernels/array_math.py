@@ -62,12 +62,13 @@ def broadcast_base(o, imeta, m, nd):
     return bx, by
 
 
-def matrix(block, start, rows, cols):
-    # rows x cols of a block from `start`, C order
-    return block[start : start + rows * cols].reshape((rows, cols))
+def gemm_arguments():
+    # dgemm's by-pointer arguments: transpose flags, dimensions, alpha and beta (allocated once
+    # per matmul row, filled per product)
+    return np.empty(2, dtype=np.uint8), np.empty(6, dtype=np.int32), np.empty(2)
 
 
-def gemm(out, a, b, rows, inner, cols, ta, tb, beta):
+def gemm(out, a, b, rows, inner, cols, ta, tb, beta, arguments):
     # out = beta * out + op(a) @ op(b) on the C-ordered blocks starting at out, a, b: out holds
     # rows x cols, a rows x inner (inner x rows when ta), b inner x cols (cols x inner when tb).
     # One BLAS dgemm, no copies: in BLAS's column-major view the blocks are transposed, so it
@@ -78,15 +79,13 @@ def gemm(out, a, b, rows, inner, cols, ta, tb, beta):
         if beta == 0.0:
             out[: rows * cols] = 0.0
         return
-    flags = np.empty(2, dtype=np.uint8)
+    flags, dims, scale = arguments
     flags[0] = 84 if tb else 78  # 'T', 'N'
     flags[1] = 84 if ta else 78
-    dims = np.empty(6, dtype=np.int32)
     dims[0], dims[1], dims[2] = cols, rows, inner
     dims[3] = inner if tb else cols
     dims[4] = rows if ta else inner
     dims[5] = cols
-    scale = np.empty(2)
     scale[0], scale[1] = 1.0, beta
     dgemm(data_of(flags), data_of(flags[1:]), data_of(dims), data_of(dims[1:]), data_of(dims[2:]),
           data_of(scale), data_of(b), data_of(dims[3:]), data_of(a), data_of(dims[4:]),
@@ -99,22 +98,24 @@ def matmul_forward(x, y, out, imeta, m, beta=0.0):
     # without moving w)
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
     sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
+    arguments = gemm_arguments()
     for t in range(batch):
-        gemm(out[t * rows * cols :], x[t * sx :], y[t * sy :], rows, inner, cols, False, ty, beta)
+        gemm(out[t * rows * cols :], x[t * sx :], y[t * sy :], rows, inner, cols, False, ty, beta, arguments)
 
 
 def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
     sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
+    arguments = gemm_arguments()
     for t in range(batch):
         gb = g[t * rows * cols :]
         if dx:  # gx += g @ y.T (y's block: cols x inner when ty, else inner x cols)
-            gemm(gx[t * sx :], gb, y[t * sy :], rows, cols, inner, False, not ty, 1.0)
+            gemm(gx[t * sx :], gb, y[t * sy :], rows, cols, inner, False, not ty, 1.0, arguments)
         if dy:
             if ty:  # gy (cols x inner) += g.T @ x
-                gemm(gy[t * sy :], gb, x[t * sx :], cols, rows, inner, True, False, 1.0)
+                gemm(gy[t * sy :], gb, x[t * sx :], cols, rows, inner, True, False, 1.0, arguments)
             else:  # gy (inner x cols) += x.T @ g
-                gemm(gy[t * sy :], x[t * sx :], gb, inner, rows, cols, True, False, 1.0)
+                gemm(gy[t * sy :], x[t * sx :], gb, inner, rows, cols, True, False, 1.0, arguments)
 
 
 def pack_forward(vals, out, imeta, m):
