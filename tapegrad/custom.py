@@ -201,17 +201,12 @@ def custom_op(name: str, forward: Callable[..., Any], vjp: Callable[..., Any],
     return CustomOp(name, forward, vjp, jvp)
 
 
-def op_by_id(op_id: int) -> CustomOp:
-    """The op registered with this id in this process."""
-    return _BY_ID[op_id]
-
-
 def op_by_name(name: str) -> CustomOp | None:
     """The op registered last under this name, if any."""
     return _BY_NAME.get(name)
 
 
-__all__ = ["CustomOp", "custom_op", "op_by_id", "op_by_name"]
+__all__ = ["CustomOp", "custom_op", "op_by_name"]
 
 
 def ops_in(arrays: tuple) -> list[CustomOp]:
