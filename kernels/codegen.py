@@ -217,6 +217,23 @@ def _elementwise_second_order_body(oc: Opcode):
     return _INNER_LOOP + ["    " + ln for ln in body]
 
 
+def _versioned(body_for):
+    """`body_for` with, for an opcode of a constant y whose op lists ``literal_y`` values, a copy
+    of the loop per value with y that literal, and the general loop for any other y."""
+
+    def body(oc: Opcode):
+        lines = body_for(oc)
+        if lines is None or oc.kind != VC or not oc.spec.literal_y:
+            return lines
+        out = []
+        for k, value in enumerate(oc.spec.literal_y):
+            out.append(f"{'elif' if k else 'if'} consts[cy] == {value!r}:")
+            out += ["    " + ln.replace("consts[cy]", repr(value)) for ln in lines]
+        return out + ["else:"] + ["    " + ln for ln in lines]
+
+    return body
+
+
 _ELEMENTWISE = """@_kernel
 def elementwise_{name}({params}):
     \"\"\"{doc}\"\"\"
@@ -249,7 +266,9 @@ def _elementwise_kernels() -> str:
     """The four elementwise array kernels: one loop over the innermost runs of a row, one
     branch per opcode inside."""
     return "\n\n".join(
-        _ELEMENTWISE.format(name=name, params=params, doc=doc, block=block, cases=_branches(body, " " * 8))
+        _ELEMENTWISE.format(
+            name=name, params=params, doc=doc, block=block, cases=_branches(_versioned(body), " " * 8)
+        )
         for name, params, doc, block, body in _ELEMENTWISE_KERNELS
     )
 

@@ -47,6 +47,9 @@ class OpSpec:
     integer: bool = False  # on integer operands, an integer result (unrecorded ops, like torch)
     # the forward on NumPy arrays, where evaluating `fwd` with NumPy's functions does not do it
     array: str = ""
+    # values of a constant operand y that get a loop of their own in the array kernels, with y a
+    # literal there: the formulas' branches on y fold away and the loop vectorizes
+    literal_y: tuple[float, ...] = ()
 
     @property
     def boolean(self) -> bool:
@@ -88,7 +91,7 @@ OPS: tuple[OpSpec, ...] = (
         "pow", 2, "power(x, y)", dx="pow_dx(x, y)", dy="pow_dy(x, y, z)",
         dxx="pow_dxx(x, y)", dxy="pow_dxy(x, y)", dyy="pow_dyy(x, y, z)", symbol="**", masked="x",
         torch="x ** y", domain=(0.2, 2.0),
-        kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0",
+        kink="d(x**0)/dx = 0; d(0**y)/dy = 0 for y >= 0", literal_y=(2.0, 3.0, 0.5, -1.0, -2.0, -0.5),
         kinks=((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (0.0, 0.5), (-1.5, 2.0)),
     ),
     OpSpec("neg", 1, "-x", dx="-1.0", torch="-x", integer=True,

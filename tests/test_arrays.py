@@ -96,6 +96,20 @@ def test_binary_op_with_a_python_number(spec, rng):
     check(lambda a: f(c, a), [x], lambda a: _torch_op(spec)(torch.tensor(c), a) if torch else None)
 
 
+@pytest.mark.parametrize("c", sorted({y for s in OPS for y in s.literal_y} | {1.7, 0.0}))
+def test_constant_exponents_with_loops_of_their_own(c, rng):
+    """x ** c where the array kernels run a loop with c a literal (and two that take the general
+    loop): eager values and gradients, and every replay sweep, against the formulas."""
+    x = rng.uniform(0.2, 2.0, size=7)
+    v = rng.normal(size=7)
+    check(lambda a: a ** c, [x], lambda a: a ** c)
+    cf = tg.compile(lambda a: tnp.sum(a ** c))
+    np.testing.assert_allclose(cf(x), np.sum(x ** c), rtol=1e-14)
+    np.testing.assert_allclose(cf.grad(x), c * x ** (c - 1), rtol=1e-14)
+    np.testing.assert_allclose(cf.jvp((x,), (v,))[1], np.sum(c * x ** (c - 1) * v), rtol=1e-13)
+    np.testing.assert_allclose(cf.hvp(x, v), c * (c - 1) * x ** (c - 2) * v, rtol=1e-13, atol=1e-300)
+
+
 @pytest.mark.parametrize("spec", [s for s in OPS if s.boolean], ids=lambda s: s.name)
 def test_comparisons_give_bool_arrays_without_gradient(spec, rng):
     x = tg.tensor(rng.normal(size=(3, 2)), requires_grad=True)
