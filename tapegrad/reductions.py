@@ -4,6 +4,7 @@ and the compositions on them: logsumexp, softmax, log_softmax."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -13,17 +14,20 @@ from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import _axes, _c_strides, _strided, reshape
 
+# (the ufuncs' reduce: NumPy's values, without np.sum's Python wrapper) and the ops' public names
 _NUMPY_REDUCE: dict[str, Callable[..., Any]] = {
-    "sum_into": np.sum, "amax_into": np.max, "amin_into": np.min, "prod_into": np.prod,
+    "sum_into": np.add.reduce, "amax_into": np.maximum.reduce, "amin_into": np.minimum.reduce,
+    "prod_into": np.multiply.reduce,
 }
+_NAMES = {"sum_into": "sum", "amax_into": "max", "amin_into": "min", "prod_into": "prod"}
 
 
 def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     """Sum, max, min or product over `axis` (all axes by default) as one segment-reduction row."""
     x = as_array(x)
     xv = _value(x)
-    name = {"sum_into": "sum", "amax_into": "max", "amin_into": "min", "prod_into": "prod"}[op]
-    axes = _axes(axis, xv.ndim, name)
+    name = _NAMES[op]
+    axes = _axes(axis, np.ndim(xv), name)
     try:
         value = _NUMPY_REDUCE[op](xv, axis=axes, keepdims=keepdims)
     except ValueError:  # the max or min of nothing
@@ -35,13 +39,16 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
     tape = current_tape()
     if tape is None:
         return _leaf(value)
-    return _record(ARRAY_CODE[op], _row(tape, x), 0, _segments(xv.shape, axes), value, tape, x._rg)
+    return _record(ARRAY_CODE[op], _row(tape, x), 0, _segments(np.shape(xv), axes), value, tape, x._rg)
 
 
+@lru_cache(maxsize=1024)
 def _segments(shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
     """The index map sending each element to its segment: its position with `axes` reduced away."""
     kept = _c_strides([1 if d in axes else n for d, n in enumerate(shape)])
-    return _strided(0, shape, [0 if d in axes else kept[d] for d in range(len(shape))])
+    entry = _strided(0, shape, [0 if d in axes else kept[d] for d in range(len(shape))])
+    entry.flags.writeable = False  # shared by every row reducing the same way
+    return entry
 
 
 def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:

@@ -45,6 +45,8 @@ def _is_basic(key: Any) -> bool:
 def _index_entry(shape: tuple[int, ...], key: Any) -> np.ndarray:
     """The index map of ``x[key]`` for x of `shape`: strided for basic indexing, else the explicit
     positions."""
+    if key.__class__ is slice:  # the commonest key, x[1:]: straight to the cache
+        return _basic_entry(shape, (_hashable(key),))
     if not _is_basic(key):
         return np.concatenate([[-1], np.arange(int(np.prod(shape))).reshape(shape)[key].reshape(-1)])
     keys = key if isinstance(key, tuple) else (key,)
@@ -57,7 +59,12 @@ def _hashable(k: Any) -> Any:
     if k is None or k is Ellipsis:
         return k
     if isinstance(k, slice):
-        return tuple(None if v is None else operator.index(v) for v in (k.start, k.stop, k.step))
+        start, stop, step = k.start, k.stop, k.step
+        return (
+            None if start is None else operator.index(start),
+            None if stop is None else operator.index(stop),
+            None if step is None else operator.index(step),
+        )
     return operator.index(k)
 
 
