@@ -96,7 +96,7 @@ def _forward_body(oc: Opcode):
 
 def _reverse_body(oc: Opcode):
     if oc.spec.name == "array_scalar":
-        return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)" + ARRAY_LINE]
+        return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False)" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     terms = _diff_terms(oc)
@@ -191,7 +191,7 @@ def _elementwise_reverse_body(oc: Opcode):
     # +0.0, which leaves an adjoint block's element as it was (they start at +0.0 and so are
     # never -0.0), however infinite or NaN the partial.
     terms = _diff_terms(oc)
-    body = ["gk = g[k]"]
+    body = ["gk = g[k]", "g[k] = 0.0 if consume else gk"]
     body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
     for op, d, masked in terms:
         target = "gx[ix]" if op == "a" else "gy[iy]"
@@ -249,9 +249,10 @@ _ELEMENTWISE_KERNELS = (
     ("forward", "c, xv, yv, zv, consts, cx, cy, imeta, m",
      "zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy]).",
      "zv", _elementwise_forward_body),
-    ("reverse", "c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m",
+    ("reverse", "c, g, xv, yv, zv, gx, gy, consts, cx, cy, imeta, m, consume",
      "Push the adjoints g of elementwise row code c to its operands' adjoint blocks gx, gy\n"
-     "    (a broadcast operand's elements sum the adjoints of every element they reached).",
+     "    (a broadcast operand's elements sum the adjoints of every element they reached); with\n"
+     "    `consume`, zero each element of g as it is read.",
      "g", _elementwise_reverse_body),
     ("tangent", "c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m",
      "zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd.",
@@ -504,8 +505,10 @@ def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
 
 
 @_kernel
-def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj):
-    """Push array row i's adjoint (its block, or its scalar slot) to its operands."""
+def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
+    """Push array row i's adjoint (its block, or its scalar slot) to its operands; with `consume`,
+    leave its block zeroed (the elementwise kernels zero each element as they read it)."""
+    consume = consume and op[i] == ARRAY_ROW
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -515,8 +518,11 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj):
         return
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
-        elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, ax[j], ay[j], imeta, m)
+        elementwise_reverse(c, g, xv, yv, zv, gx, gy, consts, ax[j], ay[j], imeta, m, consume)
+        return
 {array_reverse_cases}
+    if consume:
+        g[:] = 0.0
 
 
 {sweeps}
@@ -569,17 +575,19 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False)  #A
             continue
 {reverse_cases}
 
 
 @_kernel
-def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, operands, release{AR}):
+def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, operands, release{AK}):
     """Reverse sweep of an eager backward: as `reverse`, and marks the rows it reaches.
 
     Rows whose rule reads saved values are marked freed when `release` is set; reaching a freed
-    row again returns its index (a second backward through released values), else -1.
+    row again returns its index (a second backward through released values), else -1. An array
+    row's block of aadj is zeroed as its rule reads it, unless keep[i] (the blocks the caller
+    reads afterwards): the caller zeroes those, and aadj is all zeros for the next sweep.
     """
     n = op.shape[0]
     code, ax, ay = arr[0], arr[1], arr[2]  #A
@@ -609,7 +617,7 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
         g = adj[i]
         if g == 0.0:
             if c == ARRAY_ROW:  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, keep[i] == 0)  #A
             continue
 {reverse_cases}
     return -1
@@ -694,9 +702,9 @@ ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows
 def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
     scalar rows only runs sweeps that never compile the array kernels."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AOWN=", arr, own_vaddr, own_adj",
-                  AT=", arr, vaddr, adot", A2=", arr, vaddr, aadj, aadjd, adot",
-                  AH=", arr, vaddr, aadj, aadjd, adot")
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AK=", arr, vaddr, aadj, keep",
+                  AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
+                  A2=", arr, vaddr, aadj, aadjd, adot", AH=", arr, vaddr, aadj, aadjd, adot")
     if not arrays:
         params = dict.fromkeys(params, "")
     text = SWEEPS.format(S="_arrays" if arrays else "", **params,

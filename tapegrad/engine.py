@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from . import anomaly, kernels
+from .kernels import ARRAY_ROW
 from .node import Node, TracingError
 from .state import NONE, get_tape, set_tape
-from .tape import Tape
+from .tape import Tape, TapeArrays
 
 _SECOND_BACKWARD = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -67,7 +68,8 @@ def propagate(
         reach(node, g.copy() if g.__class__ is np.ndarray else g)  # (never the caller's array)
     while order:
         _, _, tape = heapq.heappop(order)
-        adj, aadj, reached = _sweep(sweeps, tape, pending.pop(tape), retain_graph)
+        arrays = tape.arrays()
+        adj, aadj, reached, keep = _sweep(sweeps, tape, arrays, pending.pop(tape), retain_graph, wanted)
 
         if accumulate:
             for node in tape.retained:
@@ -85,6 +87,8 @@ def propagate(
             reach(
                 node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g
             )
+        if len(keep):
+            _arena.done(arrays, keep)
     return found
 
 
@@ -96,29 +100,59 @@ def _adjoint(tape: Tape, adj: np.ndarray, aadj: np.ndarray, node: Node, slot: in
     return float(adj[slot])
 
 
-_scratch = threading.local()
+class _Arena(threading.local):
+    """The adjoints of array blocks: one buffer a thread reuses from one backward to the next
+    (results are copied out before the next sweep; fresh memory from the OS costs more than
+    zeroing warm memory, several times over for large arrays). The sweep zeroes each block as
+    it reads it, and :meth:`done` the blocks it kept, so a buffer is zeroed again only after a
+    sweep that did not finish."""
+
+    buf: np.ndarray | None = None
+    used = 0  # elements of buf that may be nonzero
+    clean = True
+
+    def take(self, n: int) -> np.ndarray:
+        """n zeros."""
+        if self.buf is None or len(self.buf) < n:
+            self.buf = np.zeros(max(n, 2 * len(self.buf) if self.buf is not None else n))
+        elif not self.clean:
+            self.buf[: self.used].fill(0.0)
+        self.used, self.clean = n, False
+        return self.buf[:n]
+
+    def done(self, arrays: TapeArrays, keep: np.ndarray) -> None:
+        """Zero the blocks of the rows the sweep kept (`keep`, per row): all zeros again."""
+        aadj = self.buf
+        assert aadj is not None
+        kept = arrays.a[np.flatnonzero(keep & (arrays.op == ARRAY_ROW))]
+        for start, size in zip(arrays.arr[4][kept].tolist(), arrays.arr[5][kept].tolist()):
+            aadj[start : start + size] = 0.0
+        self.clean = True
 
 
-def _zeroed_scratch(n: int) -> np.ndarray:
-    """n zeros in a buffer the thread reuses from one backward to the next (the adjoints of array
-    blocks: results are copied out before the next sweep). Fresh memory from the OS costs more
-    than zeroing warm memory, several times over for large arrays."""
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or len(buf) < n:
-        buf = _scratch.buf = np.zeros(max(n, 2 * len(buf) if buf is not None else n))
-        return buf[:n]
-    view = buf[:n]
-    view.fill(0.0)
-    return view
+_arena = _Arena()
 
 
-def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool):
+def _sweep(
+    sweeps, tape: Tape, arrays: TapeArrays, seeds: list[tuple[int, Any]], retain_graph: bool,
+    wanted: Sequence[Node],
+):
+    """Sweep `tape` back from `seeds` (slot, adjoint). Returns the scalar adjoints, the array
+    blocks' adjoints, the rows reached, and the rows whose blocks the caller reads (inputs,
+    retained and wanted tensors; every row in anomaly mode)."""
     tape.check_versions()
-    arrays = tape.arrays()
     n = len(arrays.vals)
     adj = np.zeros(n)
-    aadj = _zeroed_scratch(arrays.array_slots)
+    array_tape = len(arrays.vaddr) > 0
+    aadj = _arena.take(arrays.array_slots) if array_tape else np.zeros(0)
     reached = np.zeros(n, dtype=np.uint8)
+    keep = np.ones(n if array_tape else 0, dtype=np.uint8)
+    if array_tape and not anomaly.is_anomaly_enabled():
+        keep[:] = 0
+        keep[tape.input_slots] = 1
+        for node in (*tape.retained, *wanted):
+            if node._tape is tape:
+                keep[node._slot] = 1
     for slot, g in seeds:
         if g.__class__ is np.ndarray:
             start, stop = tape.block(slot)
@@ -127,8 +161,8 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool)
             adj[slot] += g
         reached[slot] = 1
     # a tape of scalar rows runs the sweep that never compiles the array kernels
-    array_args = (arrays.arr, arrays.vaddr, aadj) if len(arrays.vaddr) else ()
-    sweep = sweeps.reverse_tracked_arrays if array_args else sweeps.reverse_tracked
+    array_args = (arrays.arr, arrays.vaddr, aadj, keep) if array_tape else ()
+    sweep = sweeps.reverse_tracked_arrays if array_tape else sweeps.reverse_tracked
     bad = sweep(
         arrays.op, arrays.a, arrays.b, arrays.vals, arrays.consts, adj, reached,
         tape.freed_rows(), kernels.SAVES, kernels.OPERAND_MASK, not retain_graph, *array_args,
@@ -143,4 +177,4 @@ def _sweep(sweeps, tape: Tape, seeds: list[tuple[int, Any]], retain_graph: bool)
         set_tape(NONE)
     if not retain_graph and reached.all():
         tape.release()
-    return adj, aadj, reached
+    return adj, aadj, reached, keep
