@@ -88,7 +88,7 @@ def propagate(
                 node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g
             )
         if len(keep):
-            _arena.done(arrays, keep)
+            _arena.done(arrays, keep & reached)
     return found
 
 
@@ -120,11 +120,12 @@ class _Arena(threading.local):
         self.used, self.clean = n, False
         return self.buf[:n]
 
-    def done(self, arrays: TapeArrays, keep: np.ndarray) -> None:
-        """Zero the blocks of the rows the sweep kept (`keep`, per row): all zeros again."""
+    def done(self, arrays: TapeArrays, kept: np.ndarray) -> None:
+        """Zero the blocks of the rows the sweep reached and kept (`kept`, per row): all zeros
+        again."""
         aadj = self.buf
         assert aadj is not None
-        kept = arrays.a[np.flatnonzero(keep & (arrays.op == ARRAY_ROW))]
+        kept = arrays.a[np.flatnonzero(kept & (arrays.op == ARRAY_ROW))]
         for start, size in zip(arrays.arr[4][kept].tolist(), arrays.arr[5][kept].tolist()):
             aadj[start : start + size] = 0.0
         self.clean = True
@@ -140,7 +141,6 @@ def _sweep(
     """Sweep `tape` back from `seeds` (slot, adjoint). Returns the scalar adjoints, the array
     blocks' adjoints, the rows reached, and the rows whose blocks the caller reads (inputs,
     retained and wanted tensors; every row in anomaly mode)."""
-    tape.check_versions()
     n = len(arrays.vals)
     adj = np.zeros(n)
     array_tape = len(arrays.vaddr) > 0
@@ -169,6 +169,7 @@ def _sweep(
     )
     if bad >= 0:
         raise RuntimeError(_SECOND_BACKWARD)
+    tape.check_versions(reached)
     if anomaly.is_anomaly_enabled():
         anomaly.check_adjoints(tape, arrays, adj, aadj)
     tape.adj = adj if tape.adj is None or len(tape.adj) != n else tape.adj + adj

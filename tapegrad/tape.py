@@ -95,7 +95,7 @@ class Tape:
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
-        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width", "versions",
+        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width", "versions", "versioned",
         "operand_values",
     )
 
@@ -124,6 +124,7 @@ class Tape:
         self.array_slots = 0
         self.input_width = 0  # length of the input vector the input rows read (an array: its size)
         self.versions: list[tuple[Node, int]] = []  # array inputs and their data's version when read
+        self.versioned: list[int] = []  # the index in `inputs` of each of them
 
     @property
     def _swept(self) -> TapeArrays:
@@ -227,6 +228,7 @@ class Tape:
             slot = self.add_array(ARRAY_CODE["array_input"], self.input_width, 0, None, node._v)
             self.input_width += node._v.size
             self.versions.append((node, getattr(node, "_version", 0)))
+            self.versioned.append(len(self.inputs))
         else:
             slot = len(self.rows) >> 2
             self.rows += (INPUT, self.input_width, 0, float(node._v))
@@ -236,11 +238,13 @@ class Tape:
         node._reg = (self, slot)
         return slot
 
-    def check_versions(self) -> None:
-        """Refuse to sweep a tape whose array inputs were updated in place since it read them
-        (an optimizer step before a second backward): its saved values are gone, as in torch."""
-        for node, version in self.versions:
-            if getattr(node, "_version", 0) != version:
+    def check_versions(self, reached: np.ndarray) -> None:
+        """Refuse the adjoints of a sweep that read array inputs (rows `reached`) updated in place
+        since the tape read them (an optimizer step before a second backward): their saved
+        values are gone, as in torch. Only the inputs the sweep reached are checked."""
+        slots = self.input_slots
+        for (node, version), k in zip(self.versions, self.versioned):
+            if reached[slots[k]] and getattr(node, "_version", 0) != version:
                 self.closed = True  # the thread's next graph starts on a fresh tape
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by an "

@@ -394,7 +394,7 @@ def _tape(old: Tape, p: _Program, table: tuple[np.ndarray, ...]) -> Tape:
     recorded tape's inputs, array values and, in anomaly mode, source lines."""
     tape = Tape()
     tape.inputs, tape.input_slots = list(old.inputs), p.input_slots.tolist()
-    tape.input_width, tape.versions = old.input_width, list(old.versions)
+    tape.input_width, tape.versions, tape.versioned = old.input_width, list(old.versions), list(old.versioned)
     tape.consts = p.consts[:-1].tolist()
     tape.blocks = np.stack([c.astype(np.int64) for c in table[:6]], axis=1).ravel().tolist()
     tape.imeta, tape.imeta_len, tape.array_slots = [table[6]], len(table[6]), p.array_slots

@@ -518,6 +518,23 @@ def test_adjoint_blocks_are_zero_for_the_next_backward_whatever_the_last_one_did
     assert arena_is_zero()
 
 
+def test_graphs_sharing_a_tape_backward_one_by_one_and_check_only_their_own_inputs():
+    """Graphs recorded before any backward share the thread's tape: each backward gives its own
+    gradients, and an in-place update refuses only the graphs that read the updated tensor."""
+    ws = [tg.tensor(np.full(3, float(k)), requires_grad=True) for k in range(1, 41)]
+    losses = [(w * w).sum() for w in ws]
+    assert len({id(loss._tape) for loss in losses}) == 1
+    ws[0].grad = tg.tensor(np.ones(3))
+    tg.optim.SGD([ws[0]], lr=0.1).step()  # ws[0] changed in place after losses[0] read it
+    for k, (w, loss) in enumerate(zip(ws, losses)):
+        if k == 0:
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                loss.backward()
+            continue
+        loss.backward()
+        np.testing.assert_array_equal(w.grad.numpy(), np.full(3, 2.0 * (k + 1)))
+
+
 def test_retain_grad_on_arrays_of_equal_shapes():
     x = tg.tensor(np.ones((3, 4)), requires_grad=True)
     h, h2 = x * 2.0, x * 3.0
