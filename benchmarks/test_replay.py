@@ -237,6 +237,33 @@ def test_record(benchmark, name):
         check((float(value), np.asarray(grad)), p)
 
 
+# --------------------------------------------------------------------------- hvp
+HVP_NS = (1000, 20_000)
+
+
+def rosen_hvp(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The extended Rosenbrock's Hessian times v, from its second partials term by term."""
+    a, b, va, vb = x[:-1], x[1:], v[:-1], v[1:]
+    hv = np.zeros_like(x)
+    hv[:-1] += (1200.0 * a * a - 400.0 * b + 2.0) * va - 400.0 * a * vb
+    hv[1:] += -400.0 * a * va + 200.0 * vb
+    return hv
+
+
+@pytest.mark.parametrize("n, name", [(n, name) for n in HVP_NS for name in ("gradient", "hvp")])
+def test_hvp_against_one_gradient(benchmark, n, name):
+    """Timed: one gradient replay (value_and_grad) or one Hessian-vector product (forward over
+    reverse, no recording) of the same tape; the ratio of the two medians is the hvp's cost."""
+    benchmark.group = f"rosenbrock-{n} hvp vs gradient replay"
+    p = rosen_problem(n)
+    v = np.random.default_rng(n + 1).normal(size=n)
+    if name == "gradient":
+        check(benchmark(p.cf.value_and_grad, p.x), p)
+    else:
+        hv = benchmark(p.cf.hvp, p.x, v)
+        np.testing.assert_allclose(hv, rosen_hvp(p.x, v), rtol=1e-10, atol=1e-8)
+
+
 # --------------------------------------------------------------------------- batch_grad
 def batch_points() -> np.ndarray:
     return np.random.default_rng(BATCH).uniform(-2.0, 2.0, (BATCH, 1000))
