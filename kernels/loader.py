@@ -18,18 +18,32 @@ from pathlib import Path
 
 from .codegen import generate
 
+_OWN_CACHE = Path(__file__).resolve().parent / "__pycache__" / "tapegrad"  # this install's own
+
 
 def cache_dirs() -> list[Path]:
     """Candidate folders for the generated module and its Numba cache, in order of preference."""
     dirs = []
     if os.environ.get("TAPEGRAD_CACHE_DIR"):
         dirs.append(Path(os.environ["TAPEGRAD_CACHE_DIR"]))
-    dirs.append(Path(__file__).resolve().parent / "__pycache__" / "tapegrad")
+    dirs.append(_OWN_CACHE)
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     dirs.append(Path(xdg) / "tapegrad")
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     dirs.append(Path(tempfile.gettempdir()) / f"tapegrad-{uid}")
     return dirs
+
+
+def prune(folder: Path, name: str, keep: str) -> None:
+    """Delete the generated modules `name`_* in `folder` other than `keep`, with their Numba
+    caches (about 12 MB per version: earlier versions of the op table or of tapegrad)."""
+    stale = [p for p in folder.glob(f"{name}_*.py") if p.stem != keep]
+    for module in stale:
+        for path in [module, *(folder / "__pycache__").glob(f"{module.stem}.*")]:
+            try:
+                path.unlink()
+            except OSError:  # gone already (another process pruned it), or not ours to delete
+                pass
 
 
 def _writable(folder: Path) -> bool:
@@ -85,6 +99,8 @@ def load(name: str = "tapegrad_sweeps") -> types.ModuleType:
                 os.replace(tmp, path)
             if not any((folder / "__pycache__").glob(f"{modname}.*.nbi")):  # Numba's cache index
                 _say_compiling(folder)
+                if folder == _OWN_CACHE:  # only this install writes there: older versions are stale
+                    prune(folder, name, modname)
             return _import_file(path, modname)
         except (OSError, RuntimeError):  # RuntimeError: Numba found no cache locator
             continue

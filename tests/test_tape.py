@@ -102,6 +102,27 @@ def test_cache_goes_to_the_configured_folder(tmp_path):
     assert again.returncode == 0 and again.stdout.split()[0] == "6.0" and "compiling" not in again.stderr
 
 
+def test_a_new_version_of_the_sweeps_prunes_the_stale_ones(tmp_path):
+    """The package's own cache folder keeps one version of the generated sweeps: compiling a new
+    one deletes the others' modules and Numba caches (about 12 MB each), nothing else."""
+    from tapegrad.kernels.loader import prune
+
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    files = ["tapegrad_sweeps_old1.py", "tapegrad_sweeps_old2.py", "tapegrad_sweeps_new.py", "other.py"]
+    numba_files = ["tapegrad_sweeps_old1.forward-12.py311.nbi", "tapegrad_sweeps_old1.forward-12.py311.1.nbc",
+                   "tapegrad_sweeps_new.forward-12.py311.nbi", "other.f-1.py311.nbi"]
+    for name in files:
+        (tmp_path / name).write_text("")
+    for name in numba_files:
+        (cache / name).write_text("")
+    prune(tmp_path, "tapegrad_sweeps", "tapegrad_sweeps_new")
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == ["other.py", "tapegrad_sweeps_new.py"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "other.f-1.py311.nbi", "tapegrad_sweeps_new.forward-12.py311.nbi"
+    ]
+
+
 def _unwritable_package(tmp_path):
     """A copy of the package whose own cache folder cannot be created (tests run as root, so
     permissions cannot make a folder read-only: a regular file stands where the folder would be)."""
