@@ -146,9 +146,10 @@ def _sweep(
     array_tape = len(arrays.vaddr) > 0
     aadj = _arena.take(arrays.array_slots) if array_tape else np.zeros(0)
     reached = np.zeros(n, dtype=np.uint8)
-    keep = np.ones(n if array_tape else 0, dtype=np.uint8)
-    if array_tape and not anomaly.is_anomaly_enabled():
-        keep[:] = 0
+    keep = np.zeros(n if array_tape else 0, dtype=np.uint8)
+    if array_tape and anomaly.is_anomaly_enabled():
+        keep[:] = 1
+    elif array_tape:
         keep[tape.input_slots] = 1
         for node in (*tape.retained, *wanted):
             if node._tape is tape:
