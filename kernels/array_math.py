@@ -177,11 +177,34 @@ def mapped_add(src, dst, imeta, m, count, gather):
     inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
     for o in range(count // max(inner, 1)):
         base = strided_base(o, imeta, m, nd)
-        for t in range(inner):
-            if gather:
-                dst[o * inner + t] += src[base + t * step]
-            else:
-                dst[base + t * step] += src[o * inner + t]
+        k0 = o * inner
+        if step == 0 and gather:  # a run reading one position: a broadcast
+            v = src[base]
+            for t in range(inner):
+                dst[k0 + t] += v
+        elif step == 0:  # a run summed into one position (a reduction)
+            dst[base] += run_sum(src, k0, inner)
+        elif gather:
+            for t in range(inner):
+                dst[k0 + t] += src[base + t * step]
+        else:
+            for t in range(inner):
+                dst[base + t * step] += src[k0 + t]
+
+
+def run_sum(v, k0, n):
+    # v[k0] + ... + v[k0 + n - 1] in four interleaved partial sums (no chain of dependent adds)
+    s0 = s1 = s2 = s3 = 0.0
+    quads = n // 4
+    for q in range(quads):
+        k = k0 + 4 * q
+        s0 += v[k]
+        s1 += v[k + 1]
+        s2 += v[k + 2]
+        s3 += v[k + 3]
+    for k in range(k0 + 4 * quads, k0 + n):
+        s0 += v[k]
+    return (s0 + s1) + (s2 + s3)
 
 
 def gather_forward(x, out, imeta, m):
@@ -204,13 +227,45 @@ def sum_into_reverse(g, gx, imeta, m):
 
 def extreme_into_forward(x, out, imeta, m, sign):
     # sign 1.0: the maximum of each segment, -1.0: the minimum; NaN wins, as in torch
-    idx = index_map(imeta, m, x.shape[0])
     out[:] = -np.inf * sign
+    nd = imeta[m]
+    inner = imeta[m + 1 + nd] if nd > 0 else 1
+    if nd > 0 and imeta[m + 1 + 2 * nd] == 0:  # runs of one segment each: a running extreme
+        for o in range(x.shape[0] // max(inner, 1)):
+            s = strided_base(o, imeta, m, nd)
+            v = run_extreme(x, o * inner, inner, sign)
+            if v * sign > out[s] * sign or np.isnan(v):
+                out[s] = v
+        return
+    idx = index_map(imeta, m, x.shape[0])
     for k in range(x.shape[0]):
         s = idx[k]
         v = x[k]
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
+
+
+def run_extreme(x, k0, n, sign):
+    # the extreme of x[k0 : k0 + n] (NaN if one is NaN) in four interleaved running extremes
+    b0 = b1 = b2 = b3 = -np.inf
+    nans = 0
+    quads = n // 4
+    for q in range(quads):
+        k = k0 + 4 * q
+        w0, w1, w2, w3 = x[k] * sign, x[k + 1] * sign, x[k + 2] * sign, x[k + 3] * sign
+        b0 = w0 if w0 > b0 else b0
+        b1 = w1 if w1 > b1 else b1
+        b2 = w2 if w2 > b2 else b2
+        b3 = w3 if w3 > b3 else b3
+        nans += (w0 != w0) + (w1 != w1) + (w2 != w2) + (w3 != w3)
+    for k in range(k0 + 4 * quads, k0 + n):
+        w = x[k] * sign
+        b0 = w if w > b0 else b0
+        nans += w != w
+    b0 = b1 if b1 > b0 else b0
+    b2 = b3 if b3 > b2 else b2
+    b0 = b2 if b2 > b0 else b0
+    return b0 * sign if nans == 0 else np.nan
 
 
 def attains(v, extreme):
@@ -220,6 +275,8 @@ def attains(v, extreme):
 
 def extreme_into_reverse(g, x, z, gx, imeta, m):
     # the segment's gradient, split evenly between the elements equal to its extreme
+    if not g.any():  # (a max taken as a constant: logsumexp's shift)
+        return
     idx = index_map(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])
     for k in range(x.shape[0]):

@@ -173,6 +173,10 @@ def _array_sources(oc: Opcode) -> dict[str, str]:
 
 
 _INNER_LOOP = ["for t in range(inner):", "    k = k0 + t", "    ix = bx + t * sxl", "    iy = by + t * syl"]
+# the reverse kernel's loop over one chunk of a run: it adds to the operands' adjoints through
+# gxr[jx], gyr[jy] (an operand broadcast along the run: a chunk-long spread, summed afterwards)
+_REVERSE_LOOP = ["for t in range(run):", "    k = k0 + t", "    ix = bx + t * sxl", "    iy = by + t * syl",
+                 "    jx = gbx + t * gsx", "    jy = gby + t * gsy"]
 
 
 def _elementwise_forward_body(oc: Opcode):
@@ -194,12 +198,12 @@ def _elementwise_reverse_body(oc: Opcode):
     body = ["gk = g[k]", "g[k] = 0.0 if consume else gk"]
     body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
     for op, d, masked in terms:
-        target = "gx[ix]" if op == "a" else "gy[iy]"
+        target = "gxr[jx]" if op == "a" else "gyr[jy]"
         if masked:
             body += [f"p = {d}", f"{target} += gk * p if gk != 0.0 and p != 0.0 else 0.0"]
         else:
             body += [f"{target} += gk * ({d}) if gk != 0.0 else 0.0"]
-    return _INNER_LOOP + ["    " + ln for ln in body]
+    return _REVERSE_LOOP + ["    " + ln for ln in body]
 
 
 def _elementwise_tangent_body(oc: Opcode):
@@ -244,6 +248,33 @@ def elementwise_{name}({params}):
         k0 = o * inner
 {cases}
 """
+# The reverse kernel walks each run in chunks. An operand broadcast along the run (stride 0)
+# collects the chunk's adjoints in a spread, one element each, then adds their sum: a chain of
+# adds to one memory location would cost a store-to-load round trip per element.
+_ELEMENTWISE_REVERSE = """@_kernel
+def elementwise_{name}({params}):
+    \"\"\"{doc}\"\"\"
+    n = {block}.shape[0]
+    nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
+    spread_x = np.zeros(CHUNK if sxl == 0 else 0)
+    spread_y = np.zeros(CHUNK if syl == 0 else 0)
+    zero, one = np.uint64(0), np.uint64(1)
+    for o in range(np.uint64(n) // inner):
+        bx0, by0 = broadcast_base(o, imeta, m, nd)
+        for c0 in range(zero, inner, np.uint64(CHUNK)):
+            run = min(np.uint64(CHUNK), inner - c0)
+            k0 = o * inner + c0
+            bx, by = bx0 + c0 * sxl, by0 + c0 * syl
+            gxr, gbx, gsx = (spread_x, zero, one) if sxl == 0 else (gx, bx, sxl)
+            gyr, gby, gsy = (spread_y, zero, one) if syl == 0 else (gy, by, syl)
+{cases}
+            if sxl == 0 and gx.shape[0] > 0:
+                gx[bx] += run_sum(spread_x, 0, np.int64(run))
+                spread_x[:] = 0.0
+            if syl == 0 and gy.shape[0] > 0:
+                gy[by] += run_sum(spread_y, 0, np.int64(run))
+                spread_y[:] = 0.0
+"""
 # name, parameters, docstring, the block as long as the row, the generator of its branches
 _ELEMENTWISE_KERNELS = (
     ("forward", "c, xv, yv, zv, consts, cx, cy, imeta, m",
@@ -267,8 +298,9 @@ def _elementwise_kernels() -> str:
     """The four elementwise array kernels: one loop over the innermost runs of a row, one
     branch per opcode inside."""
     return "\n\n".join(
-        _ELEMENTWISE.format(
-            name=name, params=params, doc=doc, block=block, cases=_branches(_versioned(body), " " * 8)
+        (_ELEMENTWISE_REVERSE if name == "reverse" else _ELEMENTWISE).format(
+            name=name, params=params, doc=doc, block=block,
+            cases=_branches(_versioned(body), " " * (12 if name == "reverse" else 8)),
         )
         for name, params, doc, block, body in _ELEMENTWISE_KERNELS
     )
@@ -370,6 +402,7 @@ from math import {math_names}
 
 CACHE = {cache}
 ARRAY_ROW = {array_row}
+CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
 ARRAY_CONST = {array_const}
 PACK = {pack}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
@@ -693,7 +726,7 @@ def helper_source(module=scalar_math) -> str:
 
 
 # array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains")
+_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme")
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need

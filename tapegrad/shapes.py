@@ -26,8 +26,20 @@ def _c_strides(shape: Sequence[int]) -> list[int]:
 
 
 def _strided(offset: int, shape: Sequence[int], strides: Sequence[int]) -> np.ndarray:
-    """A strided index map: the positions, in C order over `shape`, offset + sum(i_d * strides_d)."""
-    return np.array([len(shape), offset, *shape, *strides], dtype=np.int64)
+    """A strided index map: the positions, in C order over `shape`, offset + sum(i_d * strides_d).
+    Dimensions that walk on from each other are merged (and size-1 ones dropped), so that the
+    kernels' innermost runs are as long as they can be: a full sum is one run of stride 0."""
+    dims: list[list[int]] = []
+    for n, s in zip(shape, strides):
+        if n == 1:
+            continue
+        if dims and dims[-1][1] == s * n:
+            dims[-1] = [dims[-1][0] * n, s]
+        else:
+            dims.append([n, s])
+    if 0 in shape:
+        dims = [[0, 1]]
+    return np.array([len(dims), offset, *(n for n, _ in dims), *(s for _, s in dims)], dtype=np.int64)
 
 
 def _is_basic(key: Any) -> bool:

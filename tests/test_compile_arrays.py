@@ -7,6 +7,8 @@ import tapegrad as tg
 import tapegrad.nn.functional as F
 import tapegrad.numpy as tnp
 
+from .conftest import torch
+
 
 @pytest.fixture
 def model(rng):
@@ -85,6 +87,50 @@ def test_forward_mode_on_array_tapes(name, model, rng):
     np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-12)
     _, ydot = cf.jvp((x,), (v,))
     assert ydot == pytest.approx(float(tg.grad(f)(x) @ v), rel=1e-10, abs=1e-12)
+
+
+def _runs_program(axis):
+    """Reductions over `axis` and operands broadcast against their results, both ways round."""
+
+    def f(x):
+        x = tnp.asarray(x)
+        top, low = tnp.max(x, axis), tnp.min(x, axis, keepdims=True)
+        total = x.sum(axis, keepdims=True)
+        return ((top * top).sum() + (low * 3.0).sum() + (total * x).sum() + ((x - low) ** 2).sum()
+                + (tnp.max(x) - x).sum())
+
+    return f
+
+
+# runs longer than the reverse kernel's 512-element chunks, and of lengths that are not multiples
+# of 4 (the kernels' unrolled sums and extremes); axis None: one run of the whole array
+@pytest.mark.parametrize("shape,axis", [((3, 1030), 1), ((1030, 3), 0), ((2, 5, 517), (0, 2)),
+                                        ((2051,), None), ((4, 3, 2), 1)])
+def test_long_runs_of_reductions_and_broadcasts(shape, axis, rng):
+    f = _runs_program(axis)
+    x = rng.normal(size=shape)
+    value, grad = tg.compile(f).value_and_grad(x)
+    eager_value, eager_grad = tg.value_and_grad(f)(x)  # eager: NumPy forward, consuming reverse
+    np.testing.assert_allclose(grad, eager_grad, rtol=1e-12, atol=1e-12)
+    assert value == pytest.approx(eager_value, rel=1e-12)
+    if torch is not None:
+        t = torch.tensor(x, requires_grad=True)
+        dims = axis if axis is not None else tuple(range(len(shape)))
+        top, low = t.amax(dims), t.amin(dims, keepdim=True)
+        out = ((top * top).sum() + (low * 3.0).sum() + (t.sum(dims, keepdim=True) * t).sum()
+               + ((t - low) ** 2).sum() + (t.max() - t).sum())
+        out.backward()
+        assert value == pytest.approx(out.item(), rel=1e-12)
+        np.testing.assert_allclose(grad, t.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+def test_replayed_extremes_of_runs_with_nan_and_infinities(special, rng):
+    cf = tg.compile(lambda x: tnp.concatenate([tnp.max(tnp.asarray(x), 1), tnp.min(tnp.asarray(x), 1)]))
+    x = rng.normal(size=(4, 11))
+    x[1, 0], x[2, 9], x[3, 10] = special, special, special  # in the unrolled part and the tail
+    np.testing.assert_array_equal(cf(x), np.concatenate([x.max(1), x.min(1)]))
+    np.testing.assert_array_equal(cf(-x), np.concatenate([(-x).max(1), (-x).min(1)]))
 
 
 def test_prod_with_zeros_second_order():
