@@ -6,8 +6,8 @@ Written once in plain Python over flat float64 blocks (C order) and the tape's i
 to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
 """
 
-# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, data_of, dgemm, OPERANDS: bound by the
-# compiling namespace)
+# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, data_of, dgemm, float_of_bits, OPERANDS:
+# bound by the compiling namespace)
 
 
 def value_block(r, op, a, vals, asize, vaddr):
@@ -268,6 +268,36 @@ def run_extreme(x, k0, n, sign):
     return b0 * sign if nans == 0 else np.nan
 
 
+def vexp(x):
+    # exp(x) within 1 ulp of libm's, in arithmetic only, so that a loop of it vectorizes (libm's
+    # exp is a call per element): x = k ln 2 + r with |r| <= ln(2)/2 (ln 2 in two parts, Cody and
+    # Waite), exp(r) by its Taylor polynomial of degree 13, times 2^k as two powers of two (so
+    # that subnormal results come out right). NaN stays NaN; out of range: inf or 0.
+    inside = x > -745.2 and x < 709.8
+    xc = x if inside else 0.0
+    kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0  # round(x / ln 2)
+    r = (xc - kf * 6.93147180369123816490e-01) - kf * 1.90821492927058770002e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k = np.int64(kf)
+    h = k >> 1
+    y = p * float_of_bits((h + 1023) << 52) * float_of_bits((k - h + 1023) << 52)
+    outside = x + x if x != x else (np.inf if x > 0.0 else 0.0)
+    return y if inside else outside
+
+
 def attains(v, extreme):
     # whether element v is its segment's extreme (a NaN extreme: the NaN elements, as torch)
     return v == extreme or (np.isnan(v) and np.isnan(extreme))
@@ -425,7 +455,7 @@ def log_softmax_forward(x, out, imeta, m):
             top[s] = 0.0
     sums = np.zeros(n)
     for k in range(x.shape[0]):
-        sums[idx[k]] += np.exp(x[k] - top[idx[k]])
+        sums[idx[k]] += vexp(x[k] - top[idx[k]])
     for k in range(x.shape[0]):
         out[k] = x[k] - top[idx[k]] - np.log(sums[idx[k]])
 
@@ -435,7 +465,7 @@ def log_softmax_reverse(g, z, gx, imeta, m):
     idx, n = segment_count(imeta, m, z.shape[0])
     total = segment_sums(g, idx, n)
     for k in range(z.shape[0]):
-        gx[k] += g[k] - np.exp(z[k]) * total[idx[k]]
+        gx[k] += g[k] - vexp(z[k]) * total[idx[k]]
 
 
 def log_softmax_tangent(z, xd, zd, imeta, m):

@@ -296,14 +296,14 @@ _ELEMENTWISE_KERNELS = (
 
 def _elementwise_kernels() -> str:
     """The four elementwise array kernels: one loop over the innermost runs of a row, one
-    branch per opcode inside."""
-    return "\n\n".join(
-        (_ELEMENTWISE_REVERSE if name == "reverse" else _ELEMENTWISE).format(
-            name=name, params=params, doc=doc, block=block,
-            cases=_branches(_versioned(body), " " * (12 if name == "reverse" else 8)),
-        )
-        for name, params, doc, block, body in _ELEMENTWISE_KERNELS
-    )
+    branch per opcode inside. Their formulas call array_math.vexp for exp, which vectorizes."""
+    kernels = []
+    for name, params, doc, block, body in _ELEMENTWISE_KERNELS:
+        cases = _branches(_versioned(body), " " * (12 if name == "reverse" else 8))
+        kernels.append((_ELEMENTWISE_REVERSE if name == "reverse" else _ELEMENTWISE).format(
+            name=name, params=params, doc=doc, block=block, cases=re.sub(r"\bexp\(", "vexp(", cases)
+        ))
+    return "\n\n".join(kernels)
 
 
 # The array ops that are not elementwise: (forward, reverse, tangent, second-order) calls of their
@@ -417,6 +417,17 @@ def as_pointer(typingctx, address):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
+
+    return sig, codegen
+
+
+@intrinsic
+def float_of_bits(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 `bits`."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
 
     return sig, codegen
 
@@ -726,7 +737,7 @@ def helper_source(module=scalar_math) -> str:
 
 
 # array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme")
+_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "vexp")
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
