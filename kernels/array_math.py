@@ -225,22 +225,26 @@ def sum_into_reverse(g, gx, imeta, m):
     mapped_add(g, gx, imeta, m, gx.shape[0], True)
 
 
+def run_segments(imeta, m, count):
+    # the segment of each run of a segment map over `count` elements, and the runs' length: runs
+    # of its innermost dimension when a run goes to one segment (stride 0), else of one element
+    nd = imeta[m]
+    if nd > 0 and imeta[m + 1 + 2 * nd] == 0:
+        inner = max(imeta[m + 1 + nd], 1)
+        seg = np.empty(count // inner, dtype=np.int64)
+        for o in range(seg.shape[0]):
+            seg[o] = strided_base(o, imeta, m, nd)
+        return seg, inner
+    return index_map(imeta, m, count), 1
+
+
 def extreme_into_forward(x, out, imeta, m, sign):
     # sign 1.0: the maximum of each segment, -1.0: the minimum; NaN wins, as in torch
+    seg, inner = run_segments(imeta, m, x.shape[0])
     out[:] = -np.inf * sign
-    nd = imeta[m]
-    inner = imeta[m + 1 + nd] if nd > 0 else 1
-    if nd > 0 and imeta[m + 1 + 2 * nd] == 0:  # runs of one segment each: a running extreme
-        for o in range(x.shape[0] // max(inner, 1)):
-            s = strided_base(o, imeta, m, nd)
-            v = run_extreme(x, o * inner, inner, sign)
-            if v * sign > out[s] * sign or np.isnan(v):
-                out[s] = v
-        return
-    idx = index_map(imeta, m, x.shape[0])
-    for k in range(x.shape[0]):
-        s = idx[k]
-        v = x[k]
+    for o in range(seg.shape[0]):
+        s = seg[o]
+        v = run_extreme(x, o * inner, inner, sign)
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
 
@@ -307,16 +311,27 @@ def extreme_into_reverse(g, x, z, gx, imeta, m):
     # the segment's gradient, split evenly between the elements equal to its extreme
     if not g.any():  # (a max taken as a constant: logsumexp's shift)
         return
-    idx = index_map(imeta, m, x.shape[0])
+    seg, inner = run_segments(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])
-    for k in range(x.shape[0]):
-        s = idx[k]
-        if attains(x[k], z[s]):
-            ties[s] += 1.0
-    for k in range(x.shape[0]):
-        s = idx[k]
-        if g[s] != 0.0 and attains(x[k], z[s]):
-            gx[k] += g[s] / ties[s]
+    for o in range(seg.shape[0]):
+        s = seg[o]
+        if g[s] != 0.0:
+            ties[s] += run_ties(x, o * inner, inner, z[s])
+    for o in range(seg.shape[0]):
+        s = seg[o]
+        if g[s] != 0.0:
+            share, e = g[s] / ties[s], z[s]
+            for k in range(o * inner, (o + 1) * inner):
+                if attains(x[k], e):
+                    gx[k] += share
+
+
+def run_ties(x, k0, n, e):
+    # how many of x[k0 : k0 + n] attain the extreme e
+    count = 0.0
+    for k in range(k0, k0 + n):
+        count += 1.0 if attains(x[k], e) else 0.0
+    return count
 
 
 def prod_into_forward(x, out, imeta, m):
@@ -349,14 +364,19 @@ def matmul_tangent(x, y, xd, yd, zd, dx, dy, imeta, m):
 def extreme_into_tangent(x, z, xd, zd, imeta, m):
     # the tangent of a segment's extreme: the mean of its tied elements' tangents (the reverse
     # rule splits the gradient evenly between them)
-    idx = index_map(imeta, m, x.shape[0])
+    seg, inner = run_segments(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])
     zd[:] = 0.0
-    for k in range(x.shape[0]):
-        s = idx[k]
-        if attains(x[k], z[s]):
-            ties[s] += 1.0
-            zd[s] += xd[k]
+    for o in range(seg.shape[0]):
+        s = seg[o]
+        e = z[s]
+        count, total = 0.0, 0.0
+        for k in range(o * inner, (o + 1) * inner):
+            if attains(x[k], e):
+                count += 1.0
+                total += xd[k]
+        ties[s] += count
+        zd[s] += total
     for s in range(z.shape[0]):
         if ties[s] > 0.0:
             zd[s] /= ties[s]

@@ -270,10 +270,10 @@ def elementwise_{name}({params}):
 {cases}
             if sxl == 0 and gx.shape[0] > 0:
                 gx[bx] += run_sum(spread_x, 0, np.int64(run))
-                spread_x[:] = 0.0
+                spread_x[:run] = 0.0
             if syl == 0 and gy.shape[0] > 0:
                 gy[by] += run_sum(spread_y, 0, np.int64(run))
-                spread_y[:] = 0.0
+                spread_y[:run] = 0.0
 """
 # name, parameters, docstring, the block as long as the row, the generator of its branches
 _ELEMENTWISE_KERNELS = (
@@ -737,7 +737,9 @@ def helper_source(module=scalar_math) -> str:
 
 
 # array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "vexp")
+_INLINE_ARRAY_HELPERS = (
+    "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "vexp"
+)
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
