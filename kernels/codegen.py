@@ -402,6 +402,7 @@ from math import {math_names}
 
 CACHE = {cache}
 ARRAY_ROW = {array_row}
+INPUT = {input}
 CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
 ARRAY_CONST = {array_const}
 PACK = {pack}
@@ -476,6 +477,17 @@ def call_kernel(typingctx, address, x, y, g, out, meta):
 def needs_adjoint(r, op, a, code):
     """Whether row r can pass a gradient on (array data that needs none cannot)."""
     return not (op[r] == ARRAY_ROW and code[a[r]] == ARRAY_CONST)
+
+
+@_helper
+def leading_inputs(op, a, input_slots):
+    """How many of the first rows are input rows reading inputs 0, 1, 2, ... in order (a compiled
+    function's arguments): the sweeps copy their values in one go and skip them, instead of
+    dispatching one row at a time (input rows have no reverse rule)."""
+    k = 0
+    while k < input_slots.shape[0] and input_slots[k] == k and op[k] == INPUT and a[k] == k:
+        k += 1
+    return k
 
 
 # per code: bit 1: operand x is a row, bit 2: y is; broadcasting elementwise rows (vv)
@@ -673,13 +685,15 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
     grad[k] = d vals[out_slot] / d inputs[k]. `vals` and `adj` are workspaces of one slot per row.
     Returns -1, or the row of the first guard that fails at these inputs (grad is then not set)."""
     n = op.shape[0]
-    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n{AF})
+    lead = leading_inputs(op, a, input_slots)
+    vals[:lead] = inputs[:lead]
+    failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed >= 0:
         return failed
     adj[:] = 0.0
     aadj[:] = 0.0  #A
     adj[out_slot] = 1.0
-    reverse{S}(op, a, b, vals, consts, adj, 0, n{AR})
+    reverse{S}(op, a, b, vals, consts, adj, lead, n{AR})
     for k in range(input_slots.shape[0]):
         grad[k] = adj[input_slots[k]]
     return -1
@@ -690,16 +704,19 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
     Returns -1, or the row of the first guard that fails at these inputs."""
     n = op.shape[0]
-    failed = forward{S}(op, a, b, vals, consts, inputs, 0, n{AF})
+    lead = leading_inputs(op, a, input_slots)
+    vals[:lead] = inputs[:lead]
+    failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed >= 0:
         return failed
-    tangent{S}(op, a, b, vals, consts, seeds, dot, 0, n{AT})
+    dot[:lead] = seeds[:lead]
+    tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
     adj[:] = 0.0
     adjd[:] = 0.0
     aadj[:] = 0.0  #A
     aadjd[:] = 0.0  #A
     adj[out_slot] = 1.0
-    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, 0, n{A2})
+    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2})
     for k in range(input_slots.shape[0]):
         grad[k] = adj[input_slots[k]]
         hv[k] = adjd[input_slots[k]]
@@ -781,6 +798,7 @@ def generate(cache: bool) -> str:
         math_names=", ".join(MATH_NAMES.split()),
         cache=cache,
         array_row=ARRAY_ROW,
+        input=CODE[("input", "")],
         array_const=ARRAY_CODE["array_const"],
         pack=ARRAY_CODE["pack"],
         helpers=helpers.strip(),
