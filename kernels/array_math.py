@@ -240,8 +240,17 @@ def run_segments(imeta, m, count):
 
 def extreme_into_forward(x, out, imeta, m, sign):
     # sign 1.0: the maximum of each segment, -1.0: the minimum; NaN wins, as in torch
-    seg, inner = run_segments(imeta, m, x.shape[0])
     out[:] = -np.inf * sign
+    nd = imeta[m]
+    if nd > 0 and imeta[m + 1 + 2 * nd] == 1:  # a run over consecutive segments (a leading axis)
+        inner = imeta[m + 1 + nd]
+        for o in range(x.shape[0] // max(inner, 1)):
+            base, k0 = strided_base(o, imeta, m, nd), o * inner
+            for t in range(inner):
+                v, e = x[k0 + t], out[base + t]
+                out[base + t] = v if v * sign > e * sign or v != v else e
+        return
+    seg, inner = run_segments(imeta, m, x.shape[0])
     for o in range(seg.shape[0]):
         s = seg[o]
         v = run_extreme(x, o * inner, inner, sign)

@@ -482,6 +482,10 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     elif not xt and xd == 0:
         code, a, b = op.codes[CV], len(tape.consts), _row(tape, y)
         tape.consts.append(float(xv))
+    elif x is y and op.name == "mul":  # x * x as x ** 2 (the same values): its reverse adds 2 x g
+        # once, where mul's would add x g twice to one block, a loop that does not vectorize
+        code, a, b = _OPS["pow"].codes[VC], _row(tape, x), len(tape.consts)
+        tape.consts.append(2.0)
     else:
         code, a, b = op.codes[VV], _row(tape, x), _row(tape, y)
         meta = _broadcast_meta(np.shape(xv), np.shape(yv), z.shape)

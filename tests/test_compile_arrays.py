@@ -125,12 +125,13 @@ def test_long_runs_of_reductions_and_broadcasts(shape, axis, rng):
 
 
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
-def test_replayed_extremes_of_runs_with_nan_and_infinities(special, rng):
-    cf = tg.compile(lambda x: tnp.concatenate([tnp.max(tnp.asarray(x), 1), tnp.min(tnp.asarray(x), 1)]))
+@pytest.mark.parametrize("axis", [0, 1])  # runs of one segment each, or runs across segments
+def test_replayed_extremes_of_runs_with_nan_and_infinities(special, axis, rng):
+    cf = tg.compile(lambda x: tnp.concatenate([tnp.max(tnp.asarray(x), axis), tnp.min(tnp.asarray(x), axis)]))
     x = rng.normal(size=(4, 11))
     x[1, 0], x[2, 9], x[3, 10] = special, special, special  # in the unrolled part and the tail
-    np.testing.assert_array_equal(cf(x), np.concatenate([x.max(1), x.min(1)]))
-    np.testing.assert_array_equal(cf(-x), np.concatenate([(-x).max(1), (-x).min(1)]))
+    np.testing.assert_array_equal(cf(x), np.concatenate([x.max(axis), x.min(axis)]))
+    np.testing.assert_array_equal(cf(-x), np.concatenate([(-x).max(axis), (-x).min(axis)]))
 
 
 def test_prod_with_zeros_second_order():
@@ -187,3 +188,14 @@ def test_save_and_load_array_tapes_and_refuse_corrupted_ones(model, rng, tmp_pat
         np.savez(bad, **broken)
         with pytest.raises(ValueError, match="corrupted"):
             tg.load(bad)
+
+
+def test_a_tensor_times_itself_records_a_square(rng):
+    x = rng.normal(size=(3, 5))
+    f = lambda v: (tnp.asarray(v) * tnp.asarray(v)[:, :]).sum() + (lambda t: (t * t).sum())(tnp.asarray(v))  # noqa: E731
+    cf = tg.compile(f)
+    value, grad = cf.value_and_grad(x)
+    assert value == pytest.approx(2.0 * float((x * x).sum()), rel=1e-14)
+    np.testing.assert_array_equal(grad, 4.0 * x)
+    np.testing.assert_array_equal(tg.grad(f)(x), 4.0 * x)
+    assert "pow(" in cf.tape.listing(limit=None) and "mul(" in cf.tape.listing(limit=None)
