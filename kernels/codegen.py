@@ -250,15 +250,16 @@ def elementwise_{name}({params}):
 """
 # The reverse kernel walks each run in chunks. An operand broadcast along the run (stride 0)
 # collects the chunk's adjoints in a spread, one element each, then adds their sum: a chain of
-# adds to one memory location would cost a store-to-load round trip per element. An operand that
-# needs no adjoint (array data: dx, dy false) gets the spread too, and it is never summed.
+# adds to one memory location would cost a store-to-load round trip per element. An operand row
+# that needs no adjoint (array data: dx or dy false) writes to the spread too, which is then
+# never read.
 _ELEMENTWISE_REVERSE = """@_kernel
 def elementwise_{name}({params}):
     \"\"\"{doc}\"\"\"
     n = {block}.shape[0]
     nd, inner, sxl, syl = elementwise_shape(c, n, imeta, m)
-    spread_x = np.zeros(CHUNK if sxl == 0 or not dx else 0)
-    spread_y = np.zeros(CHUNK if syl == 0 or not dy else 0)
+    spread_x = np.zeros(CHUNK if (sxl == 0 or not dx) and (OPERANDS[c] & 1) != 0 else 0)
+    spread_y = np.zeros(CHUNK if (syl == 0 or not dy) and (OPERANDS[c] & 2) != 0 else 0)
     zero, one = np.uint64(0), np.uint64(1)
     for o in range(np.uint64(n) // inner):
         bx0, by0 = broadcast_base(o, imeta, m, nd)
@@ -269,13 +270,11 @@ def elementwise_{name}({params}):
             gxr, gbx, gsx = (spread_x, zero, one) if sxl == 0 or not dx else (gx, bx, sxl)
             gyr, gby, gsy = (spread_y, zero, one) if syl == 0 or not dy else (gy, by, syl)
 {cases}
-            if sxl == 0 or not dx:
-                if dx and gx.shape[0] > 0:
-                    gx[bx] += run_sum(spread_x, 0, np.int64(run))
+            if sxl == 0 and dx:
+                gx[bx] += run_sum(spread_x, 0, np.int64(run))
                 spread_x[:run] = 0.0
-            if syl == 0 or not dy:
-                if dy and gy.shape[0] > 0:
-                    gy[by] += run_sum(spread_y, 0, np.int64(run))
+            if syl == 0 and dy:
+                gy[by] += run_sum(spread_y, 0, np.int64(run))
                 spread_y[:run] = 0.0
 """
 # name, parameters, docstring, the block as long as the row, the generator of its branches
@@ -284,9 +283,9 @@ _ELEMENTWISE_KERNELS = (
      "zv[k] = op c of the operands' elements (blocks xv, yv; constants consts[cx], consts[cy]).",
      "zv", _elementwise_forward_body),
     ("reverse", "c, g, xv, yv, zv, gx, gy, dx, dy, consts, cx, cy, imeta, m, consume",
-     "Push the adjoints g of elementwise row code c to its operands' adjoint blocks gx, gy\n"
-     "    (a broadcast operand's elements sum the adjoints of every element they reached), those\n"
-     "    that need one (dx, dy); with `consume`, zero each element of g as it is read.",
+     "Push the adjoints g of elementwise row code c to the adjoint blocks gx, gy of its operand\n"
+     "    rows that need them (dx, dy; a broadcast operand's elements sum the adjoints of every\n"
+     "    element they reached); with `consume`, zero each element of g as it is read.",
      "g", _elementwise_reverse_body),
     ("tangent", "c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m",
      "zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd.",
