@@ -314,7 +314,8 @@ def _elementwise_kernels() -> str:
 _NEEDS = "needs_adjoint(ax[j], op, a, code), needs_adjoint(ay[j], op, a, code)"
 _ARRAY_KERNELS = {
     "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None, "zd[:] = seeds[ax[j] : ax[j] + n]", None),
-    "array_const": ("zv[:] = consts[ax[j] : ax[j] + n]", None, "zd[:] = 0.0", None),
+    # its values are written once per workspace (fill_constants), not per replay
+    "array_const": (None, None, "zd[:] = 0.0", None),
     "pack": (
         "pack_forward(vals, zv, imeta, m)",
         "pack_reverse(g, adj, imeta, m)",
@@ -481,6 +482,26 @@ def needs_adjoint(r, op, a, code):
     return not (op[r] == ARRAY_ROW and code[a[r]] == ARRAY_CONST)
 
 
+@_kernel
+def fill_constants(op, a, consts, vals, arr, vaddr):
+    """Write the tape's array data (array_const rows) into a workspace's values: once, when the
+    workspace is made; the forward sweeps leave those rows as they are."""
+    code, ax = arr[0], arr[1]
+    for i in range(np.uint64(op.shape[0])):
+        if op[i] >= ARRAY_ROW and code[a[i]] == ARRAY_CONST:
+            zv = row_values(i, op, a, vals, arr, vaddr)[0]
+            zv[:] = consts[ax[a[i]] : ax[a[i]] + zv.shape[0]]
+
+
+@_helper
+def clear_adjoints(arr, aadj):
+    """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those)."""
+    code, aoff, asize = arr[0], arr[4], arr[5]
+    for j in range(code.shape[0]):
+        if code[j] != ARRAY_CONST:
+            aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
+
+
 @_helper
 def leading_inputs(op, a, input_slots):
     """How many of the first rows are input rows reading inputs 0, 1, 2, ... in order (a compiled
@@ -580,6 +601,8 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
         dy = (OPERANDS[c] & 2) != 0 and needs_adjoint(ay[j], op, a, code)
         elementwise_reverse(c, g, xv, yv, zv, gx, gy, dx, dy, consts, ax[j], ay[j], imeta, m, consume)
         return
+    elif OPERANDS[c] == 1 and not needs_adjoint(ax[j], op, a, code):
+        pass  # its one operand is array data: no adjoint to push (array data's are never written)
 {array_reverse_cases}
     if consume:
         g[:] = 0.0
@@ -695,7 +718,7 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
     if failed >= 0:
         return failed
     adj[:] = 0.0
-    aadj[:] = 0.0  #A
+    clear_adjoints(arr, aadj)  #A
     adj[out_slot] = 1.0
     reverse{S}(op, a, b, vals, consts, adj, lead, n{AR})
     for k in range(input_slots.shape[0]):
@@ -742,6 +765,7 @@ def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, g
         for j in range(vaddr.shape[0]):  #A
             if vaddr[j] != 0:  #A
                 own_vaddr[j] = arena.ctypes.data + 8 * arr[4][j]  #A
+        fill_constants(op, a, consts, vals, arr, own_vaddr)  #A
         for r in range(t, points, threads):
             failed[r] = gradient{S}(
                 op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r]{AOWN}

@@ -205,14 +205,15 @@ class CompiledFunction(SparseDerivatives):
     def _space(self, variant: Variant) -> tuple:
         """This thread's workspace for `variant` (reused across calls): values and adjoints of the
         rows; the array part of the sweeps' arguments (none for a tape of scalar rows: the array
-        table, the addresses of the array blocks' values in the arena, their adjoints); the arena;
-        the gradient sweep; the array blocks' tangents of adjoints and tangents (forward mode)."""
+        table, the addresses of the array blocks' values in the arena, their adjoints); the arena
+        (the tape's array data written there once, here); the gradient sweep; the array blocks'
+        tangents of adjoints and tangents (forward mode)."""
         spaces = self._workspaces.__dict__.setdefault("spaces", {})
         space = spaces.get(id(variant))
         if space is None or space[0].shape[0] != variant.rows:
             if len(spaces) > 2 * self.max_variants:  # workspaces of evicted variants
                 spaces.clear()
-            arena = np.empty(variant.array_slots)
+            vals, arena = np.empty(variant.rows), np.empty(variant.array_slots)
             array_args: tuple = ()
             tangents: tuple = ()
             if variant.suffix:  # each array row's block in the arena (a 0-d result: its scalar slot)
@@ -221,9 +222,9 @@ class CompiledFunction(SparseDerivatives):
                 vaddr[scalar] = 0
                 array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
                 tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
+                kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, vals, variant.arrays, vaddr)
             space = spaces[id(variant)] = (
-                np.empty(variant.rows), np.empty(variant.rows), array_args, arena, variant.sweep("gradient"),
-                tangents,
+                vals, np.empty(variant.rows), array_args, arena, variant.sweep("gradient"), tangents,
             )
         return space
 
