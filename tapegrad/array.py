@@ -284,7 +284,9 @@ def _value(x: Any) -> Any:
 
 
 def _tracing(x: Any) -> bool:
-    return isinstance(x, Node) and x._tape is not None and x._tape.tracing
+    """Whether `x` is a tensor that a tape recording for tg.compile reads (a traced value, or a
+    tensor captured from outside: read afresh at every replay, so ops on it are rows too)."""
+    return _traced(x) and getattr(get_tape(), "tracing", False)
 
 
 def as_array(x: Any) -> Any:
