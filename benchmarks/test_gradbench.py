@@ -8,7 +8,7 @@ from the same input:
 * ``tapegrad`` and ``tapegrad-replay``: the GradBench tool's own timed call (``prepare``):
   recording inside the timing, or a tape recorded once and replayed;
 * ``primal``: the objective alone, under ``@numba.njit`` for the evals written as scalar code
-  (det, llsq, ode, lstm: the very source tapegrad records) and in NumPy for the array ones; the
+  (det, ode, lstm: the very source tapegrad records) and in NumPy for the array ones; the
   denominator of the derivative / primal ratios GradBench reports;
 * ``torch-eager`` and ``jax-jit``: the same algorithm with whole-array ops (det: all minors of one
   size as a batch; ode: JAX steps in ``lax.fori_loop``; lstm: torch only, as XLA takes minutes to
@@ -134,8 +134,6 @@ def _primal(w: Workload) -> Callable[[], Any]:
     m = w.message
     if w.module is det:
         return functools.partial(det.det_njit, np.asarray(m["A"]))
-    if w.module is llsq:
-        return functools.partial(llsq.llsq_njit, np.asarray(m["x"]), m["n"])
     if w.module is ode:
         return functools.partial(ode.ode_njit, np.asarray(m["x"]), m["s"])
     if w.module is lstm:

@@ -1,16 +1,15 @@
 """GradBench's ``llsq``: a linear least-squares objective (cmpad's ``llsq_obj``).
 
 y(x) = 1/2 sum_i (s_i - sum_j x_j t_i^j)^2 with t_i = -1 + 2i/(n-1), s_i = sign(t_i), for m = 128
-coefficients x and n points. t_i^j is a running product instead of ``pow(t_i, j)``: the tape is the
-same (powers of t_i are constants to it), and the njit primal runs at the speed of GradBench's C++
-one instead of ~5x slower. Inputs: ``rand(128)`` for each n in turn from seed 31337.
+coefficients x and n points. Written with whole-array ops, as torch and JAX write it: the powers
+t_i^j are a constant n x m matrix V, made once per size, and y = |s - V x|^2 / 2, three array rows
+on a tape. Inputs: ``rand(128)`` for each n in turn from seed 31337.
 """
 
 from __future__ import annotations
 
 import functools
 
-import numba
 import numpy as np
 
 from . import inputs, programs
@@ -18,22 +17,6 @@ from . import inputs, programs
 FUNCTIONS = ("primal", "gradient")
 SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8196, 16392)  # n (GradBench's, 8196 included)
 M = 128
-
-
-def llsq_primal(x, n):
-    """GradBench's llsq.hpp primal."""
-    total = 0.0
-    for i in range(n):
-        ti = -1.0 + i * 2.0 / (n - 1)
-        inner, tj = float(np.sign(ti)), 1.0
-        for j in range(len(x)):
-            inner -= x[j] * tj
-            tj *= ti
-        total += inner * inner
-    return total / 2.0
-
-
-llsq_njit = numba.njit(llsq_primal)
 
 
 @functools.cache
@@ -71,6 +54,6 @@ def expected(function: str, message: dict):
 
 
 def prepare(function: str, message: dict, replay: bool):
-    f = functools.partial(llsq_primal, n=int(message["n"]))
+    f = functools.partial(llsq_vec, n=int(message["n"]))
     return programs.value_then_gradient("llsq", function, FUNCTIONS, f, inputs.vector(message, "x"),
-                                        arrays=False, replay=replay)
+                                        arrays=True, replay=replay)

@@ -2,10 +2,10 @@
 
 An objective is a function of one flat float64 vector, written in one of two styles:
 
-* **scalar** (``det``, ``llsq``, ``ode``, ``lstm``): loops and indexing over the vector's elements,
+* **scalar** (``det``, ``ode``, ``lstm``): loops and indexing over the vector's elements,
   one tape row per scalar op; ``@numba.njit`` compiles the same source as the primal to compare
   with. ``tapegrad`` records it afresh in every run (a fresh ``tg.compile``: record, then sweep).
-* **array** (``lse``, ``gmm``, ``kmeans``, ``ba``): ``f(x, xp)`` with whole-array ops of the
+* **array** (``llsq``, ``lse``, ``gmm``, ``kmeans``, ``ba``): ``f(x, xp)`` with whole-array ops of the
   namespace ``xp`` (``tapegrad.numpy`` here; NumPy, torch or ``jax.numpy`` for the peers), one row
   per array op. ``tapegrad`` runs it eagerly on tensors (record while computing, then backward).
 
