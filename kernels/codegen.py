@@ -707,10 +707,34 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
 
 
 @_kernel
+def input_adjoints{S}(op, a, input_slots, adj, values, lo, add{AR}):
+    """values[t] = the adjoint of input entry k = lo + t (with `add`: add values[t] to it instead),
+    from the row reading it, input_slots[k]: an input row, or an array row reading entries
+    [x, x + size) of which k is element k - x."""
+    for t in range(values.shape[0]):
+        k = lo + t
+        s = input_slots[k]
+        if op[s] == ARRAY_ROW:  #A
+            j = a[s]  #A
+            e = k - np.int64(arr[1][j])  #A
+            if 0 <= e < arr[5][j]:  #A
+                if add:  #A
+                    aadj[arr[4][j] + e] += values[t]  #A
+                else:  #A
+                    values[t] = aadj[arr[4][j] + e]  #A
+            continue  #A
+        if add:
+            adj[s] += values[t]
+        else:
+            values[t] = adj[s]
+
+
+@_kernel
 def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad{AR}):
     """Replay the whole tape at `inputs`, then sweep back from `out_slot`:
-    grad[k] = d vals[out_slot] / d inputs[k]. `vals` and `adj` are workspaces of one slot per row.
-    Returns -1, or the row of the first guard that fails at these inputs (grad is then not set)."""
+    grad[k] = d vals[out_slot] / d inputs[k] for k < len(grad) (the arguments' entries). `vals`
+    and `adj` are workspaces of one slot per row. Returns -1, or the row of the first guard that
+    fails at these inputs (grad is then not set)."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -721,8 +745,7 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
     clear_adjoints(arr, aadj)  #A
     adj[out_slot] = 1.0
     reverse{S}(op, a, b, vals, consts, adj, lead, n{AR})
-    for k in range(input_slots.shape[0]):
-        grad[k] = adj[input_slots[k]]
+    input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
     return -1
 
 
@@ -744,9 +767,8 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     aadjd[:] = 0.0  #A
     adj[out_slot] = 1.0
     second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2})
-    for k in range(input_slots.shape[0]):
-        grad[k] = adj[input_slots[k]]
-        hv[k] = adjd[input_slots[k]]
+    input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
+    input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
     return -1
 
 
@@ -793,8 +815,8 @@ ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows
 def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
     scalar rows only runs sweeps that never compile the array kernels."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", AK=", arr, vaddr, aadj, keep",
-                  AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARD=", arr, vaddr, aadjd",
+                  AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
                   A2=", arr, vaddr, aadj, aadjd, adot", AH=", arr, vaddr, aadj, aadjd, adot")
     if not arrays:
         params = dict.fromkeys(params, "")

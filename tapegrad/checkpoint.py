@@ -64,8 +64,8 @@ class _Replay:
     two Numba calls."""
 
     __slots__ = ("variant", "vals", "adj", "aadj", "arena", "forward", "reverse", "fargs", "rargs",
-                 "state_in", "state_slots", "param_slots", "out_slots", "out_values", "out_seeds",
-                 "seed_params")
+                 "state_in", "n", "inputs_at", "array_args", "out_slots", "out_values", "out_seeds",
+                 "seed_outputs")
 
     def __init__(
         self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
@@ -79,8 +79,7 @@ class _Replay:
         self.forward, self.reverse = variant.sweep("forward"), variant.sweep("reverse")
         self.fargs = (v.op, v.a, v.b, vals, v.consts, inputs, 0, v.rows, *array_args[:2])
         self.rargs = (v.op, v.a, v.b, vals, v.consts, adj, 0, v.rows, *array_args)
-        self.state_slots = variant.input_slots[:n]
-        self.param_slots = variant.input_slots[n : n + len(params)]
+        self.n, self.inputs_at, self.array_args = n, variant.sweep("input_adjoints"), array_args
         self.out_slots = variant.out_slots
         self.out_values: np.ndarray | None = None  # views of the result's block and its adjoints
         self.out_seeds: np.ndarray | None = None
@@ -89,9 +88,8 @@ class _Replay:
             start = int(variant.arrays[4][entry])  # the block's offset and size
             block = slice(start, start + int(variant.arrays[5][entry]))
             self.out_values, self.out_seeds = arena[block], array_args[2][block]
-        # seed by assignment unless a slot is seeded twice (a value returned twice, or a parameter)
-        returned = np.concatenate([self.out_slots, self.param_slots]) if out_row is None else self.param_slots
-        self.seed_params = len(np.unique(returned)) == len(returned)
+        # seed by assignment unless a slot is seeded twice (a value returned twice)
+        self.seed_outputs = len(np.unique(self.out_slots)) == len(self.out_slots)
 
     def advance(self, u: np.ndarray, out: np.ndarray) -> bool:
         """out <- step(u); False (out unset) if a guard fails at u."""
@@ -124,17 +122,15 @@ class _Replay:
             self.aadj[:] = 0.0
         if self.out_seeds is not None:
             self.out_seeds[:] = lam
-        elif self.seed_params:
+        elif self.seed_outputs:
             adj[self.out_slots] = lam
-        else:  # one value returned in several places, or a parameter returned
+        else:  # one value returned in several places
             np.add.at(adj, self.out_slots, lam)
-        if self.seed_params:
-            adj[self.param_slots] = pbar
-        else:
-            adj[self.param_slots] += pbar
+        v, n = self.variant, self.n
+        self.inputs_at(v.op, v.a, v.input_slots, adj, pbar, n, True, *self.array_args)  # pbar accumulates on
         self.reverse(*self.rargs)
-        adj.take(self.state_slots, out=lam)
-        adj.take(self.param_slots, out=pbar)
+        self.inputs_at(v.op, v.a, v.input_slots, adj, lam, 0, False, *self.array_args)
+        self.inputs_at(v.op, v.a, v.input_slots, adj, pbar, n, False, *self.array_args)
 
 
 class _Loop:

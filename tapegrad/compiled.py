@@ -6,10 +6,12 @@ tangent sweep, each one Numba call. Comparisons that Python turned into branches
 a replay whose guards fail at the new inputs is never returned; ``f`` is recorded again there and
 the new variant kept (the ``max_variants`` most recently used per signature).
 
-Arguments are floats or float arrays; inside ``f`` an array argument is a NumPy object array of
-traced scalars (indexing, ``len``, loops and NumPy's elementwise functions all record). Tensors
-that ``f`` reads from outside (``requires_grad`` leaves, say model parameters) are inputs of the
-tape too, read afresh at every call.
+Arguments are floats or float arrays. Inside ``f`` an array argument is a traced array
+(:class:`tapegrad.arguments.TracedArray`): indexing with integers or slices, iteration and
+``np.asarray`` give traced scalars, for scalar code; array ops, NumPy's functions and
+``tnp.asarray`` take it whole, as one array row. Tensors that ``f`` reads from outside
+(``requires_grad`` leaves, say model parameters) are inputs of the tape too, read afresh at every
+call.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import anomaly, custom, kernels
+from . import anomaly, arguments, custom, kernels
 from .array import ArrayTensor
 from .node import Node, slot_on
 from .sparse import SparseDerivatives
 from .state import get_tape, set_tape
 from .tape import Tape
-from .tensor import Tensor, float_array
+from .tensor import float_array
 
-FORMAT_VERSION = 2  # 2: array tables, captured values flattened
+FORMAT_VERSION = 3  # 2: array tables, captured values flattened; 3: array rows may read arguments
+READABLE = (2, 3)  # a version-2 tape reads every argument entry with an input row: valid as 3
 Signature = tuple[tuple[int, ...], ...]
 
 
@@ -44,7 +47,9 @@ class Variant(NamedTuple):
     a: np.ndarray
     b: np.ndarray
     consts: np.ndarray
-    input_slots: np.ndarray  # slot of each input row, arguments first, then captured tensors
+    # the row reading each entry of the arguments (an input row, or an array_input row reading a
+    # range of them), then the row of each captured tensor
+    input_slots: np.ndarray
     out_slots: np.ndarray
     out_shape: tuple[int, ...] | None  # None: the function returned a scalar
     captured: tuple[Node, ...]  # tensors read from outside f: their values are read at each call
@@ -90,22 +95,6 @@ def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
     return tuple(shapes), flat
 
 
-def _traced_args(tape: Tape, signature: Signature, flat: np.ndarray) -> list[Any]:
-    args: list[Any] = []
-    offset = 0
-    for shape in signature:
-        size = math.prod(shape)
-        nodes = [tape.add_traced_input(Tensor, float(v)) for v in flat[offset : offset + size]]
-        offset += size
-        if shape == ():
-            args.append(nodes[0])
-        else:
-            array = np.empty(size, dtype=object)
-            array[:] = nodes
-            args.append(array.reshape(shape))
-    return args
-
-
 def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | None]:
     def slot(item: Any) -> int:
         if isinstance(item, Node):
@@ -140,17 +129,20 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
     previous = get_tape()
     set_tape(tape)
     try:
-        out = f(*_traced_args(tape, signature, flat))
+        args = arguments.traced(tape, signature, flat)
+        out = f(*args)
         out_slots, out_shape = _output_slots(tape, out)
+        arg_rows = arguments.input_rows(args)
     finally:
         set_tape(previous)
     arrays = tape.freeze()
-    n_args = len(flat)
+    reading = set(arg_rows)
+    captured = [(node, slot) for node, slot in zip(tape.inputs, tape.input_slots) if slot not in reading]
     variant = Variant(
         tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
-        input_slots=np.array(tape.input_slots, dtype=np.int64),
+        input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
-        captured=tuple(tape.inputs[n_args:]), rows=len(arrays.op), out_slot=out_slots[0],
+        captured=tuple(node for node, _ in captured), rows=len(arrays.op), out_slot=out_slots[0],
         arrays=arrays.arr, array_slots=arrays.array_slots, suffix="_arrays" if len(arrays.vaddr) else "",
     )
     if passes:
@@ -164,7 +156,8 @@ class ReplayTape(NamedTuple):
     """A recorded tape as plain arrays for your own ``@numba.njit`` code: pass it (a NamedTuple
     of arrays) into a jitted function and call ``tg.sweeps().gradient(t.op, t.a, t.b, t.consts,
     inputs, t.input_slots, t.out_slot, vals, adj, grad)`` there, with
-    ``inputs = concatenate((x, t.captured))``, and ``vals``, ``adj`` of ``len(t.op)`` floats. A
+    ``inputs = concatenate((x, t.captured))``, ``vals``, ``adj`` of ``len(t.op)`` floats and
+    ``grad`` of ``len(x)``. A
     tape with array rows (``len(t.addresses) > 0``) replays with ``gradient_arrays``, which takes
     ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time)."""
 
@@ -222,7 +215,7 @@ class CompiledFunction(SparseDerivatives):
                 vaddr[scalar] = 0
                 array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
                 tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
-                kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, vals, variant.arrays, vaddr)
+                kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, vals, *array_args[:2])
             space = spaces[id(variant)] = (
                 vals, np.empty(variant.rows), array_args, arena, variant.sweep("gradient"), tangents,
             )
@@ -322,7 +315,7 @@ class CompiledFunction(SparseDerivatives):
             variant = next(iter(variants.values()))
             if variant.out_shape is None:
                 vals, adj, array_args, _, gradient, _ = self._space(variant)
-                grad = np.empty(len(variant.input_slots))
+                grad = np.empty(len(flat))
                 failed = gradient(
                     variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
                     variant.input_slots, variant.out_slot, vals, adj, grad, *array_args,
@@ -345,7 +338,19 @@ class CompiledFunction(SparseDerivatives):
         self._reverse(variant, vals, adj)
         if anomaly.is_anomaly_enabled():
             anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *self._array_args(variant)[2:])
-        return float(vals[variant.out_slot]), self._split(adj[variant.input_slots], args, argnums)
+        grad = self._input_adjoints(variant, adj, len(flat))
+        return float(vals[variant.out_slot]), self._split(grad, args, argnums)
+
+    def _input_adjoints(self, variant: Variant, adj: np.ndarray, stop: int, start: int = 0,
+                        second: bool = False) -> np.ndarray:
+        """The adjoints of input entries [start, stop) after a reverse sweep (with `second`: their
+        tangents, after a second-order sweep), wherever the rows reading them keep them."""
+        out = np.empty(stop - start)
+        space = self._space(variant)
+        array_args = (*space[2][:2], space[5][0] if second else space[2][2]) if variant.suffix else ()
+        variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
+                                        *array_args)
+        return out
 
     def _reverse(self, variant: Variant, vals: np.ndarray, adj: np.ndarray) -> None:
         """A reverse sweep of `variant` from the seeds in `adj` (array blocks' adjoints zeroed)."""
@@ -362,6 +367,11 @@ class CompiledFunction(SparseDerivatives):
     def hvp(self, x: Any, v: Any) -> Any:
         """The Hessian of a scalar f of one argument at `x`, times `v` (forward-over-reverse in
         Numba: one call runs a forward, a tangent and a second-order reverse sweep)."""
+        return self.grad_and_hvp(x, v)[1]
+
+    def grad_and_hvp(self, x: Any, v: Any) -> tuple[Any, Any]:
+        """(the gradient of a scalar f of one argument at `x`, its Hessian times `v`): the
+        second-order sweep of :meth:`hvp` gives both (a Newton step needs no separate gradient)."""
         signature, flat = _flatten_args((x,))
         direction = np.asarray(v, dtype=np.float64)
         if direction.shape != signature[0]:
@@ -375,7 +385,7 @@ class CompiledFunction(SparseDerivatives):
             inputs = variant.inputs(flat)
             seeds = np.zeros(len(inputs))
             seeds[: len(flat)] = direction.ravel()
-            n, k = variant.rows, len(variant.input_slots)
+            n, k = variant.rows, len(flat)
             vals, adj = self._workspace(variant)
             grad, hv = np.empty(k), np.empty(k)
             space = self._space(variant)
@@ -387,7 +397,7 @@ class CompiledFunction(SparseDerivatives):
                 break
             variant = self._replay((x,))[0]
         self._last = variant
-        return self._split(hv, (x,), 0)
+        return self._split(grad, (x,), 0), self._split(hv, (x,), 0)
 
     def hessian(self, x: Any) -> Any:
         """The Hessian of a scalar f of one argument at `x` (one hvp per coordinate)."""
@@ -413,7 +423,8 @@ class CompiledFunction(SparseDerivatives):
         from numba import get_num_threads  # imported with the sweeps, not with tapegrad
 
         inputs = np.ascontiguousarray(np.stack([variant.inputs(row) for row in X.reshape(m, -1)]))
-        flat_grads = np.empty((m, len(variant.input_slots)))
+        n = X[0].size
+        flat_grads = np.empty((m, n))
         failed = np.empty(m, dtype=np.int64)
         variant.sweep("batch_gradient")(
             variant.op,
@@ -429,8 +440,7 @@ class CompiledFunction(SparseDerivatives):
             min(get_num_threads(), m),
             *self._array_args(variant),
         )
-        n = X[0].size
-        grads.reshape(m, -1)[:] = flat_grads[:, :n]
+        grads.reshape(m, -1)[:] = flat_grads
         for r in np.flatnonzero(failed >= 0):  # another branch: replay (or record) that point alone
             values[r], grads[r] = self.value_and_grad(X[r])
         self._counts["calls"] += m
@@ -454,7 +464,7 @@ class CompiledFunction(SparseDerivatives):
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
         """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg))."""
-        variant, vals, _, _ = self._replay(args)
+        variant, vals, _, flat = self._replay(args)
         _, adj = self._workspace(variant)
         adj[:] = 0.0
         cot = np.asarray(cotangent, dtype=np.float64)
@@ -464,7 +474,7 @@ class CompiledFunction(SparseDerivatives):
         np.add.at(adj, variant.out_slots, cot.ravel())
         self._reverse(variant, vals, adj)
         out = self._shape_output(variant, vals[variant.out_slots])
-        return out, self._split(adj[variant.input_slots], args, tuple(range(len(args))))
+        return out, self._split(self._input_adjoints(variant, adj, len(flat)), args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
         """(f(*args), the directional derivative of f along `tangents`, one per argument)."""
@@ -506,7 +516,7 @@ class CompiledFunction(SparseDerivatives):
                 adj[:] = 0.0
                 adj[slot] = 1.0
                 self._reverse(variant, vals, adj)
-                jac[r] = adj[variant.input_slots[lo:hi]]
+                jac[r] = self._input_adjoints(variant, adj, hi, lo)
         else:
             seeds = np.zeros(len(inputs))
             for c in range(n):
@@ -575,7 +585,7 @@ def load(path: str) -> CompiledFunction:
         header = json.loads(str(data["header"]))
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"tg.load: {path} is not a saved tapegrad tape ({err})") from None
-    if header.get("format") != "tapegrad" or header.get("version") != FORMAT_VERSION:
+    if header.get("format") != "tapegrad" or header.get("version") not in READABLE:
         raise ValueError(
             f"tg.load: {path} has tape format version {header.get('version')!r}; this tapegrad "
             f"reads version {FORMAT_VERSION}: record and save it again"

@@ -27,7 +27,7 @@ def describe_row(tape: Tape, i: int) -> str:
     if name in ("array", "array_scalar"):
         return _describe_array_row(tape, arrays, i)
     if name == "input":
-        return _describe_input(tape, i)
+        return _describe_input(tape, i, a)
     if name == "const":
         return f"const {_const(consts[a])}"
     if name == "guard":
@@ -39,14 +39,15 @@ def describe_row(tape: Tape, i: int) -> str:
     return f"{name}({', '.join(args)})"
 
 
-def _describe_input(tape: Tape, i: int) -> str:
-    k = tape.input_slots.index(i)
-    node = tape.inputs[k]
+def _describe_input(tape: Tape, i: int, index: int) -> str:
+    """An input row: entry `index` of the input vector (an array: entries from there)."""
+    node = tape.inputs[tape.input_slots.index(i)]
     label = getattr(node, "label", "")
-    if node._tape is tape:
-        return f"input #{k}"  # an argument of a compiled function
     shape = f" {node._v.shape}" if node._v.__class__ is np.ndarray else ""
-    return f"input {label or '#' + str(k)}{shape}" + ("" if node._tape is None else " (from another tape)")
+    if node._tape is tape:
+        return f"input #{index}{shape}"  # an argument of a compiled function
+    elsewhere = "" if node._tape is None else " (from another tape)"
+    return f"input {label or '#' + str(index)}{shape}{elsewhere}"
 
 
 def _describe_array_row(tape: Tape, arrays, i: int) -> str:
@@ -57,7 +58,7 @@ def _describe_array_row(tape: Tape, arrays, i: int) -> str:
     if code >= len(OPCODES):
         spec = ARRAY_OPS[code - len(OPCODES)]
         if spec.name == "array_input":
-            return _describe_input(tape, i) + f" [{size}]"
+            return _describe_input(tape, i, x) + f" [{size}]"
         names = ["v" + str(v) for v in (x, y)[: spec.arity]]
         return f"{spec.name}({', '.join(names)}) [{size}]"
     oc = OPCODES[code]

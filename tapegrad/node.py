@@ -46,6 +46,10 @@ class Node(_OpMethods):
         """Add `g` to this leaf's gradient (each node class keeps its own kind of .grad)."""
         raise NotImplementedError
 
+    def _register(self, tape: Tape) -> int:
+        """The row of this node as an operand on `tape`, which has not seen it: an input row."""
+        return tape.add_input(self)
+
     @property
     def is_leaf(self) -> bool:
         """True for nodes created by the user, and for every node that does not require grad."""
@@ -116,7 +120,7 @@ def slot_on(tape: Tape, node: Node) -> int:
     reg = node._reg
     if reg is not None and reg[0] is tape:
         return reg[1]
-    return tape.add_input(node)
+    return node._register(tape)
 
 
 def record_guard(node: Node, truth: bool) -> None:

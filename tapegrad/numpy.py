@@ -16,6 +16,7 @@ from . import array as _array
 from . import linalg as _linalg
 from . import reductions as _reductions
 from . import shapes as _shapes
+from .arguments import TracedArray as _TracedArray
 from .node import Node as _Node
 
 Axis = int | Sequence[int] | None
@@ -101,8 +102,10 @@ def logsumexp(a: Any, axis: Axis = None, keepdims: bool = False) -> Any:
 
 
 def asarray(a: Any) -> Any:
-    """Tensors pass through; an array of traced scalars (an argument inside tg.compile) becomes
-    one array tensor; anything else becomes a NumPy array."""
+    """Tensors pass through; an array argument inside tg.compile, or an array of traced scalars,
+    becomes one array tensor; anything else becomes a NumPy array."""
+    if isinstance(a, _TracedArray):  # an argument inside tg.compile: taken whole
+        return a.array()
     if isinstance(a, _Node):
         return a
     packed = _array.as_array(a)

@@ -56,9 +56,9 @@ def record_{name}(x{params}):
     if not isinstance(x, Node):
         return record_{name}(tensor(as_number(x, "{name}")){params})
     cls = x.__class__
-    if cls is ARRAY_TENSOR:
-        return record_array("{name}", x{params})
     xv = x._v
+    if xv.__class__ is NDARRAY:  # an array tensor (of any class): one array row
+        return record_array("{name}", x{params})
     try:
         z = {fwd}
     except MATH_ERRORS:
@@ -171,8 +171,8 @@ def _source(spec: OpSpec, reflected: bool = False) -> str:
     )
 
 
-# The namespaces of the recording functions: a unary op on an array tensor (class ARRAY_TENSOR,
-# bound by register_arrays) records through the array recorder
+# The namespaces of the recording functions: a unary op on an array tensor (a node holding an
+# ndarray) records through the array recorder, bound by register_arrays
 _NAMESPACES: list[dict] = []
 
 
@@ -181,7 +181,7 @@ def register_arrays(cls: type, record: Callable[..., Any]) -> None:
     global ARRAY_CLASS
     ARRAY_CLASS = cls
     for ns in _NAMESPACES:
-        ns.update(ARRAY_TENSOR=cls, record_array=record)
+        ns.update(record_array=record)
 
 
 ARRAY_CLASS: type = np.ndarray  # tapegrad.array's ArrayTensor, once registered
@@ -217,7 +217,7 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Any]:
     namespace.update(
         Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
-        LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=_make_tensor, ARRAY_TENSOR=None,
+        LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=_make_tensor, NDARRAY=np.ndarray,
         record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,
     )
     _NAMESPACES.append(namespace)

@@ -170,7 +170,7 @@ class SparseDerivatives:
             adj[:] = 0.0
             adj[slots[pattern.colors == c]] = 1.0
             self._reverse(variant, vals, adj)  # type: ignore[attr-defined]
-            compressed[c] = adj[variant.input_slots[lo:hi]]
+            compressed[c] = self._input_adjoints(variant, adj, hi, lo)  # type: ignore[attr-defined]
         return compressed[pattern.colors[pattern.rows], pattern.cols]
 
     def sparse_jacobian(self, *args: Any, argnums: int = 0) -> scipy.sparse.csr_matrix:
@@ -206,7 +206,7 @@ class SparseDerivatives:
                 block[:] = 0.0
             adj[variant.out_slot] = 1.0
             variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints)
-            compressed[:, c] = adjd[variant.input_slots[lo:hi]]
+            compressed[:, c] = self._input_adjoints(variant, adjd, hi, lo, second=True)  # type: ignore[attr-defined]
         if lower:
             pattern = pattern.lower()
         return compressed[pattern.rows, pattern.colors[pattern.cols]]

@@ -136,11 +136,11 @@ class Tape:
         """Number of rows (one slot each)."""
         return len(self._swept.op) if (self.released or self.frozen) else len(self.rows) >> 2
 
-    def add_traced_input(self, cls: type[Node], value: float) -> Node:
-        """A new node standing for an input of the tape (a traced argument of tg.compile)."""
+    def add_traced_input(self, cls: type[Node], value: float, index: int) -> Node:
+        """A new node standing for entry `index` of the input vector (a traced argument of
+        tg.compile, or an element of one)."""
         slot = len(self.rows) >> 2
-        self.rows += (INPUT, self.input_width, 0, value)
-        self.input_width += 1
+        self.rows += (INPUT, index, 0, value)
         node = cls._leaf(value, True)
         node._tape, node._slot = self, slot
         self.inputs.append(node)

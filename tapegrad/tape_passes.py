@@ -393,7 +393,10 @@ def _tape(old: Tape, p: _Program, table: tuple[np.ndarray, ...]) -> Tape:
     """A frozen tape holding the program's rows (what ``cf.tape`` lists and counts), with the
     recorded tape's inputs, array values and, in anomaly mode, source lines."""
     tape = Tape()
-    tape.inputs, tape.input_slots = list(old.inputs), p.input_slots.tolist()
+    # each recorded row's row here (inputs are kept; a loaded tape has no rows nor inputs)
+    renamed = np.full(max(len(old), int(p.origin.max(initial=-1)) + 1), -1, dtype=np.int64)
+    renamed[p.origin] = np.arange(len(p.origin))
+    tape.inputs, tape.input_slots = list(old.inputs), renamed[old.input_slots].tolist()
     tape.input_width, tape.versions, tape.versioned = old.input_width, list(old.versions), list(old.versioned)
     tape.consts = p.consts[:-1].tolist()
     tape.blocks = np.stack([c.astype(np.int64) for c in table[:6]], axis=1).ravel().tolist()

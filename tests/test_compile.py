@@ -248,6 +248,9 @@ def test_load_refuses_other_versions_and_corrupted_files(tmp_path):
     np.savez(tmp_path / "v.npz", **{**data, "header": np.array(json.dumps(header))})
     with pytest.raises(ValueError, match="format version 99"):
         tg.load(str(tmp_path / "v.npz"))
+    header["version"] = 2  # every argument entry read by an input row: still valid
+    np.savez(tmp_path / "v2.npz", **{**data, "header": np.array(json.dumps(header))})
+    np.testing.assert_allclose(tg.load(str(tmp_path / "v2.npz")).grad(np.zeros(4)), cf.grad(np.zeros(4)))
     bad = dict(data)
     bad["0_a"] = bad["0_a"].copy()
     bad["0_a"][-1] = 10**6
@@ -277,6 +280,9 @@ def test_hvp_and_hessian_of_rosenbrock(rng):
     H = cf.hessian(x)
     np.testing.assert_allclose(H, H.T, rtol=1e-12)
     np.testing.assert_allclose(H @ v, cf.hvp(x, v), rtol=1e-10)
+    grad, hv = cf.grad_and_hvp(x, v)
+    np.testing.assert_array_equal(hv, cf.hvp(x, v))
+    np.testing.assert_allclose(grad, rosen_grad(x), rtol=1e-13)
     assert cf.stats()["recordings"] == 1  # forward-over-reverse on the recorded tape
     with pytest.raises(ValueError, match="shape"):
         cf.hvp(x, v[:3])

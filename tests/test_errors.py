@@ -301,7 +301,7 @@ CORRUPT = [
     (
         "future format version",
         lambda d: d.__setitem__(
-            "header", np.array(str(d["header"]).replace('"version": 2', '"version": 99'))
+            "header", np.array(str(d["header"]).replace('"version": 3', '"version": 99'))
         ),
         r"version",
     ),

@@ -2,8 +2,8 @@
 
 ``dir`` is J / H for the gradient J of the cost with respect to the centroids C and its Hessian H,
 which is diagonal (2 |S_j| on centroid j's coordinates, S_j the points nearest to it), so its
-diagonal is the Hessian-vector product with a vector of ones: tapegrad computes J by a reverse
-sweep and H 1 by a forward-over-reverse one. The distances come from |P|^2 - 2 P C^T + |C|^2 (one
+diagonal is the Hessian-vector product with a vector of ones: tapegrad computes J and H 1 in
+one forward-over-reverse replay (``grad_and_hvp``). The distances come from |P|^2 - 2 P C^T + |C|^2 (one
 matmul; the (n, k, d) differences would take n k d floats). Inputs: ``rand(n, d)`` points and their
 last k rows as centroids, for each (k, n, d) in GradBench's order from seed 31337.
 """

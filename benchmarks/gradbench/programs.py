@@ -101,12 +101,12 @@ def _eager_value(g: Callable, x: np.ndarray) -> Any:
 def gradient_and_hvp(
     f: Callable, x: np.ndarray, v: np.ndarray, arrays: bool, replay: bool
 ) -> Callable[[], tuple]:
-    """The timed call computing (the gradient of a scalar f at x, its Hessian times v): reverse,
-    then forward-over-reverse replays of one tg.compile (recorded afresh in each call unless
+    """The timed call computing (the gradient of a scalar f at x, its Hessian times v): one
+    forward-over-reverse replay of a tg.compile gives both (recorded afresh in each call unless
     `replay`)."""
 
     def run(cf):
-        return cf.grad(x), cf.hvp(x, v)
+        return cf.grad_and_hvp(x, v)
 
     if replay:
         cf = compiled(f, x, arrays)
