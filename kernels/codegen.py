@@ -177,6 +177,17 @@ _INNER_LOOP = ["for t in range(inner):", "    k = k0 + t", "    ix = bx + t * sx
 # gxr[jx], gyr[jy] (an operand broadcast along the run: a chunk-long spread, summed afterwards)
 _REVERSE_LOOP = ["for t in range(run):", "    k = k0 + t", "    ix = bx + t * sxl", "    iy = by + t * syl",
                  "    jx = gbx + t * gsx", "    jy = gby + t * gsy"]
+_CONSTANT_LOAD = re.compile(r"^\w+ = consts\[c[xy]( \+ 1)?\]$")
+
+
+def _loop(oc: Opcode, header: list[str], body: list[str]) -> list[str]:
+    """The loop `header` over `body`, with the body's loads of constants before it. Only a vv row
+    broadcasts: in any other the operands walk with the result, stride 1, which the loop is
+    written with (a stride known only at run time keeps a loop from vectorizing)."""
+    if oc.kind != VV:
+        header = [re.sub(r"t \* \w+$", "t", ln) for ln in header]
+    hoisted = [ln for ln in body if _CONSTANT_LOAD.match(ln)]
+    return hoisted + header + ["    " + ln for ln in body if ln not in hoisted]
 
 
 def _elementwise_forward_body(oc: Opcode):
@@ -185,7 +196,7 @@ def _elementwise_forward_body(oc: Opcode):
         return None
     fwd = oc.spec.fwd
     body = [ln.strip() for ln in _loads(oc, (fwd,), "", _array_sources)] + [f"zv[k] = {fwd}"]
-    return _INNER_LOOP + ["    " + ln for ln in body]
+    return _loop(oc, _INNER_LOOP, body)
 
 
 def _elementwise_reverse_body(oc: Opcode):
@@ -203,14 +214,13 @@ def _elementwise_reverse_body(oc: Opcode):
             body += [f"p = {d}", f"{target} += gk * p if gk != 0.0 and p != 0.0 else 0.0"]
         else:
             body += [f"{target} += gk * ({d}) if gk != 0.0 else 0.0"]
-    return _REVERSE_LOOP + ["    " + ln for ln in body]
+    return _loop(oc, _REVERSE_LOOP, body)
 
 
 def _elementwise_tangent_body(oc: Opcode):
     if not oc.kind:
         return None
-    body = _tangent_body(oc, _ARRAY_TARGETS, _array_sources)
-    return _INNER_LOOP + ["    " + ln for ln in body]
+    return _loop(oc, _INNER_LOOP, _tangent_body(oc, _ARRAY_TARGETS, _array_sources))
 
 
 def _elementwise_second_order_body(oc: Opcode):
@@ -218,7 +228,7 @@ def _elementwise_second_order_body(oc: Opcode):
         return None
     body = ["gk = g[k]", "gdk = gd[k]", "if gk == 0.0 and gdk == 0.0:", "    continue"]
     body += _second_order_body(oc, _ARRAY_TARGETS, _array_sources)
-    return _INNER_LOOP + ["    " + ln for ln in body]
+    return _loop(oc, _INNER_LOOP, body)
 
 
 def _versioned(body_for):
@@ -412,6 +422,9 @@ PACK = {pack}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
+# may fuse a multiply and an add (an FMA, one rounding): LLVM still inlines it into the kernels'
+# loops, flags and all, where Numba's own inlining would give it the caller's flags
+_fused = njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={{"contract"}})
 
 
 @intrinsic
@@ -803,10 +816,10 @@ def helper_source(module=scalar_math) -> str:
     return src[src.index("\ndef ") :]
 
 
-# array_math's small helpers, inlined where called; its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = (
-    "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "vexp"
-)
+# array_math's small helpers, inlined where called, and the ones whose arithmetic may be fused;
+# its kernels are compiled on their own
+_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties")
+_FUSED_ARRAY_HELPERS = ("vexp",)
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
@@ -828,14 +841,18 @@ def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
     return "\n".join(ln for ln in lines if not ln.endswith(ARRAY_LINE))
 
 
+def _decorator(helper: str) -> str:
+    if helper in _INLINE_ARRAY_HELPERS:
+        return "_helper"
+    return "_fused" if helper in _FUSED_ARRAY_HELPERS else "_kernel"
+
+
 def generate(cache: bool) -> str:
     """Source of the sweeps module."""
     helpers = re.sub(r"\ndef ", "\n@_helper\ndef ", helper_source())
     array_helpers = re.sub(
         r"\ndef (\w+)",
-        lambda mt: (
-            f"\n@{'_helper' if mt.group(1) in _INLINE_ARRAY_HELPERS else '_kernel'}\ndef {mt.group(1)}"
-        ),
+        lambda mt: f"\n@{_decorator(mt.group(1))}\ndef {mt.group(1)}",
         helper_source(array_math),
     )
     cases = dict(
