@@ -322,6 +322,8 @@ def _elementwise_kernels() -> str:
 # kernels in kernels.array_math, on the row's blocks: xv, yv, zv (values), g, gx, gy (adjoints),
 # xd, yd, zd (tangents), gd, gxd, gyd (tangents of the adjoints).
 _NEEDS = "needs_adjoint(ax[j], op, a, code), needs_adjoint(ay[j], op, a, code)"
+# a product's cross terms (g @ yd.T, xd.T @ g) need the other operand's tangent: array data has none
+_BOTH = "needs_adjoint(ax[j], op, a, code) and needs_adjoint(ay[j], op, a, code)"
 _ARRAY_KERNELS = {
     "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None, "zd[:] = seeds[ax[j] : ax[j] + n]", None),
     # its values are written once per workspace (fill_constants), not per replay
@@ -338,7 +340,7 @@ _ARRAY_KERNELS = {
         f"matmul_tangent(xv, yv, xd, yd, zd, {_NEEDS}, imeta, m)",
         f"matmul_reverse(g, xv, yv, gx, gy, {_NEEDS}, imeta, m)\n"
         f"        matmul_reverse(gd, xv, yv, gxd, gyd, {_NEEDS}, imeta, m)\n"
-        f"        matmul_reverse(g, xd, yd, gxd, gyd, {_NEEDS}, imeta, m)",
+        f"        matmul_reverse(g, xd, yd, gxd, gyd, {_BOTH}, {_BOTH}, imeta, m)",
     ),
     "gather": (
         "gather_forward(xv, zv, imeta, m)",
