@@ -22,18 +22,15 @@ from __future__ import annotations
 import functools
 import math
 import operator
-import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
 import numpy as np
 
 from . import anomaly, memory
-from .array import ArrayTensor
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
-from .state import get_tape
-from .tape import Tape
+from .kernels import ARRAY_ROW
 from .tensor import float_array
 
 Pullback = Callable[[Any], tuple[Any, ...]]
@@ -211,28 +208,18 @@ class Checkpointed:
         self.step = step
         self.every = every
         self.snapshots = snapshots
-        self._cf = CompiledFunction(self._traced_step, max_variants)
-        # tape -> (row, shape) of the array the step returned while recording it
-        self._array_outputs: weakref.WeakKeyDictionary[Tape, tuple[int, tuple[int, ...]]] = (
-            weakref.WeakKeyDictionary())
+        self._cf = CompiledFunction(step, max_variants)
         self._stats: dict[str, Any] = {}
         functools.update_wrapper(self, step)
-
-    def _traced_step(self, *args: Any) -> Any:
-        """The step as recorded: an array op's result is read from its block of the arena, so
-        the tape returns a constant instead (tg.compile would add one row per element)."""
-        out = self.step(*args)
-        tape = get_tape()
-        if isinstance(out, ArrayTensor) and out.shape != () and out._tape is tape and tape is not None:
-            self._array_outputs[tape] = (out._slot, out.shape)
-            return 0.0
-        return out
 
     # ------------------------------------------------------------------ checks
     def _check_output(self, variant: Variant, shape: tuple[int, ...]) -> int | None:
         """The array row holding the step's result (None: its scalar slots), checked to have the
         state's shape."""
-        row, got = self._array_outputs.get(variant.tape, (None, variant.out_shape))
+        row: int | None = int(variant.out_slots[0])
+        if variant.op[row] != ARRAY_ROW:
+            row = None
+        got = variant.out_shape
         if got != (None if shape == () else shape):
             name = getattr(self.step, "__name__", "step")
             raise ValueError(

@@ -50,7 +50,7 @@ class Variant(NamedTuple):
     # the row reading each entry of the arguments (an input row, or an array_input row reading a
     # range of them), then the row of each captured tensor
     input_slots: np.ndarray
-    out_slots: np.ndarray
+    out_slots: np.ndarray  # the row of each output entry (every entry of an array output: its row)
     out_shape: tuple[int, ...] | None  # None: the function returned a scalar
     captured: tuple[Node, ...]  # tensors read from outside f: their values are read at each call
     rows: int
@@ -106,9 +106,8 @@ def _output_slots(tape: Tape, out: Any) -> tuple[list[int], tuple[int, ...] | No
             f"them), got {type(item).__name__}"
         )
 
-    if isinstance(out, ArrayTensor):  # one slot each
-        flat: Any = out.reshape(-1)
-        return [slot(flat[k]) for k in range(flat.shape[0])], out.shape
+    if isinstance(out, ArrayTensor):  # its array row holds every entry: the row, once per entry
+        return [slot(out)] * out.size, out.shape
     if isinstance(out, (Node, int, float, np.number)):
         return [slot(out)], None
     array = np.empty(0, dtype=object)
@@ -300,12 +299,40 @@ class CompiledFunction(SparseDerivatives):
             return pieces[argnums]
         return tuple(pieces[k] for k in argnums)
 
+    def _outputs(self, variant: Variant, store: np.ndarray, block: int) -> np.ndarray:
+        """The output entries of a row store (the values, tangents or adjoints of the rows), and
+        of the matching array store of the workspace (0: values, 1: tangents, 2: adjoints) for an
+        array output, which is the block of one array row (a view: copy it to keep it)."""
+        row = variant.out_slots[0]
+        if variant.op[row] != kernels.ARRAY_ROW:
+            return store[variant.out_slots]
+        space = self._space(variant)
+        arrays = (space[3], space[5][1], space[2][2])[block]
+        start = variant.arrays[4][variant.a[row]]
+        return arrays[start : start + len(variant.out_slots)]
+
+    def _pull(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """A reverse sweep at the values `vals` from `seeds`, the output entries' adjoints; the
+        adjoints of the rows (array blocks': in the workspace)."""
+        _, adj = self._workspace(variant)
+        adj[:] = 0.0
+        array_args = self._array_args(variant)
+        if array_args:
+            array_args[2][:] = 0.0
+        if variant.op[variant.out_slots[0]] == kernels.ARRAY_ROW:
+            self._outputs(variant, adj, 2)[:] = seeds
+        else:
+            np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
+        variant.sweep("reverse")(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows,
+                                 *array_args)
+        return adj
+
     def __call__(self, *args: Any) -> Any:
         """f(*args), replayed."""
         variant, vals, _, _ = self._replay(args)
         if anomaly.is_anomaly_enabled():
             anomaly.check_replay(variant, vals, self._space(variant)[3])
-        return self._shape_output(variant, vals[variant.out_slots])
+        return self._shape_output(variant, self._outputs(variant, vals, 0).copy())
 
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[float, Any]:
         """(f(*args), d f / d args[argnums]) for a scalar-valued f."""
@@ -332,10 +359,7 @@ class CompiledFunction(SparseDerivatives):
                 f"grad: the function returns an array of shape {variant.out_shape}; grad needs a "
                 "scalar output (use jacobian or vjp)"
             )
-        _, adj = self._workspace(variant)
-        adj[:] = 0.0
-        adj[variant.out_slot] = 1.0
-        self._reverse(variant, vals, adj)
+        adj = self._pull(variant, vals, np.ones(1))
         if anomaly.is_anomaly_enabled():
             anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *self._array_args(variant)[2:])
         grad = self._input_adjoints(variant, adj, len(flat))
@@ -351,14 +375,6 @@ class CompiledFunction(SparseDerivatives):
         variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
                                         *array_args)
         return out
-
-    def _reverse(self, variant: Variant, vals: np.ndarray, adj: np.ndarray) -> None:
-        """A reverse sweep of `variant` from the seeds in `adj` (array blocks' adjoints zeroed)."""
-        array_args = self._array_args(variant)
-        if array_args:
-            array_args[2][:] = 0.0
-        variant.sweep("reverse")(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows,
-                                 *array_args)
 
     def grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> Any:
         """d f / d args[argnums] for a scalar-valued f (a tuple of them for several argnums)."""
@@ -465,15 +481,12 @@ class CompiledFunction(SparseDerivatives):
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
         """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg))."""
         variant, vals, _, flat = self._replay(args)
-        _, adj = self._workspace(variant)
-        adj[:] = 0.0
         cot = np.asarray(cotangent, dtype=np.float64)
         expected = () if variant.out_shape is None else variant.out_shape
         if cot.shape != expected:
             raise ValueError(f"vjp: cotangent has shape {cot.shape}, the output has shape {expected}")
-        np.add.at(adj, variant.out_slots, cot.ravel())
-        self._reverse(variant, vals, adj)
-        out = self._shape_output(variant, vals[variant.out_slots])
+        out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
+        adj = self._pull(variant, vals, cot.ravel())
         return out, self._split(self._input_adjoints(variant, adj, len(flat)), args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
@@ -487,12 +500,13 @@ class CompiledFunction(SparseDerivatives):
         if t_signature != a_signature:
             raise ValueError(f"jvp: tangent shapes {t_signature} differ from argument shapes {a_signature}")
         seeds[: len(t_flat)] = t_flat
-        dot = self._tangent(variant, vals, seeds)
-        return (self._shape_output(variant, vals[variant.out_slots]),
-                self._shape_output(variant, dot[variant.out_slots]))
+        out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
+        dot = self._outputs(variant, self._tangent(variant, vals, seeds), 1)
+        return out, self._shape_output(variant, dot.copy())
 
     def _tangent(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """The tangents of every row along `seeds` (the inputs' tangents), at the values `vals`."""
+        """The tangents of every row along `seeds` (the inputs' tangents), at the values `vals`
+        (array rows': in the workspace)."""
         custom.require(variant.arrays, "jvp", "a tangent sweep (jvp, forward-mode jacobian)")
         dot = np.empty(variant.rows)
         space = self._space(variant)
@@ -511,18 +525,16 @@ class CompiledFunction(SparseDerivatives):
         m, n = len(variant.out_slots), hi - lo
         jac = np.empty((m, n))
         if m <= n or not custom.has_rule(variant.arrays, "jvp"):
-            _, adj = self._workspace(variant)
-            for r, slot in enumerate(variant.out_slots):
-                adj[:] = 0.0
-                adj[slot] = 1.0
-                self._reverse(variant, vals, adj)
-                jac[r] = self._input_adjoints(variant, adj, hi, lo)
+            unit = np.zeros(m)
+            for r in range(m):
+                unit[r - 1], unit[r] = 0.0, 1.0
+                jac[r] = self._input_adjoints(variant, self._pull(variant, vals, unit), hi, lo)
         else:
             seeds = np.zeros(len(inputs))
             for c in range(n):
                 seeds[:] = 0.0
                 seeds[lo + c] = 1.0
-                jac[:, c] = self._tangent(variant, vals, seeds)[variant.out_slots]
+                jac[:, c] = self._outputs(variant, self._tangent(variant, vals, seeds), 1)
         arg = args[argnums]
         arg_shape = np.shape(arg._v if isinstance(arg, Node) else arg)
         out_shape = () if variant.out_shape is None else variant.out_shape

@@ -162,14 +162,12 @@ class SparseDerivatives:
             seeds = np.zeros(len(inputs))
             for c in range(pattern.n_colors):
                 seeds[lo:hi] = pattern.colors == c
-                compressed[:, c] = self._tangent(variant, vals, seeds)[slots]  # type: ignore[attr-defined]
+                dot = self._tangent(variant, vals, seeds)  # type: ignore[attr-defined]
+                compressed[:, c] = self._outputs(variant, dot, 1)  # type: ignore[attr-defined]
             return compressed[pattern.rows, pattern.colors[pattern.cols]]
         compressed = np.empty((pattern.n_colors, hi - lo))
-        _, adj = self._workspace(variant)  # type: ignore[attr-defined]
         for c in range(pattern.n_colors):
-            adj[:] = 0.0
-            adj[slots[pattern.colors == c]] = 1.0
-            self._reverse(variant, vals, adj)  # type: ignore[attr-defined]
+            adj = self._pull(variant, vals, (pattern.colors == c).astype(np.float64))  # type: ignore[attr-defined]
             compressed[c] = self._input_adjoints(variant, adj, hi, lo)  # type: ignore[attr-defined]
         return compressed[pattern.colors[pattern.rows], pattern.cols]
 

@@ -345,3 +345,57 @@ def test_scalar_code_still_sees_traced_elements(rng):
             np.testing.assert_allclose(cf.grad(x), grad(x), rtol=1e-12)
     with pytest.raises(tg.TracingError, match="converting to a NumPy array of float64"):
         tg.compile(lambda x: np.asarray(x, dtype=float).sum())(np.ones(3))
+
+
+def test_an_array_output_is_read_from_its_row(rng):
+    """An array returned by f is the block of its row: no row per element (a 10^4-element output
+    costs one row), every derivative seeds or reads that block, and results are copies."""
+    A = rng.normal(size=(6, 4))
+
+    def wide(x):  # 6 outputs of 4 inputs: jacobian by reverse sweeps
+        return tnp.sin(A @ x) * tnp.sum(x)
+
+    def tall(x):  # 2 outputs of 4 inputs: jacobian by tangent sweeps
+        return tnp.stack([tnp.sum(x * x), tnp.prod(x)])
+
+    for f, passes in ((wide, False), (tall, False), (wide, True)):
+        cf = tg.compile(f, optimize=passes)
+        x, v = rng.normal(size=4), rng.normal(size=4)
+        first = cf(x)
+        J = tg.jacobian(f)(x)
+        np.testing.assert_allclose(first, f(tg.tensor(x)).numpy(), rtol=1e-13)
+        np.testing.assert_allclose(cf.jacobian(x), J, rtol=1e-12)
+        np.testing.assert_allclose(cf.sparse_jacobian(x).toarray(), J, rtol=1e-12)
+        np.testing.assert_allclose(cf.jvp((x,), (v,))[1], J @ v, rtol=1e-12)
+        w = rng.normal(size=len(first))
+        value, (pulled,) = cf.vjp((x,), w)
+        np.testing.assert_allclose(pulled, w @ J, rtol=1e-12)
+        np.testing.assert_array_equal(value, first)
+        saved = first.copy()
+        cf(x + 1.0)
+        np.testing.assert_array_equal(first, saved)  # not a view of the workspace
+    plain = tg.compile(wide)
+    plain(x)
+    assert "gather" not in plain.tape.listing(limit=None)
+    big = tg.compile(lambda x: tnp.exp(x) * 2.0)
+    y = rng.normal(size=10_000)
+    np.testing.assert_allclose(big(y), np.exp(y) * 2.0, rtol=1e-15)
+    assert len(big.tape) == 3  # input, exp, mul
+
+
+def test_returning_an_argument_or_data_and_saving_array_outputs(rng, tmp_path):
+    ident = tg.compile(lambda x: x)
+    x = rng.normal(size=5)
+    np.testing.assert_array_equal(ident(x), x)
+    np.testing.assert_array_equal(ident.jacobian(x), np.eye(5))
+    D = rng.normal(size=3)
+    data = tg.compile(lambda x: tg.tensor(D) + 0.0 * tnp.sum(x))
+    np.testing.assert_allclose(data(x), D)
+    np.testing.assert_allclose(data.jacobian(x), np.zeros((3, 5)), atol=0)
+    cf = tg.compile(lambda x: tnp.tanh(x[::-1]) * x)
+    cf(x)
+    cf.save(tmp_path / "out.npz")
+    loaded = tg.load(tmp_path / "out.npz")
+    z = rng.normal(size=5)
+    np.testing.assert_allclose(loaded(z), np.tanh(z[::-1]) * z, rtol=1e-15)
+    np.testing.assert_allclose(loaded.jacobian(z), cf.jacobian(z), rtol=1e-15)
