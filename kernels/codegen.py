@@ -725,23 +725,31 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
 def input_adjoints{S}(op, a, input_slots, adj, values, lo, add{AR}):
     """values[t] = the adjoint of input entry k = lo + t (with `add`: add values[t] to it instead),
     from the row reading it, input_slots[k]: an input row, or an array row reading entries
-    [x, x + size) of which k is element k - x."""
-    for t in range(values.shape[0]):
+    [x, x + size) of which k is element k - x. Returns -1, or an entry its row does not read."""
+    t = 0
+    while t < values.shape[0]:
         k = lo + t
         s = input_slots[k]
         if op[s] == ARRAY_ROW:  #A
+            # the row reads its entries from x on: the rest of them in one go  #A
             j = a[s]  #A
             e = k - np.int64(arr[1][j])  #A
-            if 0 <= e < arr[5][j]:  #A
-                if add:  #A
-                    aadj[arr[4][j] + e] += values[t]  #A
-                else:  #A
-                    values[t] = aadj[arr[4][j] + e]  #A
+            if not 0 <= e < arr[5][j]:  # not an entry it reads (no valid tape has this)  #A
+                return np.int64(k)  #A
+            run = min(arr[5][j] - e, values.shape[0] - t)  #A
+            block = aadj[arr[4][j] + e : arr[4][j] + e + run]  #A
+            if add:  #A
+                block += values[t : t + run]  #A
+            else:  #A
+                values[t : t + run] = block  #A
+            t += run  #A
             continue  #A
         if add:
             adj[s] += values[t]
         else:
             values[t] = adj[s]
+        t += 1
+    return -1
 
 
 @_kernel

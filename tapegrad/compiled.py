@@ -284,16 +284,17 @@ class CompiledFunction(SparseDerivatives):
 
     @staticmethod
     def _split(grad: np.ndarray, args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
-        """Per-argument pieces of a gradient over the flat arguments (floats for scalars)."""
-        if len(args) == 1 and argnums == 0:
+        """Per-argument pieces (views) of a gradient over the flat arguments, floats for scalars;
+        a stack of gradients (a leading axis) gives pieces with that axis too."""
+        if len(args) == 1 and argnums == 0 and grad.ndim == 1:
             shape = np.shape(args[0]._v if isinstance(args[0], Node) else args[0])
             return float(grad[0]) if shape == () else grad[: math.prod(shape)].reshape(shape)
         pieces, offset = [], 0
         for arg in args:
             shape = np.shape(arg._v if isinstance(arg, Node) else arg)
             size = math.prod(shape)
-            piece = grad[offset : offset + size]
-            pieces.append(float(piece[0]) if shape == () else piece.reshape(shape).copy())
+            piece = grad[..., offset : offset + size].reshape(grad.shape[:-1] + shape)
+            pieces.append(float(piece) if piece.ndim == 0 else piece)
             offset += size
         if isinstance(argnums, int):
             return pieces[argnums]
@@ -366,10 +367,10 @@ class CompiledFunction(SparseDerivatives):
         return float(vals[variant.out_slot]), self._split(grad, args, argnums)
 
     def _input_adjoints(self, variant: Variant, adj: np.ndarray, stop: int, start: int = 0,
-                        second: bool = False) -> np.ndarray:
+                        second: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """The adjoints of input entries [start, stop) after a reverse sweep (with `second`: their
-        tangents, after a second-order sweep), wherever the rows reading them keep them."""
-        out = np.empty(stop - start)
+        tangents, after a second-order sweep), wherever the rows reading them keep them (in `out`)."""
+        out = np.empty(stop - start) if out is None else out
         space = self._space(variant)
         array_args = (*space[2][:2], space[5][0] if second else space[2][2]) if variant.suffix else ()
         variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
@@ -479,15 +480,25 @@ class CompiledFunction(SparseDerivatives):
         )
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
-        """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg))."""
+        """(f(*args), the cotangent pulled back to every argument: sum(cotangent * df/darg)).
+
+        `cotangent` has the output's shape, or is a stack of k of them (a leading axis): then one
+        forward replay serves k reverse sweeps, and each argument's pullback has that axis too
+        (k rows of a Jacobian, say)."""
         variant, vals, _, flat = self._replay(args)
         cot = np.asarray(cotangent, dtype=np.float64)
         expected = () if variant.out_shape is None else variant.out_shape
-        if cot.shape != expected:
-            raise ValueError(f"vjp: cotangent has shape {cot.shape}, the output has shape {expected}")
+        if cot.shape != expected and cot.shape[1:] != expected:
+            raise ValueError(
+                f"vjp: cotangent has shape {cot.shape}, the output has shape {expected} (a stack of "
+                f"cotangents: shape (k, *{expected}))"
+            )
         out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
-        adj = self._pull(variant, vals, cot.ravel())
-        return out, self._split(self._input_adjoints(variant, adj, len(flat)), args, tuple(range(len(args))))
+        seeds = cot.reshape(-1, len(variant.out_slots))
+        pulled = np.empty((len(seeds), len(flat)))
+        for k, seed in enumerate(seeds):
+            self._input_adjoints(variant, self._pull(variant, vals, seed), len(flat), out=pulled[k])
+        return out, self._split(pulled[0] if cot.shape == expected else pulled, args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
         """(f(*args), the directional derivative of f along `tangents`, one per argument)."""
@@ -632,7 +643,10 @@ def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Si
         array_slots=int(meta.get("array_slots", 0)),
         suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
     )
-    _check_variant(variant, path, sum(math.prod(s) for s in signature) + len(captured))
+    n_args = sum(math.prod(s) for s in signature)
+    _check_variant(variant, path, n_args + len(captured))
+    if not _arguments_read(variant, n_args):
+        raise ValueError(f"tg.load: {path} is corrupted (an argument's entry read by another row)")
     custom.relink(arr, meta.get("custom_ops", {}), path)
     return variant, signature
 
@@ -666,6 +680,24 @@ def _check_variant(v: Variant, path: str, input_width: int) -> None:
         raise ValueError(f"tg.load: {path} is corrupted (operands outside the tape)")
     if v.suffix and not _array_rows_valid(v, input_width):
         raise ValueError(f"tg.load: {path} is corrupted (array rows outside their blocks)")
+
+
+def _arguments_read(v: Variant, n_args: int) -> bool:
+    """Whether input_slots[k] reads argument entry k, for every k: an input row of entry k, or an
+    array_input row whose range holds k."""
+    k = np.arange(n_args)
+    rows = v.input_slots[:n_args]
+    if len(rows) < n_args:
+        return False
+    op, a = v.op[rows], v.a[rows].astype(np.int64)
+    scalar = (op == kernels.CODE[("input", "")]) & (a == k)
+    j = np.where(op == kernels.ARRAY_ROW, a, 0)
+    if len(v.arrays[0]) == 0:
+        return bool(scalar.all())
+    j = np.minimum(j, len(v.arrays[0]) - 1)
+    x, size = v.arrays[1][j].astype(np.int64), v.arrays[5][j]
+    block = (op == kernels.ARRAY_ROW) & (v.arrays[0][j] == kernels.ARRAY_CODE["array_input"])
+    return bool(np.all(scalar | (block & (x <= k) & (k < x + size))))
 
 
 def _array_rows_valid(v: Variant, input_width: int) -> bool:

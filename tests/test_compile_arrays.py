@@ -319,6 +319,12 @@ def test_array_argument_saved_and_loaded(rng, tmp_path):
     loaded = tg.load(tmp_path / "f.npz")
     y = rng.normal(size=7)
     np.testing.assert_allclose(loaded.grad(y), np.exp(y) * (1.0 + y), rtol=1e-13)
+    data = dict(np.load(tmp_path / "f.npz"))
+    data["0_input_slots"] = data["0_input_slots"].copy()
+    data["0_input_slots"][3] = len(data["0_op"]) - 1  # entry 3 "read" by the output row
+    np.savez(tmp_path / "bad.npz", **data)
+    with pytest.raises(ValueError, match="an argument's entry read by another row"):
+        tg.load(tmp_path / "bad.npz")
 
 
 def test_scalar_code_still_sees_traced_elements(rng):
@@ -399,3 +405,23 @@ def test_returning_an_argument_or_data_and_saving_array_outputs(rng, tmp_path):
     z = rng.normal(size=5)
     np.testing.assert_allclose(loaded(z), np.tanh(z[::-1]) * z, rtol=1e-15)
     np.testing.assert_allclose(loaded.jacobian(z), cf.jacobian(z), rtol=1e-15)
+
+
+def test_a_stack_of_cotangents_pulls_back_each_after_one_replay(rng):
+    A = rng.normal(size=(3, 4))
+    cf = tg.compile(lambda x, s: tnp.tanh(A @ x) * s)
+    x, s = rng.normal(size=4), 0.7
+    cots = rng.normal(size=(5, 3))
+    out, (gx, gs) = cf.vjp((x, s), cots)
+    assert gx.shape == (5, 4) and gs.shape == (5,)
+    for k, c in enumerate(cots):
+        one, (ex, es) = cf.vjp((x, s), c)
+        np.testing.assert_array_equal(gx[k], ex)
+        assert gs[k] == es
+    np.testing.assert_array_equal(out, one)
+    J = cf.jacobian(x, s)
+    np.testing.assert_allclose(gx, cots @ J, rtol=1e-12)
+    scalar = tg.compile(lambda x: tnp.sum(x**3))
+    np.testing.assert_allclose(scalar.vjp((x,), [1.0, 2.0])[1][0], [3 * x**2, 6 * x**2], rtol=1e-13)
+    with pytest.raises(ValueError, match=r"shape \(k, \*\(3,\)\)"):
+        cf.vjp((x, s), np.ones((2, 2)))

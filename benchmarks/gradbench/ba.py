@@ -105,19 +105,15 @@ def compressed(values: np.ndarray, pb: Problem) -> dict:
 
 
 def jacobian(pb: Problem, replay: bool):
-    """The timed call: the CSR values of the Jacobian, from the gradients of the sums of the three
-    error columns (eagerly: three reverse sweeps of one recording; replayed: one tape per column,
-    as a replay's output is a scalar)."""
+    """The timed call: the CSR values of the Jacobian, from the pullbacks of the three error
+    columns' unit cotangents: one recording (or one forward replay) and three reverse sweeps."""
     v = pb.v.ravel()
+    seeds = np.zeros((3, pb.p, 3))
+    for j in range(3):
+        seeds[j, :, j] = 1.0
     if replay:
-        sums = [programs.compiled(lambda t, xp, j=j: pb.objective(t, xp)[:, j].sum(), v, arrays=True)
-                for j in range(3)]
-        for cf in sums:
-            cf.value_and_grad(v)
-        return lambda: pb.jacobian_values([cf.value_and_grad(v)[1].reshape(pb.p, 15) for cf in sums])
-    seeds = [np.zeros((pb.p, 3)) for _ in range(3)]
-    for j, seed in enumerate(seeds):
-        seed[:, j] = 1.0
+        cf = programs.compiled(pb.objective, v, arrays=True)
+        return lambda: pb.jacobian_values([g.reshape(pb.p, 15) for g in cf.vjp((v,), seeds)[1][0]])
 
     def eager():
         _, pull = tg.vjp(lambda t: pb.objective(t, programs.tnp), v)
