@@ -33,7 +33,7 @@ def descend(x0, tape, steps, rate):
     n = x.shape[0]
     vals = np.empty(tape.op.shape[0])
     adj = np.empty(tape.op.shape[0])
-    grad = np.empty(tape.input_slots.shape[0])
+    grad = np.empty(n)  # d loss / d x
     losses = np.empty(steps)
     for step in range(steps):
         inputs = np.concatenate((x, tape.captured))
@@ -41,7 +41,7 @@ def descend(x0, tape, steps, rate):
                     tape.out_slot, vals, adj, grad) >= 0:
             return x, losses[:step], step  # another branch: back to Python to record it
         losses[step] = vals[tape.out_slot]
-        x -= rate * grad[:n]
+        x -= rate * grad
     return x, losses, -1
 
 
