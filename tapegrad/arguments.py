@@ -1,14 +1,14 @@
 """The traced arguments of a function that tg.compile records.
 
 The arguments are the first entries of the tape's input vector, flat, in order. A float argument
-is one ``input`` row. An array argument is a :class:`TracedArray`, which reads its entries the
-way the function uses it. Indexing with integers and slices (and iteration, ``np.asarray``)
-gives traced scalars, one ``input`` row per element made at the first such use, in an object
-array for a slice: what scalar code wants, as it did when arguments were object arrays. As an
-operand of array ops (arithmetic, reductions, NumPy's functions) and as ``tnp.asarray(x)`` it is
-one ``array_input`` row reading its whole range (or a ``pack`` of its elements once those exist;
-indexing it after that gathers from the row).
-Either way each input entry has one row reading it, which :func:`input_rows` lists for the sweeps.
+is one ``input`` row. An array argument is a :class:`TracedArray`, which reads its entries the way
+the function uses it. Indexing with integers and slices (and iteration, ``tolist``,
+``np.asarray``) gives traced scalars, one ``input`` row per element made at the first such use, in
+an object array for a slice: what scalar code wants, as it did when arguments were object arrays.
+As an operand of array ops (arithmetic, reductions, NumPy's functions) and as ``tnp.asarray(x)``
+it is one ``array_input`` row reading its whole range (or a ``pack`` of its elements once those
+exist; indexing it after that gathers from the row). Either way each input entry has one row
+reading it, which :func:`input_rows` lists for the sweeps.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class TracedArray(ArrayTensor):
         if dtype is not None and np.dtype(dtype) != object:
             self._untraced(f"converting to a NumPy array of {np.dtype(dtype)}", KEEP_TRACED)
         return self.elements().copy()
+
+    def tolist(self) -> list:
+        """Its elements as (nested) lists of traced scalars."""
+        return self.elements().tolist()
 
     def __getitem__(self, key: Any) -> Any:
         if (self._tape is None or self._elements is not None) and _elementwise(key):  # scalar code

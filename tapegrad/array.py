@@ -82,7 +82,7 @@ class ArrayTensor(Tensor):
         return self._v.copy()
 
     def tolist(self) -> list:
-        return self._v.tolist()
+        return self._untraced(".tolist()", KEEP_TRACED).tolist()
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         self._untraced("converting to a NumPy array", KEEP_TRACED)

@@ -425,3 +425,11 @@ def test_a_stack_of_cotangents_pulls_back_each_after_one_replay(rng):
     np.testing.assert_allclose(scalar.vjp((x,), [1.0, 2.0])[1][0], [3 * x**2, 6 * x**2], rtol=1e-13)
     with pytest.raises(ValueError, match=r"shape \(k, \*\(3,\)\)"):
         cf.vjp((x, s), np.ones((2, 2)))
+
+
+def test_tolist_of_traced_arrays_follows_the_inputs_or_is_refused():
+    cf = tg.compile(lambda x: sum(x.tolist()))  # an argument: its traced elements
+    assert cf(np.array([1.0, 2.0, 3.0])) == 6.0 and cf(np.full(3, 5.0)) == 15.0
+    W = tg.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(tg.TracingError, match=r"\.tolist\(\)"):  # a traced result's values
+        tg.compile(lambda x: sum((W * x).tolist()))(np.ones(3))
