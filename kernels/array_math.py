@@ -317,9 +317,22 @@ def attains(v, extreme):
     return v == extreme or (np.isnan(v) and np.isnan(extreme))
 
 
+def any_nonzero(g):
+    # whether g holds a nonzero (NaN included), by chunks that vectorize: ndarray.any() in Numba
+    # tests one element at a time, 3x slower on a block of zeros
+    n = g.shape[0]
+    for c0 in range(0, n, 256):
+        hit = False
+        for k in range(c0, min(c0 + 256, n)):
+            hit |= g[k] != 0.0
+        if hit:
+            return True
+    return False
+
+
 def extreme_into_reverse(g, x, z, gx, imeta, m):
     # the segment's gradient, split evenly between the elements equal to its extreme
-    if not g.any():  # (a max taken as a constant: logsumexp's shift)
+    if not any_nonzero(g):  # (the tangents of a max's adjoints, in a second-order sweep, are often 0)
         return
     seg, inner = run_segments(imeta, m, x.shape[0])
     ties = np.zeros(z.shape[0])

@@ -608,7 +608,7 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
     c = code[j]
     m = ameta[j]
     g, gx, gy = row_blocks(i, op, a, adj, arr, aadj)
-    if g.shape[0] == 0:
+    if not any_nonzero(g):  # nothing to push (a row the seeds do not reach: another column's pullback)
         return
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
@@ -828,7 +828,9 @@ def helper_source(module=scalar_math) -> str:
 
 # array_math's small helpers, inlined where called, and the ones whose arithmetic may be fused;
 # its kernels are compiled on their own
-_INLINE_ARRAY_HELPERS = ("broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties")
+_INLINE_ARRAY_HELPERS = (
+    "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero"
+)
 _FUSED_ARRAY_HELPERS = ("vexp",)
 
 
