@@ -30,7 +30,6 @@ import numpy as np
 from . import anomaly, memory
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
-from .kernels import ARRAY_ROW
 from .tensor import float_array
 
 Pullback = Callable[[Any], tuple[Any, ...]]
@@ -216,10 +215,7 @@ class Checkpointed:
     def _check_output(self, variant: Variant, shape: tuple[int, ...]) -> int | None:
         """The array row holding the step's result (None: its scalar slots), checked to have the
         state's shape."""
-        row: int | None = int(variant.out_slots[0])
-        if variant.op[row] != ARRAY_ROW:
-            row = None
-        got = variant.out_shape
+        row, got = variant.array_output, variant.out_shape
         if got != (None if shape == () else shape):
             name = getattr(self.step, "__name__", "step")
             raise ValueError(

@@ -21,7 +21,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +59,13 @@ class Variant(NamedTuple):
     array_slots: int  # floats in the array blocks (0 without array rows)
     suffix: str  # of the sweeps this tape runs: "_arrays" with array rows, else ""
     optimized: Any = None  # the tape passes' report (tapegrad.tape_passes), if they ran
+
+    @property
+    def array_output(self) -> int | None:
+        """The array row whose block holds every output entry (f returned an array tensor), else
+        None (the outputs are scalar rows)."""
+        row = int(self.out_slots[0])
+        return row if self.op[row] == kernels.ARRAY_ROW else None
 
     def inputs(self, flat: np.ndarray) -> np.ndarray:
         """The tape's input vector: the flat arguments, then the captured tensors' values now."""
@@ -304,8 +311,8 @@ class CompiledFunction(SparseDerivatives):
         """The output entries of a row store (the values, tangents or adjoints of the rows), and
         of the matching array store of the workspace (0: values, 1: tangents, 2: adjoints) for an
         array output, which is the block of one array row (a view: copy it to keep it)."""
-        row = variant.out_slots[0]
-        if variant.op[row] != kernels.ARRAY_ROW:
+        row = variant.array_output
+        if row is None:
             return store[variant.out_slots]
         space = self._space(variant)
         arrays = (space[3], space[5][1], space[2][2])[block]
@@ -320,13 +327,22 @@ class CompiledFunction(SparseDerivatives):
         array_args = self._array_args(variant)
         if array_args:
             array_args[2][:] = 0.0
-        if variant.op[variant.out_slots[0]] == kernels.ARRAY_ROW:
+        if variant.array_output is not None:
             self._outputs(variant, adj, 2)[:] = seeds
         else:
             np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
         variant.sweep("reverse")(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows,
                                  *array_args)
         return adj
+
+    def _pullbacks(self, variant: Variant, vals: np.ndarray, seeds: Iterable[np.ndarray], out: np.ndarray,
+                   start: int = 0) -> np.ndarray:
+        """out[k] = the adjoints of input entries [start, start + out.shape[1]) from a reverse
+        sweep seeded with the k-th of `seeds` (the output entries' adjoints), at the values `vals`."""
+        for k, seed in enumerate(seeds):
+            self._input_adjoints(variant, self._pull(variant, vals, seed), start + out.shape[1], start,
+                                 out=out[k])
+        return out
 
     def __call__(self, *args: Any) -> Any:
         """f(*args), replayed."""
@@ -495,9 +511,7 @@ class CompiledFunction(SparseDerivatives):
             )
         out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
         seeds = cot.reshape(-1, len(variant.out_slots))
-        pulled = np.empty((len(seeds), len(flat)))
-        for k, seed in enumerate(seeds):
-            self._input_adjoints(variant, self._pull(variant, vals, seed), len(flat), out=pulled[k])
+        pulled = self._pullbacks(variant, vals, seeds, np.empty((len(seeds), len(flat))))
         return out, self._split(pulled[0] if cot.shape == expected else pulled, args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
@@ -536,10 +550,7 @@ class CompiledFunction(SparseDerivatives):
         m, n = len(variant.out_slots), hi - lo
         jac = np.empty((m, n))
         if m <= n or not custom.has_rule(variant.arrays, "jvp"):
-            unit = np.zeros(m)
-            for r in range(m):
-                unit[r - 1], unit[r] = 0.0, 1.0
-                jac[r] = self._input_adjoints(variant, self._pull(variant, vals, unit), hi, lo)
+            self._pullbacks(variant, vals, (np.eye(1, m, r)[0] for r in range(m)), jac, lo)
         else:
             seeds = np.zeros(len(inputs))
             for c in range(n):

@@ -165,10 +165,9 @@ class SparseDerivatives:
                 dot = self._tangent(variant, vals, seeds)  # type: ignore[attr-defined]
                 compressed[:, c] = self._outputs(variant, dot, 1)  # type: ignore[attr-defined]
             return compressed[pattern.rows, pattern.colors[pattern.cols]]
+        seeds = (pattern.colors == np.arange(pattern.n_colors)[:, None]).astype(np.float64)
         compressed = np.empty((pattern.n_colors, hi - lo))
-        for c in range(pattern.n_colors):
-            adj = self._pull(variant, vals, (pattern.colors == c).astype(np.float64))  # type: ignore[attr-defined]
-            compressed[c] = self._input_adjoints(variant, adj, hi, lo)  # type: ignore[attr-defined]
+        self._pullbacks(variant, vals, seeds, compressed, lo)  # type: ignore[attr-defined]
         return compressed[pattern.colors[pattern.rows], pattern.cols]
 
     def sparse_jacobian(self, *args: Any, argnums: int = 0) -> scipy.sparse.csr_matrix:
