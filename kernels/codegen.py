@@ -517,6 +517,48 @@ def clear_adjoints(arr, aadj):
             aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
 
 
+@_kernel
+def unpack_rows(rows, pool, const_a, const_b):
+    """A recorded tape's rows as the sweeps take them. `rows` holds op, a, b, value per row, with
+    a constant operand written inline (const_a, const_b: per opcode, whether a, b is one). Returns
+    op, a, b, vals, and the constants: the pool, the inline constants of operands a, then b (each
+    operand now their index), and a last 0.0."""
+    n = rows.shape[0] // 4
+    op = np.empty(n, dtype=np.uint8)
+    inline_a = inline_b = 0
+    for i in range(n):
+        op[i] = np.uint8(rows[4 * i])
+        inline_a += const_a[op[i]]
+        inline_b += const_b[op[i]]
+    a = np.empty(n, dtype=np.uint32)
+    b = np.empty(n, dtype=np.uint32)
+    vals = np.empty(n)
+    consts = np.empty(pool.shape[0] + inline_a + inline_b + 1)
+    consts[: pool.shape[0]] = pool
+    consts[-1] = 0.0
+    ka, kb = pool.shape[0], pool.shape[0] + inline_a
+    for i in range(n):
+        a[i], b[i], vals[i] = np.uint32(rows[4 * i + 1]), np.uint32(rows[4 * i + 2]), rows[4 * i + 3]
+        if const_a[op[i]]:
+            consts[ka] = rows[4 * i + 1]
+            a[i] = ka
+            ka += 1
+        if const_b[op[i]]:
+            consts[kb] = rows[4 * i + 2]
+            b[i] = kb
+            kb += 1
+    return op, a, b, vals, consts
+
+
+@_kernel
+def clear_blocks(op, a, arr, aadj, kept, reached):
+    """Zero the adjoint blocks of the array rows both kept and reached."""
+    aoff, asize = arr[4], arr[5]
+    for i in range(op.shape[0]):
+        if kept[i] and reached[i] and op[i] == ARRAY_ROW:
+            aadj[aoff[a[i]] : aoff[a[i]] + asize[a[i]]] = 0.0
+
+
 @_helper
 def leading_inputs(op, a, input_slots):
     """How many of the first rows are input rows reading inputs 0, 1, 2, ... in order (a compiled

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from . import anomaly, kernels
-from .kernels import ARRAY_ROW
 from .node import Node, TracingError
 from .state import NONE, get_tape, set_tape
 from .tape import Tape, TapeArrays
@@ -88,7 +87,7 @@ def propagate(
                 node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g
             )
         if len(keep):
-            _arena.done(arrays, keep & reached)
+            _arena.done(arrays, keep, reached)
     return found
 
 
@@ -120,14 +119,9 @@ class _Arena(threading.local):
         self.used, self.clean = n, False
         return self.buf[:n]
 
-    def done(self, arrays: TapeArrays, kept: np.ndarray) -> None:
-        """Zero the blocks of the rows the sweep reached and kept (`kept`, per row): all zeros
-        again."""
-        aadj = self.buf
-        assert aadj is not None
-        kept = arrays.a[np.flatnonzero(kept & (arrays.op == ARRAY_ROW))]
-        for start, size in zip(arrays.arr[4][kept].tolist(), arrays.arr[5][kept].tolist()):
-            aadj[start : start + size] = 0.0
+    def done(self, arrays: TapeArrays, kept: np.ndarray, reached: np.ndarray) -> None:
+        """Zero the blocks of the rows the sweep kept and reached: all zeros again."""
+        kernels.sweeps().clear_blocks(arrays.op, arrays.a, arrays.arr, self.buf, kept, reached)
         self.clean = True
 
 

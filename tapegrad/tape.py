@@ -16,6 +16,7 @@ data, held once); the sweeps reach it by address.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import weakref
 from collections.abc import Callable
@@ -42,6 +43,7 @@ ARRAY_SLOTS_LIMIT = 1 << 25
 # opcodes whose operand a (resp. b) is a constant, written inline while recording
 _CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
 _CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
+_NO_VALUES = np.zeros(0)
 _READS = tuple(kernels.READS.tolist())  # per code: the values its reverse rule reads (a tuple: fast)
 
 
@@ -54,39 +56,34 @@ class TapeArrays(NamedTuple):
     vals: np.ndarray  # float64 value per slot
     consts: np.ndarray  # float64 constant pool
     arr: tuple[np.ndarray, ...]  # the array table (kernels.array_table)
-    vaddr: np.ndarray  # address of each array row's value block (0 once released)
+    vaddr: np.ndarray  # address of each array row's value block (0: not read by any rule, or released)
     array_slots: int  # slots of all array blocks: the length of their adjoint array
-    keep: Any = None  # memory that vaddr points into, beyond the tensors' own arrays
 
 
 # called with (tape, row) after each array row in anomaly mode (tapegrad.anomaly)
 ROW_HOOK: Callable[[Tape, int], None] | None = None
-SMALL_BLOCK = 4096  # array values up to this many floats are copied together for a sweep
 
 
-def _addresses(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The address of each array row's values, for the sweeps; and the memory to keep alive.
+def _data_offset() -> int | None:
+    """Where NumPy's array struct holds the data pointer (PyArrayObject_fields.data), found on a
+    probe array: reading it there costs 0.15 us, ``__array_interface__`` 1.3 us (an array row's
+    values are read by address). None if not found (another object layout): the slow way then."""
+    probe = np.zeros(1)
+    want = probe.__array_interface__["data"][0]
+    for offset in range(8, 64, 8):  # within the struct, which is larger
+        if ctypes.c_void_p.from_address(id(probe) + offset).value == want:
+            return offset
+    return None
 
-    Small arrays are copied into one buffer (asking NumPy for an array's address costs about a
-    microsecond, more than copying a few thousand floats); large ones are read where they are."""
-    vaddr = np.zeros(len(values), dtype=np.int64)
-    small, pieces = [], []
-    for j, v in enumerate(values):
-        if v.__class__ is weakref.ref:  # values no reverse rule reads
-            v = v()
-        if v is None:
-            continue
-        if v.size <= SMALL_BLOCK:
-            small.append(j)
-            pieces.append(v.reshape(-1))
-        else:
-            vaddr[j] = v.__array_interface__["data"][0]
-    if not pieces:
-        return vaddr, None
-    buffer = np.concatenate(pieces)
-    starts = np.cumsum([0] + [p.size for p in pieces[:-1]])
-    vaddr[small] = buffer.__array_interface__["data"][0] + 8 * starts
-    return vaddr, buffer
+
+_DATA_OFFSET = _data_offset()
+
+
+def address(value: np.ndarray) -> int:
+    """The address of an array's first element."""
+    if _DATA_OFFSET is None:
+        return int(value.__array_interface__["data"][0])
+    return ctypes.c_void_p.from_address(id(value) + _DATA_OFFSET).value or 0
 
 
 class Tape:
@@ -95,8 +92,8 @@ class Tape:
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
         "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
-        "blocks", "block_vals", "imeta", "imeta_len", "array_slots", "input_width", "versions", "versioned",
-        "operand_values",
+        "blocks", "block_vals", "vaddrs", "imeta", "imeta_len", "array_slots", "input_width", "versions",
+        "versioned", "operand_values",
     )
 
     def __init__(self) -> None:
@@ -118,6 +115,7 @@ class Tape:
         self.blocks: list[int] = []
         # each array row's values (None: 0-d); a weak reference to values no reverse rule reads
         self.block_vals: list[Any] = []
+        self.vaddrs: list[int] = []  # the address of each held value (0: not held, or 0-d)
         self.operand_values: dict[int, np.ndarray] = {}  # the arrays of the next row's operand rows
         self.imeta: list[np.ndarray] = []  # entries of the int64 side table
         self.imeta_len = 0
@@ -168,7 +166,12 @@ class Tape:
             self.rows += (ARRAY_ROW, len(self.block_vals), 0, 0.0)
             self.blocks += (code, x, y, m, self.array_slots, size)
             # held while a reverse rule may read it (this row's, or a later reader's: _hold)
-            self.block_vals.append(value if reads & 4 or self.tracing else weakref.ref(value))
+            if reads & 4 or self.tracing:
+                self.block_vals.append(value)
+                self.vaddrs.append(address(value))
+            else:
+                self.block_vals.append(weakref.ref(value))
+                self.vaddrs.append(0)
             self.array_slots += size
             if self.array_slots >= ARRAY_SLOTS_LIMIT and not self.tracing:
                 self.closed = True  # full: the thread's next graph starts a new tape
@@ -176,6 +179,7 @@ class Tape:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
             self.block_vals.append(None)
+            self.vaddrs.append(0)
         if reads & 1:
             self._hold(x)
         if reads & 2:
@@ -198,6 +202,7 @@ class Tape:
                 if value is None:
                     raise RuntimeError(f"tapegrad: the values of row {row} were dropped before a reader")
                 self.block_vals[j] = value
+                self.vaddrs[j] = address(value)
 
     def block_value(self, j: int) -> np.ndarray | None:
         """The values of array table entry j while recording, if still held (None: a 0-d result,
@@ -264,39 +269,23 @@ class Tape:
         if self.released:
             assert cached is not None
             return cached._replace(
-                vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr), keep=None
+                vals=np.zeros(len(cached.op)), vaddr=np.zeros_like(cached.vaddr)
             )
         if cached is not None and 4 * len(cached.op) == len(self.rows):
             return cached
         memory.check_sweep(len(self.rows) >> 2, self.array_slots)
-        rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
-        op = rows[:, 0].astype(np.uint8)
-        a, b = rows[:, 1].copy(), rows[:, 2].copy()
-        const_a, const_b = _CONST_A[op], _CONST_B[op]
-        inline_a, inline_b = a[const_a], b[const_b]
-        start = len(self.consts)
-        a[const_a] = np.arange(start, start + len(inline_a))
-        start += len(inline_a)
-        b[const_b] = np.arange(start, start + len(inline_b))
-        consts = np.concatenate([np.array(self.consts, dtype=np.float64), inline_a, inline_b, [0.0]])
-        if self.blocks:
-            t = np.array(self.blocks, dtype=np.int64).reshape(-1, 6).T
-            imeta = np.concatenate(self.imeta) if self.imeta else ()
-            arr = kernels.array_table(t[0], t[1], t[2], t[3], t[4], t[5], imeta)
-            vaddr, keep = _addresses(self.block_vals)
-        else:
-            arr, vaddr, keep = kernels.NO_ARRAYS, kernels.NO_ADDRESSES, None
-        arrays = TapeArrays(
-            op=op,
-            a=a.astype(np.uint32),
-            b=b.astype(np.uint32),
-            vals=rows[:, 3].copy(),
-            consts=consts,
-            arr=arr,
-            vaddr=vaddr,
-            array_slots=self.array_slots,
-            keep=keep,
+        sweeps = kernels.sweeps()
+        op, a, b, vals, consts = sweeps.unpack_rows(
+            np.array(self.rows, dtype=np.float64), np.array(self.consts, dtype=np.float64), _CONST_A, _CONST_B
         )
+        if self.blocks:
+            imeta = np.concatenate(self.imeta, dtype=np.int64) if self.imeta else kernels.NO_ARRAYS[6]
+            arr = kernels.array_table(*np.array(self.blocks, dtype=np.int64).reshape(-1, 6).T.copy(), imeta)
+            vaddr = np.array(self.vaddrs, dtype=np.int64)
+        else:
+            arr, vaddr = kernels.NO_ARRAYS, kernels.NO_ADDRESSES
+        arrays = TapeArrays(op=op, a=a, b=b, vals=vals, consts=consts, arr=arr, vaddr=vaddr,
+                            array_slots=self.array_slots)
         self._arrays = arrays
         return arrays
 
@@ -342,8 +331,9 @@ class Tape:
         """Drop the values and the recording lists, keeping the rows as compact arrays (9 bytes a
         row): a backward consumed every row and freed every row that reads saved values."""
         arrays = self.arrays()
-        self._arrays = arrays._replace(vals=np.zeros(0), vaddr=np.zeros_like(arrays.vaddr), keep=None)
-        self.rows, self.consts, self.block_vals = [], [], []
+        self._arrays = TapeArrays(arrays.op, arrays.a, arrays.b, _NO_VALUES, arrays.consts, arrays.arr,
+                                  np.zeros(len(arrays.vaddr), dtype=np.int64), arrays.array_slots)
+        self.rows, self.consts, self.block_vals, self.vaddrs = [], [], [], []
         self.released = True
 
     # ----------------------------------------------------------------------------- inspection

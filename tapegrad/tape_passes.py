@@ -401,13 +401,13 @@ def _tape(old: Tape, p: _Program, table: tuple[np.ndarray, ...]) -> Tape:
     tape.consts = p.consts[:-1].tolist()
     tape.blocks = np.stack([c.astype(np.int64) for c in table[:6]], axis=1).ravel().tolist()
     tape.imeta, tape.imeta_len, tape.array_slots = [table[6]], len(table[6]), p.array_slots
-    keep, vaddr = None, np.zeros(len(table[0]), dtype=np.int64)
+    vaddr = np.zeros(len(table[0]), dtype=np.int64)
     if old.frozen:
-        recorded = old.arrays()
-        keep, vaddr = recorded.keep, recorded.vaddr[p.entry_origin]
+        vaddr = old.arrays().vaddr[p.entry_origin]
         tape.block_vals = [old.block_vals[j] for j in p.entry_origin]
+        tape.vaddrs = vaddr.tolist()
     tape._arrays = TapeArrays(op=p.op, a=p.a, b=p.b, vals=p.vals, consts=p.consts, arr=table, vaddr=vaddr,
-                              array_slots=p.array_slots, keep=keep)
+                              array_slots=p.array_slots)
     tape.frozen = tape.closed = True
     for node, slot in zip(old.inputs, tape.input_slots):
         if node._tape is old:  # a traced argument: it is this tape's input now
