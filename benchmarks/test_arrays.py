@@ -16,7 +16,9 @@ from test_scalar_eager import rosen_grad
 import tapegrad as tg
 import tapegrad.nn.functional as F
 
-MLPS = {"64-128-128-10 batch 256": ((64, 128, 128, 10), 256), "784-256-10 batch 128": ((784, 256, 10), 128)}
+# the two of issue 4, and a small-array step: micrograd's two-moons network with two logits
+MLPS = {"64-128-128-10 batch 256": ((64, 128, 128, 10), 256), "784-256-10 batch 128": ((784, 256, 10), 128),
+        "2-16-16-2 batch 100": ((2, 16, 16, 2), 100)}
 ROSEN_NS = (10_000, 1_000_000)
 CHAIN = 50  # elementwise ops per call in the overhead benchmark
 

@@ -3,6 +3,7 @@ dot and outer."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def matmul(x: Any, y: Any) -> Tensor:
         operands.append((t, t2))
     (xs, x2), (ys, y2) = operands
     rows, inner, cols = x2.shape[-2], x2.shape[-1], y2.shape[-1]
-    count = int(np.prod(batch))
+    count = math.prod(batch)
     meta = np.array([
         count, rows, inner, cols,
         rows * inner if x2.shape[:-2] == batch and batch else 0,
@@ -63,16 +64,16 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     matmul row that reads weight transposed: no copy of it)."""
     x, weight = as_array(x), as_array(weight)
     xv, wv = _value(x), _value(weight)
-    if np.ndim(wv) != 2 or np.ndim(xv) == 0 or np.shape(xv)[-1] != np.shape(wv)[1]:
-        raise ValueError(f"linear: input of shape {np.shape(xv)} and weight of shape {np.shape(wv)} "
+    xs, ws = np.shape(xv), np.shape(wv)
+    if len(ws) != 2 or not xs or xs[-1] != ws[1]:
+        raise ValueError(f"linear: input of shape {xs} and weight of shape {ws} "
                          "do not match (weight is (out_features, in_features))")
     value = np.matmul(xv, wv.T)
     tape = current_tape() if (_traced(x) or _traced(weight)) else None
     if tape is None:
         out = _leaf(value)
     else:
-        cols, inner = wv.shape
-        meta = np.array([1, int(np.prod(xv.shape[:-1])), inner, cols, 0, 0, 1], dtype=np.int64)
+        meta = np.array([1, math.prod(xs[:-1]), ws[1], ws[0], 0, 0, 1], dtype=np.int64)
         rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
         out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), meta, value, tape, rg)
     return out if bias is None else apply("add", out, bias)

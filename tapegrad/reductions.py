@@ -75,9 +75,12 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
         return apply("sub", x, x)
     axes = _axes(axis, xv.ndim, "log_softmax")
     if xv.size:
-        shift = np.max(xv, axis=axes, keepdims=True)
-        shifted = xv - np.where(np.isfinite(shift), shift, 0.0)
-        value = shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+        shift = xv.max(axis=axes, keepdims=True)
+        if not np.isfinite(shift).all():
+            shift[~np.isfinite(shift)] = 0.0
+        value = np.subtract(xv, shift, dtype=np.float64)
+        total = np.exp(value).sum(axis=axes, keepdims=True)
+        value -= np.log(total, out=total)
     else:
         value = np.array(xv, dtype=np.float64)
     if not _traced(x):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from functools import lru_cache
@@ -60,7 +61,7 @@ def _index_entry(shape: tuple[int, ...], key: Any) -> np.ndarray:
     if key.__class__ is slice:  # the commonest key, x[1:]: straight to the cache
         return _basic_entry(shape, (_hashable(key),))
     if not _is_basic(key):
-        return np.concatenate([[-1], np.arange(int(np.prod(shape))).reshape(shape)[key].reshape(-1)])
+        return np.concatenate([[-1], np.arange(math.prod(shape)).reshape(shape)[key].reshape(-1)])
     keys = key if isinstance(key, tuple) else (key,)
     return _basic_entry(shape, tuple(_hashable(k) for k in keys))
 

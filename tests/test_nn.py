@@ -72,6 +72,10 @@ def test_losses(rng):
     labels = np.array([2, 0, 1, 2])
     check(lambda x: F.cross_entropy(x, labels), [a],
           lambda x: torch.nn.functional.cross_entropy(x, torch.tensor(labels)) if torch else None)
+    for reduction in ("sum", "none"):  # unsigned labels too
+        check(lambda x, r=reduction: F.cross_entropy(x, labels.astype(np.uint8), r), [a],
+              lambda x, r=reduction: torch.nn.functional.cross_entropy(x, torch.tensor(labels), reduction=r)
+              if torch else None)
     targets = rng.uniform(size=(4, 3))
     check(lambda x: F.binary_cross_entropy_with_logits(x, targets), [a * 3.0],
           lambda x: torch.nn.functional.binary_cross_entropy_with_logits(x, torch.tensor(targets))

@@ -25,6 +25,20 @@ def test_rows_are_flat_arrays_with_constants_in_the_pool():
     np.testing.assert_array_equal(arrays.vals, [2.0, 4.0, 12.0, 1.0, 13.0])
 
 
+def test_array_rows_are_read_at_their_values_address():
+    from tapegrad.tape import address
+
+    data = np.arange(24.0).reshape(4, 6)
+    for view in (data, data[1:], data[:, 2:].T, data.reshape(-1)[5:], np.zeros(0)):
+        assert address(view) == view.__array_interface__["data"][0]
+    x = tg.tensor(data, requires_grad=True)
+    y = tg.exp(x[1:]) * x[1:]  # held: the exp's result and the gather's (a view of x)
+    held = [v for v in y.tape.block_vals if v.__class__ is np.ndarray]
+    assert sorted(y.tape.arrays().vaddr[y.tape.arrays().vaddr != 0]) == sorted(address(v) for v in held)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy()[1:], np.exp(data[1:]) * (1 + data[1:]))
+
+
 def test_listing_shows_rows_values_and_adjoints():
     a = tg.tensor(2.0, requires_grad=True)
     b = tg.tensor(4.0, requires_grad=True)

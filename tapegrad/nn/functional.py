@@ -12,6 +12,7 @@ from ..linalg import linear
 from ..node import Node
 from ..reductions import log_softmax as _log_softmax
 from ..reductions import softmax as _softmax
+from ..shapes import _gather
 
 __all__ = [
     "binary_cross_entropy_with_logits", "cross_entropy", "linear", "log_softmax", "mse_loss", "relu",
@@ -77,11 +78,13 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Any:
                          f"shapes {shape} and {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got {labels.dtype}")
-    bad = labels[(labels < 0) | (labels >= shape[1])]
-    if bad.size:
+    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
+        bad = labels[(labels < 0) | (labels >= shape[1])]
         raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {shape[1]} classes")
-    picked = log_softmax(input, 1)[np.arange(shape[0]), labels]
-    return _reduce(apply("neg", picked), reduction, "cross_entropy")
+    scores = log_softmax(input, 1)
+    flat = labels.astype(np.int64, copy=False) + shape[1] * np.arange(shape[0])  # picked scores, C order
+    picked = _gather(scores, _value(scores).reshape(-1)[flat], np.concatenate(([-1], flat)))
+    return -_reduce(picked, reduction, "cross_entropy")
 
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, reduction: str = "mean") -> Any:
