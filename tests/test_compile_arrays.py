@@ -126,10 +126,12 @@ def test_long_runs_of_reductions_and_broadcasts(shape, axis, rng):
 
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("axis", [0, 1])  # runs of one segment each, or runs across segments
-def test_replayed_extremes_of_runs_with_nan_and_infinities(special, axis, rng):
+@pytest.mark.parametrize("columns", [11, 150])  # runs within a kernel's 64 lanes, or beyond them
+def test_replayed_extremes_of_runs_with_nan_and_infinities(special, axis, columns, rng):
     cf = tg.compile(lambda x: tnp.concatenate([tnp.max(tnp.asarray(x), axis), tnp.min(tnp.asarray(x), axis)]))
-    x = rng.normal(size=(4, 11))
-    x[1, 0], x[2, 9], x[3, 10] = special, special, special  # in the unrolled part and the tail
+    x = rng.normal(size=(4, columns))
+    # at a run's start, inside it (in the lanes of a long one), and at its end (the tail)
+    x[1, 0], x[2, columns // 2], x[3, columns - 1] = special, special, special
     np.testing.assert_array_equal(cf(x), np.concatenate([x.max(axis), x.min(axis)]))
     np.testing.assert_array_equal(cf(-x), np.concatenate([(-x).max(axis), (-x).min(axis)]))
 
