@@ -71,9 +71,11 @@ def sweeps() -> types.ModuleType:
     if _module is None:
         with _lock:
             if _module is None:
+                from .blas import one_thread
                 from .loader import load
 
                 _module = load()
+                one_thread()
     return _module
 
 

@@ -196,3 +196,23 @@ def test_kernels_is_not_a_top_level_package():
     assert tapegrad.kernels.__name__ == "tapegrad.kernels"
     found = importlib.util.find_spec("kernels")
     assert found is None or "site-packages" not in (found.origin or "")
+
+
+def test_scipys_own_openblas_runs_on_one_thread_once_the_sweeps_load():
+    """The sweeps' matrix products run in SciPy's bundled OpenBLAS, NumPy's in its own: two
+    pools of threads that wait actively, and fight over the cores (see kernels.blas)."""
+    done = _run("""
+        import ctypes
+        import scipy.linalg.cython_blas as cython_blas
+        try:
+            count = ctypes.CDLL(cython_blas.__file__).scipy_openblas_get_num_threads
+        except AttributeError:  # SciPy with another BLAS: left alone
+            print("other")
+            raise SystemExit
+        from tapegrad import kernels
+        before = count()
+        kernels.sweeps()
+        print(before, count())
+    """, {"OPENBLAS_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() in (["2", "1"], ["other"])
