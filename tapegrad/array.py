@@ -305,7 +305,7 @@ def pack(items: np.ndarray) -> Tensor:
     value = np.array([float(v._v) if isinstance(v, Node) else v for v in scalars], dtype=np.float64)
     value = value.reshape(items.shape)
     traced = [v for v in scalars if isinstance(v, Node) and _traced(v)]
-    tape = current_tape() if traced else None
+    tape = current_tape(*traced) if traced else None
     if tape is None:
         return _leaf(value)
     rows = [slot_on(tape, v) if isinstance(v, Node) and _traced(v) else tape.add_const(float(_value(v)))
@@ -356,7 +356,7 @@ def _alias(x: ArrayTensor, value: np.ndarray) -> Tensor:
     """`x`'s data under another shape: the same row of the tape, no copy."""
     if not _traced(x):
         return _leaf(value)
-    tape = current_tape()
+    tape = current_tape(x)
     if tape is None:
         return _leaf(value)
     if value.ndim == 0:  # a 0-d result is a scalar slot
@@ -468,7 +468,7 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
     if (xt or yt) and (op.differentiable or _tracing(x) or _tracing(y)):  # a replay needs them all
         tape = get_tape()
         if tape.closed:
-            tape = current_tape()
+            tape = current_tape(x, y)
     if tape is None:
         if op.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: op.arity]):
             z = np.asarray(z).astype(np.result_type(*(xv, yv)[: op.arity]))

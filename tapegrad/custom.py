@@ -163,7 +163,7 @@ class CustomOp:
             raise TypeError(f"custom op {self.name!r}: forward returned {value.dtype}, not numbers")
         value = value.astype(np.float64)
         traced = [x for x in operands if _traced(x)]
-        tape = current_tape() if traced else None
+        tape = current_tape(*traced) if traced else None
         if tape is None:
             return _leaf(value)
         joined = operands[0]

@@ -168,7 +168,7 @@ def _sweep(
     if anomaly.is_anomaly_enabled():
         anomaly.check_adjoints(tape, arrays, adj, aadj)
     tape.adj = adj if tape.adj is None or len(tape.adj) != n else tape.adj + adj
-    tape.closed = True  # new graphs go to a fresh tape, so this one can be freed with its nodes
+    tape.closed, tape.full = True, False  # new rows go to a fresh tape: this one is freed with its nodes
     if get_tape() is tape:
         set_tape(NONE)
     if not retain_graph and reached.all():

@@ -37,7 +37,7 @@ def matmul(x: Any, y: Any) -> Tensor:
     value = np.matmul(xv, yv)
     if not (_traced(x) or _traced(y)):
         return _leaf(value)
-    tape = current_tape()
+    tape = current_tape(x, y)
     if tape is None:
         return _leaf(value)
     operands = []
@@ -69,7 +69,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
         raise ValueError(f"linear: input of shape {xs} and weight of shape {ws} "
                          "do not match (weight is (out_features, in_features))")
     value = np.matmul(xv, wv.T)
-    tape = current_tape() if (_traced(x) or _traced(weight)) else None
+    tape = current_tape(x, weight) if (_traced(x) or _traced(weight)) else None
     if tape is None:
         out = _leaf(value)
     else:

@@ -101,13 +101,18 @@ class TracingError(RuntimeError):
     """A traced value was turned into a Python number while recording for tg.compile."""
 
 
-def current_tape() -> Tape | None:
-    """The calling thread's tape for new rows (started afresh when absent, closed or full), or
-    None while recording is paused (``no_grad``)."""
+def current_tape(*operands: Any) -> Tape | None:
+    """The calling thread's tape for a new row reading `operands`, or None while recording is
+    paused (``no_grad``). A fresh tape starts when there is none, or it is closed (by a backward),
+    or full. A full tape still takes the rows of a graph begun on it (a row reading one of its
+    nodes): a graph split across tapes would make the new tape hold the old one's nodes, and so the
+    old tape, and a loop recording without backward grew a chain of full tapes without bound."""
     tape = get_tape()
     if tape is PAUSED:
         return None
-    if tape.closed or (len(tape) >= TAPE_ROWS_LIMIT and not tape.tracing):
+    if not tape.closed and len(tape) >= TAPE_ROWS_LIMIT and not tape.tracing:
+        tape.closed = tape.full = True
+    if tape.closed and not (tape.full and any(isinstance(o, Node) and o._tape is tape for o in operands)):
         tape = Tape()
         set_tape(tape)
     return tape
@@ -125,7 +130,7 @@ def slot_on(tape: Tape, node: Node) -> int:
 
 def record_guard(node: Node, truth: bool) -> None:
     """Record that `node` was converted to a Python bool with result `truth`."""
-    tape = current_tape()
+    tape = current_tape(node)
     if tape is None:
         return
     slot = slot_on(tape, node)

@@ -66,7 +66,7 @@ def record_{name}(x{params}):
     if x._rg or x._tape is not None:
         tape = get_tape()
         if tape.closed:
-            tape = current_tape()
+            tape = current_tape(x)
         if tape is not None:
 {slot_a}\
             b = len(tape.consts)
@@ -114,7 +114,7 @@ def record_{name}({args}):
     if xt or yt:
         tape = get_tape()
         if tape.closed:
-            tape = current_tape()
+            tape = current_tape(x, y)
         if tape is not None:
             if not yt:
 {slot_a_deep}\
@@ -192,7 +192,7 @@ def tape_full(tape: Any, slot: int) -> None:
     a new tape); one recorded for tg.compile is never cut, and its memory is checked every
     CHECK_ROWS rows."""
     if not tape.tracing:
-        tape.closed = True
+        tape.closed = tape.full = True
     elif slot % memory.CHECK_ROWS == 0:
         memory.check_recording(slot)
 

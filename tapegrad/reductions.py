@@ -36,7 +36,7 @@ def _reduce(op: str, x: Any, axis: Axis, keepdims: bool) -> Tensor:
         ) from None
     if not _traced(x):
         return _leaf(value)
-    tape = current_tape()
+    tape = current_tape(x)
     if tape is None:
         return _leaf(value)
     return _record(ARRAY_CODE[op], _row(tape, x), 0, _segments(np.shape(xv), axes), value, tape, x._rg)
@@ -85,7 +85,7 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
         value = np.array(xv, dtype=np.float64)
     if not _traced(x):
         return _leaf(value)
-    tape = current_tape()
+    tape = current_tape(x)
     if tape is None:
         return _leaf(value)
     return _record(ARRAY_CODE["log_softmax"], _row(tape, x), 0, _segments(xv.shape, axes), value, tape, x._rg)

@@ -97,7 +97,7 @@ def _gather(x: Any, value: np.ndarray, entry: np.ndarray) -> Tensor:
     broadcasts; `value` is the result NumPy computed."""
     if not _traced(x):
         return _leaf(value)
-    tape = current_tape()
+    tape = current_tape(x)
     if tape is None:
         return _leaf(value)
     return _record(ARRAY_CODE["gather"], _row(tape, x), 0, entry, value, tape, x._rg)
@@ -153,7 +153,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         shapes = ", ".join(str(v.shape) for v in values)
         raise ValueError(f"concatenate: shapes {shapes} along axis {axis}: {err}") from None
     traced = [t for t in tensors if _traced(t)]
-    tape = current_tape() if traced else None
+    tape = current_tape(*traced) if traced else None
     if tape is None:
         return _leaf(value)
     axis = axis % value.ndim

@@ -27,6 +27,7 @@ class _NoTape:
     ``tape.closed`` sends it to the slow path."""
 
     closed = True
+    full = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -91,7 +91,7 @@ class Tape:
 
     __slots__ = (
         "serial", "rows", "consts", "inputs", "input_slots", "retained",
-        "freed", "adj", "closed", "released", "frozen", "tracing", "_arrays", "__weakref__",
+        "freed", "adj", "closed", "full", "released", "frozen", "tracing", "_arrays", "__weakref__",
         "blocks", "block_vals", "vaddrs", "imeta", "imeta_len", "array_slots", "input_width", "versions",
         "versioned", "operand_values",
     )
@@ -106,7 +106,8 @@ class Tape:
         self.retained: list[Node] = []  # non-leaf tensors whose .grad is kept (retain_grad)
         self.freed: np.ndarray | None = None  # rows whose saved values a backward released
         self.adj: np.ndarray | None = None  # adjoints of the backward passes so far (Value.grad)
-        self.closed = False  # a backward ran: new graphs start on a fresh tape
+        self.closed = False  # a backward ran, or full: new graphs start on a fresh tape
+        self.full = False  # a size limit reached (no backward yet): takes only rows continuing a graph
         self.released = False  # values dropped after a backward consumed every row
         self.tracing = False  # recording for tg.compile: values must not leave the tape
         self.frozen = False  # rows kept only as arrays (a tape that will not grow: tg.compile's)
@@ -174,7 +175,7 @@ class Tape:
                 self.vaddrs.append(0)
             self.array_slots += size
             if self.array_slots >= ARRAY_SLOTS_LIMIT and not self.tracing:
-                self.closed = True  # full: the thread's next graph starts a new tape
+                self.closed = self.full = True  # the thread's next graph starts a new tape
         else:
             self.rows += (ARRAY_SCALAR, len(self.block_vals), 0, value)
             self.blocks += (code, x, y, m, 0, 1)
@@ -250,7 +251,7 @@ class Tape:
         slots = self.input_slots
         for (node, version), k in zip(self.versions, self.versioned):
             if reached[slots[k]] and getattr(node, "_version", 0) != version:
-                self.closed = True  # the thread's next graph starts on a fresh tape
+                self.closed, self.full = True, False  # the thread's next graph starts on a fresh tape
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by an "
                     f"inplace operation: a tensor of shape {node._v.shape} is at version "

@@ -64,6 +64,68 @@ def test_loop_without_backward_does_not_hold_one_tape():
     assert len(tapes) == 2  # the thread moved on to a fresh tape once the first was full
 
 
+def _serials_alive(make_graph, graphs: int) -> tuple[int, int]:
+    """Record `graphs` graphs without a backward, dropping each: how many tapes they went to, and
+    how many of those are still alive. Each graph must sit on one tape."""
+    import weakref
+
+    made, refs = set(), []
+    for _ in range(graphs):
+        first, last = make_graph()
+        assert last.tape is first.tape  # never split across tapes
+        if last.tape.serial not in made:
+            made.add(last.tape.serial)
+            refs.append(weakref.ref(last.tape))
+    first = last = None
+    gc.collect()
+    return len(made), sum(ref() is not None for ref in refs)
+
+
+def test_full_tapes_take_the_rest_of_their_graph_and_go_with_it(monkeypatch):
+    """A full tape takes the rows that continue a graph begun on it; the next graph starts a fresh
+    tape. Split graphs made each new tape hold the full one: a loop recording without backward
+    (an evaluation without no_grad) kept every tape it filled, 1 MB per step of an MLP."""
+    from tapegrad import node, recorder, state
+    from tapegrad import tape as tape_module
+
+    x = np.linspace(0.0, 2.0, 40)
+    w = tg.tensor(np.linspace(-1.0, 1.0, 40), requires_grad=True)
+
+    def array_graph():
+        h = tg.tanh(w * x)
+        return h, ((h * h).sum() + tg.exp(h).mean()) * 0.5  # 240 array slots
+
+    v = tg.Value(0.3)
+
+    def scalar_graph():
+        h = v * 2.0
+        for _ in range(10):
+            h = h * 0.9 + 0.1
+        return h, h
+
+    monkeypatch.setattr(tape_module, "ARRAY_SLOTS_LIMIT", 1000)
+    for name in (node, recorder):
+        monkeypatch.setattr(name, "TAPE_ROWS_LIMIT", 50)
+    recorder.set_row_hook(None)  # the recorders read the limit
+    try:
+        for graph in (array_graph, scalar_graph):
+            made, alive = _serials_alive(graph, 100)
+            # alive: the thread's current tape, and the last the other loop's leaf was registered on
+            assert made >= 20 and alive <= 2
+        monkeypatch.setattr(tape_module, "ARRAY_SLOTS_LIMIT", 100)  # full within each graph
+        for _ in range(3):
+            h, y = array_graph()
+            assert y.tape.full and y.tape is h.tape  # the graph went on past the limit
+            y.backward()
+        t = np.tanh(w.detach().numpy() * x)
+        expected = 3 * (2 * t + np.exp(t) / 40) * 0.5 * (1 - t**2) * x  # three backwards accumulated
+        np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-13)
+    finally:
+        monkeypatch.undo()
+        recorder.set_row_hook(None)
+    assert recorder.TAPE_ROWS_LIMIT == state.TAPE_ROWS_LIMIT
+
+
 @pytest.mark.slow
 def test_a_million_training_steps():
     assert _growth(_step_tensor, 1_000, 1_000_000) < 64 * 1024
