@@ -66,8 +66,9 @@ class set_grad_enabled:
 
     def __exit__(self, *exc: object) -> None:
         prev = self._prev.pop()
-        # a tape that a backward closed inside the block is not resumed
-        set_tape(NONE if (prev is not PAUSED and prev.closed) else prev)
+        # a tape that a backward closed inside the block is not resumed (a full one is: it takes
+        # the rest of the graph recorded on it)
+        set_tape(NONE if (prev is not PAUSED and prev.closed and not prev.full) else prev)
 
     def __call__(self, func: F) -> F:
         mode = self.mode
