@@ -4,6 +4,7 @@ dot and outer."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,15 @@ def matmul(x: Any, y: Any) -> Tensor:
     return _record(ARRAY_CODE["matmul"], _row(tape, xs), _row(tape, ys), meta, value, tape, rg)
 
 
+@lru_cache(maxsize=256)
+def _linear_entry(batch: tuple[int, ...], weight: tuple[int, ...]) -> np.ndarray:
+    """The matmul entry of x @ weight.T for x of shape batch + (in,), weight (out, in): one
+    product, reading the weight's block transposed (shared by the rows of a layer)."""
+    entry = np.array([1, math.prod(batch), weight[1], weight[0], 0, 0, 1], dtype=np.int64)
+    entry.flags.writeable = False
+    return entry
+
+
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     """x @ weight.T + bias, with weight of shape (out, in) as torch lays it out (recorded as one
     matmul row that reads weight transposed: no copy of it)."""
@@ -73,9 +83,9 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     if tape is None:
         out = _leaf(value)
     else:
-        meta = np.array([1, math.prod(xs[:-1]), ws[1], ws[0], 0, 0, 1], dtype=np.int64)
         rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
-        out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), meta, value, tape, rg)
+        out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), _linear_entry(xs[:-1], ws),
+                      value, tape, rg)
     return out if bias is None else apply("add", out, bias)
 
 

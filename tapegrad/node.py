@@ -110,12 +110,15 @@ def current_tape(*operands: Any) -> Tape | None:
     tape = get_tape()
     if tape is PAUSED:
         return None
-    if not tape.closed and len(tape) >= TAPE_ROWS_LIMIT and not tape.tracing:
+    if not tape.closed:
+        if len(tape.rows) < 4 * TAPE_ROWS_LIMIT or tape.tracing:  # (an open tape's list: 4 a row)
+            return tape
         tape.closed = tape.full = True
-    if tape.closed and not (tape.full and any(isinstance(o, Node) and o._tape is tape for o in operands)):
+    if not (tape.full and any(isinstance(o, Node) and o._tape is tape for o in operands)):
         tape = Tape()
         set_tape(tape)
     return tape
+
 
 
 def slot_on(tape: Tape, node: Node) -> int:
