@@ -120,7 +120,6 @@ def current_tape(*operands: Any) -> Tape | None:
     return tape
 
 
-
 def slot_on(tape: Tape, node: Node) -> int:
     """The slot of `node` on `tape`, registering it as an input row if the tape has not seen it."""
     if node._tape is tape:

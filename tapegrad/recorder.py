@@ -188,9 +188,9 @@ ARRAY_CLASS: type = np.ndarray  # tapegrad.array's ArrayTensor, once registered
 
 
 def tape_full(tape: Any, slot: int) -> None:
-    """A tape reached TAPE_ROWS_LIMIT rows: an eager one is closed (the thread's next graph starts
-    a new tape); one recorded for tg.compile is never cut, and its memory is checked every
-    CHECK_ROWS rows."""
+    """A tape reached TAPE_ROWS_LIMIT rows: an eager one is full (it takes the rest of the graph
+    being recorded; the thread's next graph starts a new tape); one recorded for tg.compile is
+    never cut, and its memory is checked every CHECK_ROWS rows."""
     if not tape.tracing:
         tape.closed = tape.full = True
     elif slot % memory.CHECK_ROWS == 0:
