@@ -13,15 +13,13 @@ from __future__ import annotations
 import ctypes
 
 
-def one_thread() -> bool:
+def one_thread() -> None:
     """Set SciPy's bundled OpenBLAS (``scipy_openblas``: used by SciPy alone, never NumPy's) to
-    one thread; whether it was found. Any other BLAS SciPy uses (one shared with NumPy, MKL) is
-    left as configured."""
+    one thread. Any other BLAS SciPy uses (one shared with NumPy, MKL) is left as configured."""
     try:
         import scipy.linalg.cython_blas as cython_blas
 
         library = ctypes.CDLL(cython_blas.__file__)  # its symbols' lookup reaches its OpenBLAS
         library.scipy_openblas_set_num_threads(ctypes.c_int(1))
     except (ImportError, OSError, AttributeError):
-        return False
-    return True
+        pass

@@ -31,7 +31,7 @@ from .array import ArrayTensor
 from .node import Node, slot_on
 from .sparse import SparseDerivatives
 from .state import get_tape, set_tape
-from .tape import Tape
+from .tape import Tape, address
 from .tensor import float_array
 
 FORMAT_VERSION = 3  # 2: array tables, captured values flattened; 3: array rows may read arguments
@@ -217,7 +217,7 @@ class CompiledFunction(SparseDerivatives):
             tangents: tuple = ()
             if variant.suffix:  # each array row's block in the arena (a 0-d result: its scalar slot)
                 scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
-                vaddr = arena.__array_interface__["data"][0] + 8 * variant.arrays[4]
+                vaddr = address(arena) + 8 * variant.arrays[4]
                 vaddr[scalar] = 0
                 array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
                 tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot

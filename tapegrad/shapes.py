@@ -14,6 +14,7 @@ import numpy as np
 from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array, pack
 from .kernels import ARRAY_CODE
 from .node import Node, current_tape
+from .tape import address
 
 
 # ---------------------------------------------------------------------------- structural ops
@@ -88,7 +89,7 @@ def _basic_entry(shape: tuple[int, ...], keys: tuple[Any, ...]) -> np.ndarray:
     keys = tuple(slice(*k) if isinstance(k, tuple) else k for k in keys)
     fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape, _c_strides(shape))
     view = fake[keys if any(k is Ellipsis for k in keys) else (*keys, Ellipsis)]  # a 0-d view, not a scalar
-    offset = view.__array_interface__["data"][0] - fake.__array_interface__["data"][0]
+    offset = address(view) - address(fake)
     return _strided(offset, view.shape, view.strides)
 
 
