@@ -16,7 +16,7 @@ import inspect
 import re
 
 from . import array_math, scalar_math
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, CV, OPCODES, VC, VV, Opcode
+from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, CV, OPCODES, RUN, RUN_END, VC, VV, Opcode
 
 MATH_NAMES = (
     "exp log log1p expm1 sqrt sin cos tan asin acos atan sinh cosh tanh erf fabs atan2 pow isnan"
@@ -65,6 +65,15 @@ def _accumulate(target: str, partial: str, masked: bool, weight: str) -> list[st
     return [f"p = {partial}", "if p != 0.0:", f"    {target} += {weight} * p"]
 
 
+def _select_add(target: str, partial: str, masked: bool, weight: str) -> list[str]:
+    """_accumulate without branches (a loop of it vectorizes): a zero weight (or a zero masked
+    partial) adds +0.0, which leaves an adjoint as it was (adjoints start at +0.0 and so are never
+    -0.0), however infinite or NaN the partial."""
+    if masked:
+        return [f"p = {partial}", f"{target} += {weight} * p if {weight} != 0.0 and p != 0.0 else 0.0"]
+    return [f"{target} += {weight} * ({partial}) if {weight} != 0.0 else 0.0"]
+
+
 def _branches(body_for, indent: str = "        ") -> str:
     out: list[str] = []
     first = True
@@ -80,7 +89,14 @@ def _branches(body_for, indent: str = "        ") -> str:
     return "\n".join(out) if out else f"{indent}pass"
 
 
-def _forward_body(oc: Opcode):
+_SCALAR_TARGETS = {"xd": "dot[a[i]]", "yd": "dot[b[i]]", "zd": "dot[i]", "a": "adj[a[i]]", "b": "adj[b[i]]",
+                   "ad": "adjd[a[i]]", "bd": "adjd[b[i]]", "g": "g", "gd": "gd"}
+# an elementwise array row at element k: operand elements ix, iy, their tangent and adjoint blocks
+_ARRAY_TARGETS = {"xd": "xd[ix]", "yd": "yd[iy]", "zd": "zd[k]", "a": "gx[ix]", "b": "gy[iy]",
+                  "ad": "gxd[ix]", "bd": "gyd[iy]", "g": "gk", "gd": "gdk"}
+
+
+def _forward_body(oc: Opcode, sources=_scalar_sources):
     name = oc.spec.name
     if name in ("array", "array_scalar"):
         return ["array_forward(i, op, a, vals, consts, inputs, arr, vaddr)" + ARRAY_LINE]
@@ -91,26 +107,19 @@ def _forward_body(oc: Opcode):
     if name == "guard":
         return ["if (vals[a[i]] != 0.0) != (b[i] != 0):", "    return np.int64(i)", "vals[i] = b[i]"]
     fwd = oc.spec.fwd
-    return [ln.strip() for ln in _loads(oc, (fwd,), "")] + [f"vals[i] = {fwd}"]
+    return [ln.strip() for ln in _loads(oc, (fwd,), "", sources)] + [f"{sources(oc)['z']} = {fwd}"]
 
 
-def _reverse_body(oc: Opcode):
+def _reverse_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     if oc.spec.name == "array_scalar":
         return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False)" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     terms = _diff_terms(oc)
-    lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "")]
+    lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", sources)]
     for op, d, masked in terms:
-        lines += _accumulate(f"adj[{op}[i]]", d, masked, "g")
+        lines += _accumulate(at[op], d, masked, "g")
     return lines
-
-
-_SCALAR_TARGETS = {"xd": "dot[a[i]]", "yd": "dot[b[i]]", "zd": "dot[i]", "a": "adj[a[i]]", "b": "adj[b[i]]",
-                   "ad": "adjd[a[i]]", "bd": "adjd[b[i]]", "g": "g", "gd": "gd"}
-# an elementwise array row at element k: operand elements ix, iy, their tangent and adjoint blocks
-_ARRAY_TARGETS = {"xd": "xd[ix]", "yd": "yd[iy]", "zd": "zd[k]", "a": "gx[ix]", "b": "gy[iy]",
-                  "ad": "gxd[ix]", "bd": "gyd[iy]", "g": "gk", "gd": "gdk"}
 
 
 def _tangent_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
@@ -202,18 +211,12 @@ def _elementwise_forward_body(oc: Opcode):
 def _elementwise_reverse_body(oc: Opcode):
     if not oc.kind or not oc.spec.differentiable:
         return None
-    # Branch-free, so that the loop vectorizes: a zero adjoint (or a zero masked partial) adds
-    # +0.0, which leaves an adjoint block's element as it was (they start at +0.0 and so are
-    # never -0.0), however infinite or NaN the partial.
+    # branch-free, so that the loop vectorizes (_select_add)
     terms = _diff_terms(oc)
     body = ["gk = g[k]", "g[k] = 0.0 if consume else gk"]
     body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
     for op, d, masked in terms:
-        target = "gxr[jx]" if op == "a" else "gyr[jy]"
-        if masked:
-            body += [f"p = {d}", f"{target} += gk * p if gk != 0.0 and p != 0.0 else 0.0"]
-        else:
-            body += [f"{target} += gk * ({d}) if gk != 0.0 else 0.0"]
+        body += _select_add("gxr[jx]" if op == "a" else "gyr[jy]", d, masked, "gk")
     return _loop(oc, _REVERSE_LOOP, body)
 
 
@@ -231,9 +234,9 @@ def _elementwise_second_order_body(oc: Opcode):
     return _loop(oc, _INNER_LOOP, body)
 
 
-def _versioned(body_for):
-    """`body_for` with, for an opcode of a constant y whose op lists ``literal_y`` values, a copy
-    of the loop per value with y that literal, and the general loop for any other y."""
+def _versioned(body_for, constant: str = "consts[cy]"):
+    """`body_for` with, for an opcode of a constant y (at `constant`) whose op lists ``literal_y``
+    values, a copy of the loop per value with y that literal, and the general loop for any other y."""
 
     def body(oc: Opcode):
         lines = body_for(oc)
@@ -241,8 +244,8 @@ def _versioned(body_for):
             return lines
         out = []
         for k, value in enumerate(oc.spec.literal_y):
-            out.append(f"{'elif' if k else 'if'} consts[cy] == {value!r}:")
-            out += ["    " + ln.replace("consts[cy]", repr(value)) for ln in lines]
+            out.append(f"{'elif' if k else 'if'} {constant} == {value!r}:")
+            out += ["    " + ln.replace(constant, repr(value)) for ln in lines]
         return out + ["else:"] + ["    " + ln for ln in lines]
 
     return body
@@ -316,6 +319,104 @@ def _elementwise_kernels() -> str:
             name=name, params=params, doc=doc, block=block, cases=re.sub(r"\bexp\(", "vexp(", cases)
         ))
     return "\n\n".join(kernels)
+
+
+# A run: rows s .. s + r - 1 of one scalar opcode (kernels.runs). The replay sweeps, given the
+# run-marked opcodes, compute it in one loop instead of r dispatches. A unit run (its row operands
+# step by 1 and come before s, its constants stay) has a loop that vectorizes; any other run
+# reads each row's operands from a and b, in the sweeps' own order.
+def _run_sources(oc: Opcode) -> dict[str, str]:
+    """Where a run's formula names live, at its row k (operand indices ix, iy)."""
+    return {
+        "x": "consts[ix]" if oc.kind == CV else "vals[ix]",
+        "y": "consts[iy]" if oc.kind == VC else "vals[iy]",
+        "z": "vals[k]",
+        "p0": "consts[iy]",
+        "p1": "consts[iy + 1]",
+    }
+
+
+def _unit_run_sources(oc: Opcode) -> dict[str, str]:
+    """_run_sources of a unit run: its constants are loaded once, before the loop."""
+    return {**_run_sources(oc), "x": "consts[x0]" if oc.kind == CV else "vals[ix]",
+            "y": "consts[y0]" if oc.kind == VC else "vals[iy]", "p0": "consts[y0]", "p1": "consts[y0 + 1]"}
+
+
+_UNIT_CONSTANT_LOAD = re.compile(r"^\w+ = consts\[[xy]0( \+ 1)?\]$")
+_RUN_TARGETS = {"xd": "dot[ix]", "yd": "dot[iy]", "zd": "dot[k]", "a": "adj[ix]", "b": "adj[iy]",
+                "ad": "adjd[ix]", "bd": "adjd[iy]", "g": "g", "gd": "gd"}
+# in reverse, a unit run is taken first row first (a vectorized loop) only where no two of its rows
+# push to one adjoint: their order would change the sum's rounding
+_DISJOINT = " and (x0 == y0 or x0 + r <= y0 or y0 + r <= x0)"
+
+
+def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_for) -> list[str] | None:
+    """A run kernel's branch for opcode oc: a loop over the run's rows (last row first when
+    `backward`) and, where unit_body_for gives one, a vectorizing loop for a unit run."""
+    if oc.kind == "":
+        return None
+    body = body_for(oc, _run_sources)
+    if body is None:
+        return None
+    order = ["for v in range(r):", "    u = r - one - v"] if backward else ["for u in range(r):"]
+    rows = order + ["    k = s + u", "    ix = a[k]", "    iy = b[k]"] + ["    " + ln for ln in skip + body]
+    unit = unit_body_for(oc, _unit_run_sources) if unit_body_for else None
+    if unit is None:
+        return rows
+    hoisted = [ln for ln in unit if _UNIT_CONSTANT_LOAD.match(ln)]
+    loop = ["for u in range(r):", "    k = s + u", "    ix = x0 + u", "    iy = y0 + u"]
+    loop = _versioned(lambda oc: hoisted + loop + ["    " + ln for ln in unit if ln not in hoisted],
+                      "consts[y0]")(oc)
+    condition = "unit" + (_DISJOINT if backward and oc.kind == VV else "")
+    return [f"if {condition}:"] + ["    " + ln for ln in loop] + ["else:"] + ["    " + ln for ln in rows]
+
+
+def _unit_run_reverse_body(oc: Opcode, sources) -> list[str] | None:
+    """The reverse rule, branch-free (as the elementwise kernels'), for a unit run's loop."""
+    if not oc.spec.differentiable:
+        return None
+    terms = _diff_terms(oc)
+    lines = ["g = adj[k]"] + [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", sources)]
+    for op, d, masked in terms:
+        lines += _select_add(_RUN_TARGETS[op], d, masked, "g")
+    return lines
+
+
+# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, unit body
+_RUN_KERNELS: tuple[tuple, ...] = (
+    ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", False, [],
+     _forward_body, _forward_body),
+    ("reverse", "op, a, b, vals, consts, adj", "Push the adjoints of a run's rows, last row first.", True,
+     ["g = adj[k]", "if g == 0.0:", "    continue"],
+     lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), _unit_run_reverse_body),
+    ("tangent", "op, a, b, vals, consts, dot", "The tangents of a run's rows.", False, [],
+     lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), None),
+    ("second_order", "op, a, b, vals, consts, dot, adj, adjd",
+     "Forward-over-reverse on a run's rows, last row first.", True,
+     ["g = adj[k]", "gd = adjd[k]", "if g == 0.0 and gd == 0.0:", "    continue"],
+     lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src), None),
+)
+_RUN_KERNEL = """@_kernel
+def run_{name}({params}, i):
+    \"\"\"{doc}
+    Row i is the run's first row (RUN) in a forward sweep, its last (RUN_END) in a reverse one;
+    returns the run's length.\"\"\"
+    one = np.uint64(1)
+    s = i if op[i] == RUN else i + one - run_length(op, i - np.uint64(4))
+    c, r, unit = op[s + one], run_length(op, s + np.uint64(2)), op[s + np.uint64(6)] != 0
+    x0, y0 = np.uint64(a[s]), np.uint64(b[s])
+{cases}
+    return r
+"""
+
+
+def _run_kernels() -> str:
+    """The four run kernels: one branch per opcode, each a loop over the run's rows."""
+    out = []
+    for name, params, doc, *rule in _RUN_KERNELS:
+        cases = _branches(lambda oc, rule=tuple(rule): _run_case(oc, *rule), "    ")
+        out.append(_RUN_KERNEL.format(name=name, params=params, doc=doc, cases=cases))
+    return "\n\n".join(out)
 
 
 # The array ops that are not elementwise: (forward, reverse, tangent, second-order) calls of their
@@ -421,6 +522,7 @@ INPUT = {input}
 CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
 ARRAY_CONST = {array_const}
 PACK = {pack}
+RUN, RUN_END = {run}, {run_end}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
@@ -570,6 +672,15 @@ def leading_inputs(op, a, input_slots):
     return k
 
 
+@_helper
+def run_length(op, i):
+    """The run length written in op[i : i + 4] (little-endian)."""
+    return np.uint64(op[i] + 256 * (op[i + 1] + 256 * (op[i + 2] + 256 * np.int64(op[i + 3]))))
+
+
+{run_kernels}
+
+
 # per code: bit 1: operand x is a row, bit 2: y is; broadcasting elementwise rows (vv)
 OPERANDS = {operands}
 BROADCASTS = {broadcasts}
@@ -674,20 +785,28 @@ SWEEPS = '''\
 @_kernel
 def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
-    for i in range(np.uint64(start), np.uint64(stop)):
+    i = np.uint64(start)
+    while i < np.uint64(stop):
         c = op[i]
 {tangent_cases}
+        elif c == RUN:
+            i += run_tangent(op, a, b, vals, consts, dot, i) - np.uint64(1)
+        i += np.uint64(1)
 
 
 @_kernel
 def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products."""
-    for k in range(stop - start):
-        i = np.uint64(stop - 1 - k)
+    i = np.uint64(stop)
+    while i > np.uint64(start):
+        i -= np.uint64(1)
+        c = op[i]
+        if c == RUN_END:
+            i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, i) - np.uint64(1)
+            continue
         g = adj[i]
         gd = adjd[i]
-        c = op[i]
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
             if c == ARRAY_ROW:  #A
                 array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)  #A
@@ -698,9 +817,13 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
 @_kernel
 def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
-    for i in range(np.uint64(start), np.uint64(stop)):
+    i = np.uint64(start)
+    while i < np.uint64(stop):
         c = op[i]
 {forward_cases}
+        elif c == RUN:
+            i += run_forward(op, a, b, vals, consts, i) - np.uint64(1)
+        i += np.uint64(1)
     return -1
 
 
@@ -709,9 +832,13 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
     """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
     array part (sweeps for tapes with array rows): arr (the tape's array table), vaddr (each
     array row's value block, by address) and aadj (the adjoints of the array blocks)."""
-    for k in range(stop - start):
-        i = np.uint64(stop - 1 - k)
+    i = np.uint64(stop)
+    while i > np.uint64(start):
+        i -= np.uint64(1)
         c = op[i]
+        if c == RUN_END:
+            i -= run_reverse(op, a, b, vals, consts, adj, i) - np.uint64(1)
+            continue
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
@@ -922,6 +1049,9 @@ def generate(cache: bool) -> str:
         input=CODE[("input", "")],
         array_const=ARRAY_CODE["array_const"],
         pack=ARRAY_CODE["pack"],
+        run=RUN,
+        run_end=RUN_END,
+        run_kernels=_run_kernels(),
         helpers=helpers.strip(),
         array_helpers=array_helpers.strip(),
         operands=_code_table(

@@ -89,3 +89,27 @@ def value_numbers(key_op, key_a, key_b, key_c, slot_a, slot_b, commutative, elig
                 break
             h = (h + np.uint64(1)) & mask
     return number
+
+
+@compiled()
+def grouped_order(order, level, op, first):
+    """`order` (rows sorted by level, then opcode) with each group of one level and one opcode
+    sorted by where its rows' first operand rows went (first[r] < 0: none), ties kept in order.
+    Levels are taken in order, so an operand's place is known before its readers are sorted."""
+    n = order.shape[0]
+    out = order.copy()
+    place = np.empty(n, dtype=np.int64)
+    g = 0
+    while g < n:
+        h = g + 1
+        while h < n and level[order[h]] == level[order[g]] and op[order[h]] == op[order[g]]:
+            h += 1
+        keys = np.empty(h - g, dtype=np.int64)
+        for t in range(g, h):
+            r = first[order[t]]
+            keys[t - g] = place[r] if r >= 0 else -1
+        for t, k in enumerate(np.argsort(keys, kind="mergesort")):
+            out[g + t] = order[g + k]
+            place[out[g + t]] = g + t
+        g = h
+    return out

@@ -259,12 +259,15 @@ def _assign_opcodes() -> tuple[Opcode, ...]:
             codes.append(Opcode(len(codes), spec, kind))
     for spec in (ARRAY, ARRAY_SCALAR):
         codes.append(Opcode(len(codes), spec, ""))
-    assert len(codes) + len(ARRAY_OPS) < 256, "opcodes are stored in one byte"
+    assert len(codes) + len(ARRAY_OPS) < 254, "opcodes are stored in one byte, below RUN and RUN_END"
     return tuple(codes)
 
 
 OPCODES: tuple[Opcode, ...] = _assign_opcodes()
 CODE: dict[tuple[str, str], int] = {(o.spec.name, o.kind): o.code for o in OPCODES}
 ARRAY_ROW = CODE[("array", "")]  # the first of the two opcodes of array rows
+# Markers of a run of one opcode in the opcodes the replay sweeps take (kernels.runs): never
+# recorded, saved or listed; they stand in the first and the last row of the run.
+RUN, RUN_END = 254, 255
 # Codes of the array ops that are not elementwise: after the opcodes, in the array table only.
 ARRAY_CODE: dict[str, int] = {s.name: len(OPCODES) + k for k, s in enumerate(ARRAY_OPS)}

@@ -44,6 +44,7 @@ class Variant(NamedTuple):
 
     tape: Tape
     op: np.ndarray
+    run_op: np.ndarray  # op with its runs marked, for the sweeps of a whole replay (kernels.runs)
     a: np.ndarray
     b: np.ndarray
     consts: np.ndarray
@@ -142,11 +143,13 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
     finally:
         set_tape(previous)
     arrays = tape.freeze()
+    from .kernels.runs import marked  # imports Numba: only when recording for replay
+
     reading = set(arg_rows)
     captured = [(node, slot) for node, slot in zip(tape.inputs, tape.input_slots) if slot not in reading]
     variant = Variant(
-        tape=tape, op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
-        input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
+        tape=tape, op=arrays.op, run_op=marked(arrays.op, arrays.a, arrays.b), a=arrays.a, b=arrays.b,
+        consts=arrays.consts, input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(node for node, _ in captured), rows=len(arrays.op), out_slot=out_slots[0],
         arrays=arrays.arr, array_slots=arrays.array_slots, suffix="_arrays" if len(arrays.vaddr) else "",
@@ -167,7 +170,7 @@ class ReplayTape(NamedTuple):
     tape with array rows (``len(t.addresses) > 0``) replays with ``gradient_arrays``, which takes
     ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time)."""
 
-    op: np.ndarray
+    op: np.ndarray  # the opcodes, their runs marked (kernels.runs): what the replay sweeps take
     a: np.ndarray
     b: np.ndarray
     consts: np.ndarray
@@ -245,7 +248,7 @@ class CompiledFunction(SparseDerivatives):
             inputs = variant.inputs(flat)
             vals, _ = self._workspace(variant)
             failed = variant.sweep("forward")(
-                variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
+                variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
                 *self._array_args(variant)[:2],
             )
             if failed < 0:
@@ -274,7 +277,7 @@ class CompiledFunction(SparseDerivatives):
         inputs = variant.inputs(flat)
         vals, _ = self._workspace(variant)
         failed = variant.sweep("forward")(
-            variant.op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
+            variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
             *self._array_args(variant)[:2],
         )
         if failed >= 0:  # a comparison that gives another answer when replayed (NaN, say)
@@ -331,8 +334,8 @@ class CompiledFunction(SparseDerivatives):
             self._outputs(variant, adj, 2)[:] = seeds
         else:
             np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
-        variant.sweep("reverse")(variant.op, variant.a, variant.b, vals, variant.consts, adj, 0, variant.rows,
-                                 *array_args)
+        variant.sweep("reverse")(variant.run_op, variant.a, variant.b, vals, variant.consts, adj, 0,
+                                 variant.rows, *array_args)
         return adj
 
     def _pullbacks(self, variant: Variant, vals: np.ndarray, seeds: Iterable[np.ndarray], out: np.ndarray,
@@ -361,7 +364,7 @@ class CompiledFunction(SparseDerivatives):
                 vals, adj, array_args, _, gradient, _ = self._space(variant)
                 grad = np.empty(len(flat))
                 failed = gradient(
-                    variant.op, variant.a, variant.b, variant.consts, variant.inputs(flat),
+                    variant.run_op, variant.a, variant.b, variant.consts, variant.inputs(flat),
                     variant.input_slots, variant.out_slot, vals, adj, grad, *array_args,
                 )
                 if failed < 0:
@@ -423,7 +426,7 @@ class CompiledFunction(SparseDerivatives):
             grad, hv = np.empty(k), np.empty(k)
             space = self._space(variant)
             failed = variant.sweep("hvp")(
-                variant.op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
+                variant.run_op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
                 variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *space[2], *space[5],
             )
             if failed < 0:
@@ -460,7 +463,7 @@ class CompiledFunction(SparseDerivatives):
         flat_grads = np.empty((m, n))
         failed = np.empty(m, dtype=np.int64)
         variant.sweep("batch_gradient")(
-            variant.op,
+            variant.run_op,
             variant.a,
             variant.b,
             variant.consts,
@@ -489,7 +492,7 @@ class CompiledFunction(SparseDerivatives):
         if variant.out_shape is not None:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
         return ReplayTape(  # type: ignore[call-arg]  # the starred part is three of its fields
-            variant.op, variant.a, variant.b, variant.consts, variant.input_slots,
+            variant.run_op, variant.a, variant.b, variant.consts, variant.input_slots,
             variant.out_slot, variant.inputs(np.zeros(0)),
             *(self._array_args(variant) or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
             self._space(variant)[3],
@@ -537,7 +540,8 @@ class CompiledFunction(SparseDerivatives):
         space = self._space(variant)
         array_args = (*space[2][:2], space[5][1]) if variant.suffix else ()
         variant.sweep("tangent")(
-            variant.op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows, *array_args
+            variant.run_op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows,
+            *array_args,
         )
         return dot
 
@@ -646,7 +650,7 @@ def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Si
     arr = tuple(data[f"{k}_arr{c}"] for c in range(len(kernels.NO_ARRAYS)))
     captured = data[f"{k}_captured"]
     variant = Variant(
-        tape=tape, op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
+        tape=tape, op=op, run_op=op, a=data[f"{k}_a"], b=data[f"{k}_b"], consts=data[f"{k}_consts"],
         input_slots=data[f"{k}_input_slots"], out_slots=data[f"{k}_out_slots"],
         out_shape=None if meta["out_shape"] is None else tuple(meta["out_shape"]),
         captured=(_Constant(captured),) if len(captured) else (),  # type: ignore[arg-type]
@@ -659,7 +663,9 @@ def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Si
     if not _arguments_read(variant, n_args):
         raise ValueError(f"tg.load: {path} is corrupted (an argument's entry read by another row)")
     custom.relink(arr, meta.get("custom_ops", {}), path)
-    return variant, signature
+    from .kernels.runs import marked
+
+    return variant._replace(run_op=marked(op, variant.a, variant.b)), signature
 
 
 def _check_variant(v: Variant, path: str, input_width: int) -> None:

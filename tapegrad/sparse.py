@@ -191,7 +191,7 @@ class SparseDerivatives:
         arrays = space[2][:2]
         adjoints = (space[2][2], *space[5]) if variant.suffix else ()  # aadj, aadjd, adot
         n = variant.rows
-        rows = (variant.op, variant.a, variant.b, vals, variant.consts)
+        rows = (variant.run_op, variant.a, variant.b, vals, variant.consts)
         seeds, dot, adj, adjd = np.zeros(len(inputs)), np.empty(n), np.empty(n), np.empty(n)
         compressed = np.empty((hi - lo, pattern.n_colors))
         for c in range(pattern.n_colors):

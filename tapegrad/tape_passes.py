@@ -19,10 +19,11 @@ one :class:`~tapegrad.compiled.Variant`. In order:
     commutative: ``maximum(0.0, -0.0)`` is ``0.0`` and ``maximum(-0.0, 0.0)`` is ``-0.0``.
 ``reorder``
     Rows sorted by level (one more than their operands' highest), then by opcode, so that the
-    sweeps meet long runs of one opcode (predictable branches); operands still come first. Only
-    a tape whose opcodes follow no short pattern is sorted (:func:`mispredicted`): a loop that
-    repeats a few ops is predicted well already, and sorted it ran slower (its accumulating sum
-    became one chain of dependent rows, with no independent work between them).
+    sweeps meet long runs of one opcode; operands still come first. A tape is sorted when its
+    opcodes follow no short pattern (:func:`mispredicted`: sorted, its branches are predictable)
+    or when sorted, many more of its rows fall in unit runs (:mod:`kernels.runs`: rows of one op
+    stepping through their operands, which the sweeps run as one vectorized loop each). A loop over a vector
+    gains most: its rows for one op across all elements become one run.
 
 ``fold`` and ``cse`` also drop the rows they leave unread. Folding and common subexpressions are
 found among the scalar rows; array rows go through every pass with their operand rows, ``pack``
@@ -47,7 +48,7 @@ import numpy as np
 
 from . import anomaly, kernels
 from .compiled import Variant
-from .kernels import ARRAY_CODE, ARRAY_ROW, CODE, OPCODES, OPERAND_MASK
+from .kernels import ARRAY_CODE, ARRAY_ROW, CODE, OPCODES, OPERAND_MASK, runs
 from .kernels import passes as kernel_passes
 from .kernels.table import CV, VC, VV
 from .tape import CONST, GUARD, INPUT, Tape, TapeArrays
@@ -57,6 +58,9 @@ PASSES = ("dce", "fold", "cse", "reorder")
 # a loop repeating a few ops ran 1.3x slower sorted, its sum being one long chain of dependent
 # rows; a random mix of ops ran 2.3x faster)
 REORDER_ABOVE = 0.1
+# ... or when sorted, more rows than this share of the tape fall in runs (a run is one loop in the
+# sweeps: the loop repeating a few ops that ran 1.3x slower sorted ran 1.5x faster so)
+RUNS_GAIN = 0.1
 
 # Per opcode: which operands are rows (a guard's a is one), which are constant pool indices
 _KIND = np.array([o.kind for o in OPCODES])
@@ -226,13 +230,22 @@ def _cse(p: _Program) -> tuple[_Program, int]:
 
 
 def _reorder(p: _Program) -> tuple[_Program, bool]:
-    """Rows sorted by (level, opcode, row), a topological order with runs of one opcode, if the
-    tape's opcodes are irregular (see :func:`mispredicted`); and whether it reordered them."""
-    if mispredicted(p.op) <= REORDER_ABOVE:
-        return p, False
+    """Rows sorted by level, opcode, then where their first operand went (a topological order with
+    runs of one opcode), if the tape's opcodes are irregular (see :func:`mispredicted`) or sorted
+    they make longer unit runs (:mod:`kernels.runs`); and whether it reordered them."""
+    p = _compact_pool(p)  # equal constants shared: a run's constant operand then stays in place
     level = kernel_passes.levels(*_operands(p))
     rows = np.arange(len(p.op))
-    return _rebuild(p, np.lexsort((rows, p.op, level))), True
+    # within a level and an opcode, by where the first operand row went: rows of one expression
+    # across a vector then follow each other (0.1 * x[i] before 0.2 * y[i]), not in turns
+    first = np.where(_READS_A[p.op], p.a, np.where(_READS_B[p.op], p.b.astype(np.int64), -1))
+    order = kernel_passes.grouped_order(np.lexsort((rows, p.op, level)), level, p.op, first)
+    sorted_ = _rebuild(p, order)
+    gain = runs.rows_in_runs(sorted_.op, sorted_.a, sorted_.b, unit=True) - runs.rows_in_runs(
+        p.op, p.a, p.b, unit=True)
+    if mispredicted(p.op) > REORDER_ABOVE or gain > RUNS_GAIN * len(p.op):
+        return sorted_, True
+    return p, False
 
 
 def mispredicted(op: np.ndarray, history: int = 4) -> float:
@@ -383,9 +396,10 @@ def _variant(v: Variant, p: _Program) -> Variant:
     arrays = (p.op >= ARRAY_ROW).any()
     table = kernels.array_table(*p.arr) if arrays else kernels.NO_ARRAYS
     return v._replace(
-        tape=_tape(v.tape, p, table), op=p.op, a=p.a, b=p.b, consts=p.consts, input_slots=p.input_slots,
-        out_slots=p.out_slots, rows=len(p.op), out_slot=int(p.out_slots[0]), arrays=table,
-        array_slots=p.array_slots if arrays else 0, suffix="_arrays" if arrays else "",
+        tape=_tape(v.tape, p, table), op=p.op, run_op=runs.marked(p.op, p.a, p.b), a=p.a, b=p.b,
+        consts=p.consts, input_slots=p.input_slots, out_slots=p.out_slots, rows=len(p.op),
+        out_slot=int(p.out_slots[0]), arrays=table, array_slots=p.array_slots if arrays else 0,
+        suffix="_arrays" if arrays else "",
     )
 
 
