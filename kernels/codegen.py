@@ -350,16 +350,49 @@ _RUN_TARGETS = {"xd": "dot[ix]", "yd": "dot[iy]", "zd": "dot[k]", "a": "adj[ix]"
 _DISJOINT = " and (x0 == y0 or x0 + r <= y0 or y0 + r <= x0)"
 
 
-def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_for) -> list[str] | None:
+_ROW_LOAD = re.compile(r"^(\s*)(\w+) = vals\[(i[xy])\]$")
+_ADJOINT_ADD = re.compile(r"^(\s*)adj\[(i[xy])\] \+= (.+)$")
+
+
+def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str]]:
+    """A run's loop body (its rows' operands read from a and b) that keeps the row before's value
+    (forward: in zp) or the adjoint just pushed to it (reverse: in gc when carried) in a register,
+    so that an accumulating chain (each row reading the one before: ``s = s + t[i]``) waits on
+    arithmetic, not on a store and a load of the same slot. The same operations, the same bits.
+    Returns the lines before the loop and the body."""
+    out = []
+    for ln in lines:
+        load, add = _ROW_LOAD.match(ln), _ADJOINT_ADD.match(ln)
+        if ln == "g = adj[k]":
+            out += ["g = gc if carried else adj[k]", "carried = False"]
+        elif ln.startswith("vals[k] = "):
+            out += ["zp = " + ln[len("vals[k] = "):], "vals[k] = zp"]
+        elif load and not backward:
+            pad, name, index = load.groups()
+            out.append(f"{pad}{name} = zp if {index} + one == k else vals[{index}]")
+        elif add:
+            pad, index, expr = add.groups()
+            out += [f"{pad}w = adj[{index}] + {expr}", f"{pad}adj[{index}] = w",
+                    f"{pad}if {index} + one == k:", f"{pad}    gc, carried = w, True"]
+        else:
+            out.append(ln)
+    return (["gc, carried = 0.0, False"] if backward else ["zp = vals[s - one]"]), out
+
+
+def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_for,
+              carry: bool) -> list[str] | None:
     """A run kernel's branch for opcode oc: a loop over the run's rows (last row first when
-    `backward`) and, where unit_body_for gives one, a vectorizing loop for a unit run."""
+    `backward`; with `carry`, see _carried) and, where unit_body_for gives one, a vectorizing loop
+    for a unit run."""
     if oc.kind == "":
         return None
     body = body_for(oc, _run_sources)
     if body is None:
         return None
     order = ["for v in range(r):", "    u = r - one - v"] if backward else ["for u in range(r):"]
-    rows = order + ["    k = s + u", "    ix = a[k]", "    iy = b[k]"] + ["    " + ln for ln in skip + body]
+    body = ["k = s + u", "ix = a[k]", "iy = b[k]"] + skip + body
+    prelude, body = _carried(body, backward) if carry else ([], body)
+    rows = prelude + order + ["    " + ln for ln in body]
     unit = unit_body_for(oc, _unit_run_sources) if unit_body_for else None
     if unit is None:
         return rows
@@ -382,19 +415,20 @@ def _unit_run_reverse_body(oc: Opcode, sources) -> list[str] | None:
     return lines
 
 
-# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, unit body
+# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, unit
+# body, whether a chain's values or adjoints are carried in a register
 _RUN_KERNELS: tuple[tuple, ...] = (
     ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", False, [],
-     _forward_body, _forward_body),
+     _forward_body, _forward_body, True),
     ("reverse", "op, a, b, vals, consts, adj", "Push the adjoints of a run's rows, last row first.", True,
      ["g = adj[k]", "if g == 0.0:", "    continue"],
-     lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), _unit_run_reverse_body),
+     lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), _unit_run_reverse_body, True),
     ("tangent", "op, a, b, vals, consts, dot", "The tangents of a run's rows.", False, [],
-     lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), None),
+     lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), None, False),
     ("second_order", "op, a, b, vals, consts, dot, adj, adjd",
      "Forward-over-reverse on a run's rows, last row first.", True,
      ["g = adj[k]", "gd = adjd[k]", "if g == 0.0 and gd == 0.0:", "    continue"],
-     lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src), None),
+     lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src), None, False),
 )
 _RUN_KERNEL = """@_kernel
 def run_{name}({params}, i):
