@@ -65,13 +65,30 @@ def _accumulate(target: str, partial: str, masked: bool, weight: str) -> list[st
     return [f"p = {partial}", "if p != 0.0:", f"    {target} += {weight} * p"]
 
 
-def _select_add(target: str, partial: str, masked: bool, weight: str) -> list[str]:
-    """_accumulate without branches (a loop of it vectorizes): a zero weight (or a zero masked
-    partial) adds +0.0, which leaves an adjoint as it was (adjoints start at +0.0 and so are never
-    -0.0), however infinite or NaN the partial."""
-    if masked:
-        return [f"p = {partial}", f"{target} += {weight} * p if {weight} != 0.0 and p != 0.0 else 0.0"]
-    return [f"{target} += {weight} * ({partial}) if {weight} != 0.0 else 0.0"]
+_IF = re.compile(r"^( *)if (.+):$")
+_ADD = re.compile(r"^( *)([\w\[\]]+) \+= (.+)$")
+
+
+def _branch_free(lines: list[str], live: str | None = None) -> list[str]:
+    """A rule's body (loads, assignments, adds, ifs guarding them) without branches, so that a
+    loop of it vectorizes: each add adds 0.0 where its guards (and `live`, the row's own guard)
+    fail, and every other line runs unconditionally (they only compute). The same bits: adding
+    +0.0 leaves a sum as it was (sums start at +0.0 and so are never -0.0)."""
+    out: list[str] = []
+    guards: list[tuple[int, str]] = []  # (indent, condition) of the ifs around the line
+    for ln in lines:
+        indent = len(ln) - len(ln.lstrip())
+        guards = [(i, c) for i, c in guards if i < indent]
+        cond, add = _IF.match(ln), _ADD.match(ln)
+        if cond:
+            guards.append((indent, cond.group(2)))
+        elif add:
+            conditions = [c for _, c in guards] + ([live] if live else [])
+            select = f" if {' and '.join(conditions)} else 0.0" if conditions else ""
+            out.append(f"{add.group(2)} += {add.group(3)}{select}")
+        else:
+            out.append(ln.strip())
+    return out
 
 
 def _branches(body_for, indent: str = "        ") -> str:
@@ -118,7 +135,7 @@ def _reverse_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     terms = _diff_terms(oc)
     lines = [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", sources)]
     for op, d, masked in terms:
-        lines += _accumulate(at[op], d, masked, "g")
+        lines += _accumulate(at[op], d, masked, at["g"])
     return lines
 
 
@@ -211,12 +228,8 @@ def _elementwise_forward_body(oc: Opcode):
 def _elementwise_reverse_body(oc: Opcode):
     if not oc.kind or not oc.spec.differentiable:
         return None
-    # branch-free, so that the loop vectorizes (_select_add)
-    terms = _diff_terms(oc)
-    body = ["gk = g[k]", "g[k] = 0.0 if consume else gk"]
-    body += [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", _array_sources)]
-    for op, d, masked in terms:
-        body += _select_add("gxr[jx]" if op == "a" else "gyr[jy]", d, masked, "gk")
+    rule = _reverse_body(oc, {**_ARRAY_TARGETS, "a": "gxr[jx]", "b": "gyr[jy]"}, _array_sources)
+    body = ["gk = g[k]", "g[k] = 0.0 if consume else gk"] + _branch_free(rule, "gk != 0.0")
     return _loop(oc, _REVERSE_LOOP, body)
 
 
@@ -379,11 +392,11 @@ def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str]]:
     return (["gc, carried = 0.0, False"] if backward else ["zp = vals[s - one]"]), out
 
 
-def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_for,
+def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit: tuple | None,
               carry: bool) -> list[str] | None:
     """A run kernel's branch for opcode oc: a loop over the run's rows (last row first when
-    `backward`; with `carry`, see _carried) and, where unit_body_for gives one, a vectorizing loop
-    for a unit run."""
+    `backward`; with `carry`, see _carried) and, unless `unit` is None, a vectorizing loop for a
+    unit run: its loads, then the body branch-free (_branch_free, with `unit`'s guard)."""
     if oc.kind == "":
         return None
     body = body_for(oc, _run_sources)
@@ -393,9 +406,9 @@ def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_f
     body = ["k = s + u", "ix = a[k]", "iy = b[k]"] + skip + body
     prelude, body = _carried(body, backward) if carry else ([], body)
     rows = prelude + order + ["    " + ln for ln in body]
-    unit = unit_body_for(oc, _unit_run_sources) if unit_body_for else None
     if unit is None:
         return rows
+    unit = unit[0] + _branch_free(body_for(oc, _unit_run_sources), unit[1])
     hoisted = [ln for ln in unit if _UNIT_CONSTANT_LOAD.match(ln)]
     loop = ["for u in range(r):", "    k = s + u", "    ix = x0 + u", "    iy = y0 + u"]
     loop = _versioned(lambda oc: hoisted + loop + ["    " + ln for ln in unit if ln not in hoisted],
@@ -404,31 +417,21 @@ def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit_body_f
     return [f"if {condition}:"] + ["    " + ln for ln in loop] + ["else:"] + ["    " + ln for ln in rows]
 
 
-def _unit_run_reverse_body(oc: Opcode, sources) -> list[str] | None:
-    """The reverse rule, branch-free (as the elementwise kernels'), for a unit run's loop."""
-    if not oc.spec.differentiable:
-        return None
-    terms = _diff_terms(oc)
-    lines = ["g = adj[k]"] + [ln.strip() for ln in _loads(oc, tuple(t[1] for t in terms), "", sources)]
-    for op, d, masked in terms:
-        lines += _select_add(_RUN_TARGETS[op], d, masked, "g")
-    return lines
-
-
-# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, unit
-# body, whether a chain's values or adjoints are carried in a register
+# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, the
+# unit loop's (loads, guard of a live row) or None, whether a chain is carried in a register
 _RUN_KERNELS: tuple[tuple, ...] = (
-    ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", False, [],
-     _forward_body, _forward_body, True),
+    ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", False, [], _forward_body, ([], None),
+     True),
     ("reverse", "op, a, b, vals, consts, adj", "Push the adjoints of a run's rows, last row first.", True,
      ["g = adj[k]", "if g == 0.0:", "    continue"],
-     lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), _unit_run_reverse_body, True),
+     lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), (["g = adj[k]"], "g != 0.0"), True),
     ("tangent", "op, a, b, vals, consts, dot", "The tangents of a run's rows.", False, [],
-     lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), None, False),
+     lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), ([], None), False),
     ("second_order", "op, a, b, vals, consts, dot, adj, adjd",
      "Forward-over-reverse on a run's rows, last row first.", True,
      ["g = adj[k]", "gd = adjd[k]", "if g == 0.0 and gd == 0.0:", "    continue"],
-     lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src), None, False),
+     lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src),
+     (["g = adj[k]", "gd = adjd[k]"], "(g != 0.0 or gd != 0.0)"), False),
 )
 _RUN_KERNEL = """@_kernel
 def run_{name}({params}, i):
