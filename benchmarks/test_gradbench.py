@@ -5,8 +5,9 @@ Each workload is an eval of ``benchmarks/gradbench`` at one size, and every syst
 eval's derivative (det, llsq, lse, ode: ``gradient``; lstm, gmm, ba: ``jacobian``; kmeans: ``dir``)
 from the same input:
 
-* ``tapegrad`` and ``tapegrad-replay``: the GradBench tool's own timed call (``prepare``):
-  recording inside the timing, or a tape recorded once and replayed;
+* ``tapegrad``, ``tapegrad-replay`` and ``tapegrad-replay-opt``: the GradBench tool's own timed
+  call (``prepare``): recording inside the timing, or a tape recorded once (and optimized: the
+  evals written as scalar code only, whose tapes the passes change) and replayed;
 * ``primal``: the objective alone, under ``@numba.njit`` for the evals written as scalar code
   (det, ode, lstm: the very source tapegrad records) and in NumPy for the array ones; the
   denominator of the derivative / primal ratios GradBench reports;
@@ -33,7 +34,7 @@ import harness
 import numpy as np
 import pytest
 
-from benchmarks.gradbench import EVALS, ba, det, gmm, kmeans, llsq, lse, lstm, ode
+from benchmarks.gradbench import EVALS, ba, det, gmm, kmeans, llsq, lse, lstm, ode, programs
 
 # the sizes timed, chosen by TAPEGRAD_BENCH_SIZE (``python benchmarks/report.py --size``): GradBench's
 # smallest, a larger one, and more of GradBench's (det 10: a 1.25e7-row tape, ~13 s to record in each
@@ -71,7 +72,8 @@ SIZES: dict[str, dict[str, tuple]] = {
     },
 }
 CASES = SIZES[os.environ.get("TAPEGRAD_BENCH_SIZE", "medium")]
-SYSTEMS = ("primal", "torch-eager", "jax-jit", "tapegrad", "tapegrad-replay")
+SYSTEMS = ("primal", "torch-eager", "jax-jit", "tapegrad", "tapegrad-replay", "tapegrad-replay-opt")
+SCALAR = {"det", "ode", "lstm"}  # evals written as scalar code: one tape row per scalar op
 FINITE_DIFFERENCES = {"lstm", "ba"}  # their expected derivatives are central differences
 
 
@@ -221,12 +223,23 @@ def _tapegrad(w: Workload, replay: bool) -> harness.System:
     return call, lambda r: flat(output_of(r))
 
 
+def _tapegrad_optimized(w: Workload) -> harness.System:
+    if w.module.__name__.rsplit(".", 1)[1] not in SCALAR:
+        pytest.skip("tapegrad-replay-opt: timed on the evals written as scalar code")
+    programs.PASSES = True
+    try:
+        return _tapegrad(w, True)
+    finally:
+        programs.PASSES = False
+
+
 SYSTEM_OF: dict[str, Callable[[Workload], harness.System]] = {
     "primal": lambda w: (_primal(w), None),
     "torch-eager": lambda w: _peer(w, True),
     "jax-jit": lambda w: _peer(w, False),
     "tapegrad": lambda w: _tapegrad(w, False),
     "tapegrad-replay": lambda w: _tapegrad(w, True),
+    "tapegrad-replay-opt": _tapegrad_optimized,
 }
 
 

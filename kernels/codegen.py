@@ -392,6 +392,25 @@ def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str]]:
     return (["gc, carried = 0.0, False"] if backward else ["zp = vals[s - one]"]), out
 
 
+# math functions no loop vectorizes (libm calls); a helper of scalar_math counts as what it calls
+_LIBM = set("exp log log1p expm1 sin cos tan asin acos atan sinh cosh tanh erf atan2 pow".split())
+
+
+def _calls(expr: str, opaque: frozenset[str] = frozenset()) -> set[str]:
+    """The functions an expression calls, and those its scalar_math helpers but `opaque` call."""
+    names = set(re.findall(r"\b(\w+)\(", expr))
+    for name in names & set(dir(scalar_math)) - opaque:
+        names |= _calls(inspect.getsource(getattr(scalar_math, name)).split("\n", 1)[1])  # (not its def)
+    return names
+
+
+def _vectorizes(oc: Opcode, lines: list[str]) -> bool:
+    """Whether a loop of these lines of opcode oc can vectorize (calls no libm function): else a
+    unit run's loop would cost compile time for nothing, and the run takes the loop reading a and
+    b. A constant exponent of pow is taken as one of torch's shortcuts (see _versioned)."""
+    return not _calls("\n".join(lines), frozenset({"power"} if oc.kind == VC else ())) & _LIBM
+
+
 def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit: tuple | None,
               carry: bool) -> list[str] | None:
     """A run kernel's branch for opcode oc: a loop over the run's rows (last row first when
@@ -406,7 +425,7 @@ def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit: tuple
     body = ["k = s + u", "ix = a[k]", "iy = b[k]"] + skip + body
     prelude, body = _carried(body, backward) if carry else ([], body)
     rows = prelude + order + ["    " + ln for ln in body]
-    if unit is None:
+    if unit is None or not _vectorizes(oc, body):
         return rows
     unit = unit[0] + _branch_free(body_for(oc, _unit_run_sources), unit[1])
     hoisted = [ln for ln in unit if _UNIT_CONSTANT_LOAD.match(ln)]
@@ -814,7 +833,6 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
 
 
 {sweeps}
-{array_sweeps}
 '''
 
 
@@ -826,8 +844,8 @@ def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     while i < np.uint64(stop):
         c = op[i]
 {tangent_cases}
-        elif c == RUN:
-            i += run_tangent(op, a, b, vals, consts, dot, i) - np.uint64(1)
+        elif c == RUN:  #R
+            i += run_tangent(op, a, b, vals, consts, dot, i) - np.uint64(1)  #R
         i += np.uint64(1)
 
 
@@ -839,9 +857,9 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
     while i > np.uint64(start):
         i -= np.uint64(1)
         c = op[i]
-        if c == RUN_END:
-            i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, i) - np.uint64(1)
-            continue
+        if c == RUN_END:  #R
+            i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, i) - np.uint64(1)  #R
+            continue  #R
         g = adj[i]
         gd = adjd[i]
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
@@ -858,8 +876,8 @@ def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     while i < np.uint64(stop):
         c = op[i]
 {forward_cases}
-        elif c == RUN:
-            i += run_forward(op, a, b, vals, consts, i) - np.uint64(1)
+        elif c == RUN:  #R
+            i += run_forward(op, a, b, vals, consts, i) - np.uint64(1)  #R
         i += np.uint64(1)
     return -1
 
@@ -873,9 +891,9 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
     while i > np.uint64(start):
         i -= np.uint64(1)
         c = op[i]
-        if c == RUN_END:
-            i -= run_reverse(op, a, b, vals, consts, adj, i) - np.uint64(1)
-            continue
+        if c == RUN_END:  #R
+            i -= run_reverse(op, a, b, vals, consts, adj, i) - np.uint64(1)  #R
+            continue  #R
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
@@ -1041,22 +1059,23 @@ _FUSED_ARRAY_HELPERS = ("vexp",)
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
+RUN_LINE = "  #R"  # ... and those that only tapes with runs need (kernels.runs)
 
 
-def _sweeps(arrays: bool, cases: dict[str, str]) -> str:
-    """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without: a tape of
-    scalar rows only runs sweeps that never compile the array kernels."""
+def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
+    """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without, and with
+    runs marked (then ``_runs``) or without: a tape runs sweeps that never compile the kernels
+    it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
     params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARD=", arr, vaddr, aadjd",
                   AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
                   A2=", arr, vaddr, aadj, aadjd, adot", AH=", arr, vaddr, aadj, aadjd, adot")
     if not arrays:
         params = dict.fromkeys(params, "")
-    text = SWEEPS.format(S="_arrays" if arrays else "", **params,
-                         **{k: v for k, v in cases.items() if k in SWEEPS})
-    lines = text.splitlines()
-    if arrays:
-        return "\n".join(ln.replace(ARRAY_LINE, "") for ln in lines)
-    return "\n".join(ln for ln in lines if not ln.endswith(ARRAY_LINE))
+    suffix = ("_arrays" if arrays else "") + ("_runs" if runs else "")
+    text = SWEEPS.format(S=suffix, **params, **{k: v for k, v in cases.items() if k in SWEEPS})
+    dropped = [marker for marker, wanted in ((ARRAY_LINE, arrays), (RUN_LINE, runs)) if not wanted]
+    lines = [ln for ln in text.splitlines() if not ln.endswith(tuple(dropped))]
+    return "\n".join(ln.removesuffix(ARRAY_LINE).removesuffix(RUN_LINE) for ln in lines)
 
 
 def _decorator(helper: str) -> str:
@@ -1104,7 +1123,7 @@ def generate(cache: bool) -> str:
         elementwise_kernels=_elementwise_kernels(),
         array_tangent_cases=_array_kernel_branches(2),
         array_second_order_cases=_array_kernel_branches(3),
-        **{f"{name}sweeps": _sweeps(arrays, cases) for name, arrays in (("", False), ("array_", True))},
+        sweeps="\n".join(_sweeps(arrays, runs, cases) for arrays in (False, True) for runs in (False, True)),
     )
 
 

@@ -77,8 +77,8 @@ def _say_compiling(folder: Path | None) -> None:
         if folder
         else " (no writable cache folder: every run compiles)"
     )
-    print(f"tapegrad: compiling its Numba sweeps for this machine, once: about a minute{where}",
-          file=sys.stderr, flush=True)
+    print(f"tapegrad: compiling its Numba sweeps for this machine, once: about a minute (and another "
+          f"for the first tape with vector runs, optimize=True){where}", file=sys.stderr, flush=True)
 
 
 def load(name: str = "tapegrad_sweeps") -> types.ModuleType:

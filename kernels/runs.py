@@ -10,11 +10,12 @@ Any other run reads each row's operands from the tape. Either way values and der
 those of the sweeps row by row, to the bit: a run is swept in the sweep's own order, but for a
 unit run in reverse whose rows push to distinct adjoints (where the order changes nothing).
 
-The sweeps find runs in the **marked** opcodes: a copy of ``op`` where a run's first row holds
-RUN, its second row its opcode, the next four its length, the next one whether it is a unit run,
-its last four but one the length again and its last row RUN_END (so that a sweep finds the length
-and the opcode going forward or backward). Only the sweeps of a whole replay read the marked
-opcodes; everything else (listings, passes, sparsity, saved files) reads ``op``.
+The sweeps of a tape with runs (their names end in ``_runs``) find them in the **marked**
+opcodes: a copy of ``op`` where a run's first row holds RUN, its second row its opcode, the next
+four its length, the next one whether it is a unit run, its last four but one the length again
+and its last row RUN_END (so that a sweep finds the length and the opcode going forward or
+backward). Only the sweeps of a whole replay read the marked opcodes; everything else (listings,
+passes, sparsity, saved files) reads ``op``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .jit import compiled
 from .table import CV, OPCODES, RUN, RUN_END, VC, VV
 
 MIN_RUN = 16  # rows: the markers take eleven of them
+# a tape is marked where runs hold this share of its rows: the sweeps with runs are compiled apart
+# (the first replay of a tape with runs compiles its run kernels, about a minute more)
+MIN_SHARE = 0.25
 _SPARE = [0] * (256 - len(OPCODES))  # codes of no opcode (array ops', RUN's): never in a run
 _RUNNABLE = np.array([o.kind != "" for o in OPCODES] + _SPARE, dtype=np.bool_)
 # in a unit run: how operand a, b step from row to row (-1: b is not read), whether they are rows
@@ -38,8 +42,10 @@ _ROW_B = np.array([o.kind in (VV, CV) for o in OPCODES] + _SPARE, dtype=np.bool_
 
 
 def marked(op: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A copy of the opcodes `op` with the tape's runs marked."""
-    return _mark(op, a, b, _RUNNABLE, _STEP_A, _STEP_B, _ROW_A, _ROW_B, MIN_RUN, RUN, RUN_END)[0]
+    """A copy of the opcodes `op` with the tape's runs marked; `op` itself where runs hold less
+    than MIN_SHARE of its rows."""
+    out, counts = _mark(op, a, b, _RUNNABLE, _STEP_A, _STEP_B, _ROW_A, _ROW_B, MIN_RUN, RUN, RUN_END)
+    return out if counts.sum() >= MIN_SHARE * len(op) and counts.sum() > 0 else op
 
 
 def rows_in_runs(op: np.ndarray, a: np.ndarray, b: np.ndarray, unit: bool = False) -> int:

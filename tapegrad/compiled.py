@@ -44,7 +44,7 @@ class Variant(NamedTuple):
 
     tape: Tape
     op: np.ndarray
-    run_op: np.ndarray  # op with its runs marked, for the sweeps of a whole replay (kernels.runs)
+    run_op: np.ndarray  # op with its runs marked (kernels.runs), or op itself: what whole replays sweep
     a: np.ndarray
     b: np.ndarray
     consts: np.ndarray
@@ -58,8 +58,17 @@ class Variant(NamedTuple):
     out_slot: int  # the first output's slot (the output, for a scalar f), as a Python int
     arrays: tuple  # the array table (kernels.NO_ARRAYS for a tape of scalar rows)
     array_slots: int  # floats in the array blocks (0 without array rows)
-    suffix: str  # of the sweeps this tape runs: "_arrays" with array rows, else ""
     optimized: Any = None  # the tape passes' report (tapegrad.tape_passes), if they ran
+
+    @property
+    def has_arrays(self) -> bool:
+        """Whether the tape has array rows (and an array table)."""
+        return len(self.arrays[0]) > 0
+
+    @property
+    def suffix(self) -> str:
+        """Of the sweeps this tape runs: "_arrays" with array rows, "_runs" with runs marked."""
+        return ("_arrays" if self.has_arrays else "") + ("_runs" if self.run_op is not self.op else "")
 
     @property
     def array_output(self) -> int | None:
@@ -152,7 +161,7 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
         consts=arrays.consts, input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(node for node, _ in captured), rows=len(arrays.op), out_slot=out_slots[0],
-        arrays=arrays.arr, array_slots=arrays.array_slots, suffix="_arrays" if len(arrays.vaddr) else "",
+        arrays=arrays.arr, array_slots=arrays.array_slots,
     )
     if passes:
         from . import tape_passes  # imports Numba: only when asked
@@ -168,9 +177,12 @@ class ReplayTape(NamedTuple):
     ``inputs = concatenate((x, t.captured))``, ``vals``, ``adj`` of ``len(t.op)`` floats and
     ``grad`` of ``len(x)``. A
     tape with array rows (``len(t.addresses) > 0``) replays with ``gradient_arrays``, which takes
-    ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time)."""
+    ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time). A tape with
+    runs (``t.run_op is not t.op``: an optimized loop, kernels.runs) replays faster with
+    ``gradient_runs`` (``gradient_arrays_runs``) on ``t.run_op`` in place of ``t.op``."""
 
-    op: np.ndarray  # the opcodes, their runs marked (kernels.runs): what the replay sweeps take
+    op: np.ndarray
+    run_op: np.ndarray  # op with its runs marked, for the sweeps ending in _runs (or op itself)
     a: np.ndarray
     b: np.ndarray
     consts: np.ndarray
@@ -218,7 +230,7 @@ class CompiledFunction(SparseDerivatives):
             vals, arena = np.empty(variant.rows), np.empty(variant.array_slots)
             array_args: tuple = ()
             tangents: tuple = ()
-            if variant.suffix:  # each array row's block in the arena (a 0-d result: its scalar slot)
+            if variant.has_arrays:  # each array row's block in the arena (a 0-d result: its scalar slot)
                 scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
                 vaddr = address(arena) + 8 * variant.arrays[4]
                 vaddr[scalar] = 0
@@ -391,7 +403,7 @@ class CompiledFunction(SparseDerivatives):
         tangents, after a second-order sweep), wherever the rows reading them keep them (in `out`)."""
         out = np.empty(stop - start) if out is None else out
         space = self._space(variant)
-        array_args = (*space[2][:2], space[5][0] if second else space[2][2]) if variant.suffix else ()
+        array_args = (*space[2][:2], space[5][0] if second else space[2][2]) if variant.has_arrays else ()
         variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
                                         *array_args)
         return out
@@ -492,7 +504,7 @@ class CompiledFunction(SparseDerivatives):
         if variant.out_shape is not None:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
         return ReplayTape(  # type: ignore[call-arg]  # the starred part is three of its fields
-            variant.run_op, variant.a, variant.b, variant.consts, variant.input_slots,
+            variant.op, variant.run_op, variant.a, variant.b, variant.consts, variant.input_slots,
             variant.out_slot, variant.inputs(np.zeros(0)),
             *(self._array_args(variant) or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
             self._space(variant)[3],
@@ -538,7 +550,7 @@ class CompiledFunction(SparseDerivatives):
         custom.require(variant.arrays, "jvp", "a tangent sweep (jvp, forward-mode jacobian)")
         dot = np.empty(variant.rows)
         space = self._space(variant)
-        array_args = (*space[2][:2], space[5][1]) if variant.suffix else ()
+        array_args = (*space[2][:2], space[5][1]) if variant.has_arrays else ()
         variant.sweep("tangent")(
             variant.run_op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows,
             *array_args,
@@ -656,7 +668,6 @@ def _load_variant(data: Any, k: int, meta: dict, path: str) -> tuple[Variant, Si
         captured=(_Constant(captured),) if len(captured) else (),  # type: ignore[arg-type]
         rows=len(op), out_slot=int(data[f"{k}_out_slots"][0]), arrays=arr,
         array_slots=int(meta.get("array_slots", 0)),
-        suffix="_arrays" if np.any(op >= kernels.ARRAY_ROW) else "",
     )
     n_args = sum(math.prod(s) for s in signature)
     _check_variant(variant, path, n_args + len(captured))
@@ -695,7 +706,7 @@ def _check_variant(v: Variant, path: str, input_width: int) -> None:
     ]
     if not all(np.all(ops < bound) for ops, bound in within):
         raise ValueError(f"tg.load: {path} is corrupted (operands outside the tape)")
-    if v.suffix and not _array_rows_valid(v, input_width):
+    if (v.has_arrays or np.any(v.op >= kernels.ARRAY_ROW)) and not _array_rows_valid(v, input_width):
         raise ValueError(f"tg.load: {path} is corrupted (array rows outside their blocks)")
 
 

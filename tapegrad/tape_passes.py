@@ -399,7 +399,6 @@ def _variant(v: Variant, p: _Program) -> Variant:
         tape=_tape(v.tape, p, table), op=p.op, run_op=runs.marked(p.op, p.a, p.b), a=p.a, b=p.b,
         consts=p.consts, input_slots=p.input_slots, out_slots=p.out_slots, rows=len(p.op),
         out_slot=int(p.out_slots[0]), arrays=table, array_slots=p.array_slots if arrays else 0,
-        suffix="_arrays" if arrays else "",
     )
 
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.gradbench import EVALS, MODULES, differences, gmm, kmeans, llsq, lse, ode, protocol
+from benchmarks.gradbench import EVALS, MODULES, differences, gmm, kmeans, llsq, lse, ode, programs, protocol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SESSIONS: dict[str, list[dict]] = {}
@@ -54,10 +54,12 @@ def test_the_session_covers_every_eval():
     assert sorted(SESSIONS) == sorted(EVALS) == ["ba", "det", "gmm", "kmeans", "llsq", "lse", "lstm", "ode"]
 
 
-@pytest.mark.parametrize("replay", [False, True], ids=["tapegrad", "tapegrad-replay"])
+@pytest.mark.parametrize("replay, passes", [(False, False), (True, False), (True, True)],
+                         ids=["tapegrad", "tapegrad-replay", "tapegrad-replay-opt"])
 @pytest.mark.parametrize("module", sorted(SESSIONS))
-def test_session(module, replay):
+def test_session(module, replay, passes, monkeypatch):
     """One reply per message with its id; one evaluate timing per run; outputs GradBench accepts."""
+    monkeypatch.setattr(programs, "PASSES", passes)
     messages = SESSIONS[module]
     replies = serve(messages, replay)
     assert [r["id"] for r in replies] == [m["id"] for m in messages]
@@ -113,11 +115,13 @@ def test_failures_are_replies_and_the_tool_goes_on():
     assert all("output" not in r for r in replies[:5])
 
 
-def test_command_line():
+@pytest.mark.parametrize("flags, tool", [(["--replay"], "tapegrad-replay"),
+                                         (["--replay", "--optimize"], "tapegrad-replay-opt")])
+def test_command_line(flags, tool):
     """``python -m benchmarks.gradbench --replay`` from the repo's root, as GradBench runs a tool."""
     session = SESSIONS["llsq"][:4]
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gradbench", "--replay"],
+        [sys.executable, "-m", "benchmarks.gradbench", *flags],
         cwd=ROOT,
         text=True,
         check=False,
@@ -127,8 +131,14 @@ def test_command_line():
     )
     assert run.returncode == 0, run.stderr
     replies = [json.loads(line) for line in run.stdout.splitlines()]
-    assert replies[0] == {"id": 0, "tool": "tapegrad-replay"}
+    assert replies[0] == {"id": 0, "tool": tool}
     assert mismatches(llsq.expected("primal", session[2]["input"]), replies[2]["output"]) == []
+
+
+def test_optimize_needs_replay():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gradbench", "--optimize"], cwd=ROOT, text=True,
+                         check=False, input="", capture_output=True, timeout=600)
+    assert run.returncode == 2 and "--optimize applies to the tape of --replay" in run.stderr
 
 
 def test_mismatches_follows_gradbench():

@@ -3,6 +3,8 @@ the sweeps row by row; the reorder pass sorts a loop's tape into them."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,7 +68,8 @@ def test_runs_sweep_as_the_rows_one_by_one(tape, start, seed):
     """Forward, reverse, tangent and second-order sweeps over the marked opcodes give the plain
     sweeps' values, adjoints and tangents to the bit (infinities and NaN included)."""
     op, a, b, consts = tape
-    marked = runs.marked(op, a, b)
+    with patch.object(runs, "MIN_SHARE", 0.0):  # every run marked, however few
+        marked = runs.marked(op, a, b)
     S = kernels.sweeps()
     rng = np.random.default_rng(seed)
     inputs = start + rng.uniform(-1.0, 1.0, INPUTS)
@@ -76,11 +79,14 @@ def test_runs_sweep_as_the_rows_one_by_one(tape, start, seed):
         vals, dot = np.empty(n), np.empty(n)
         adj, adjd = np.zeros(n), np.zeros(n)
         adj[-3:] = [1.0, 0.0, -2.0]
-        assert S.forward(ops, a, b, vals, consts, inputs, 0, n) == -1
-        S.tangent(ops, a, b, vals, consts, seeds, dot, 0, n)
+        suffix = "_runs" if name == "runs" else ""
+        forward, reverse, tangent, second_order = (
+            getattr(S, sweep + suffix) for sweep in ("forward", "reverse", "tangent", "second_order"))
+        assert forward(ops, a, b, vals, consts, inputs, 0, n) == -1
+        tangent(ops, a, b, vals, consts, seeds, dot, 0, n)
         grad = adj.copy()
-        S.reverse(ops, a, b, vals, consts, grad, 0, n)
-        S.second_order(ops, a, b, vals, consts, dot, adj, adjd, 0, n)
+        reverse(ops, a, b, vals, consts, grad, 0, n)
+        second_order(ops, a, b, vals, consts, dot, adj, adjd, 0, n)
         out[name] = [vals, dot, grad, adj, adjd]
     for plain, ran in zip(out["plain"], out["runs"]):
         assert same(plain, ran)
@@ -106,6 +112,16 @@ def test_runs_are_marked_where_one_opcode_repeats():
     assert runs.rows_in_runs(op, a, b) == (m - 1) + m + 20 and runs.rows_in_runs(op, a, b, unit=True) == m - 1
 
 
+def test_a_tape_with_few_runs_is_not_marked():
+    """Runs holding less than MIN_SHARE of the rows: the tape keeps the sweeps without runs (whose
+    compiled code has no run kernels)."""
+    mul, inp = CODE[("mul", VV)], CODE[("input", "")]
+    for inputs, share in ((100, 1 / 6), (40, 1 / 3)):  # 20 rows x[i] * x[i] after the inputs
+        op = np.array([inp] * inputs + [mul] * 20, np.uint8)
+        a = np.array(list(range(inputs)) + list(range(20)), np.uint32)
+        assert (runs.marked(op, a, a) is op) == (share < runs.MIN_SHARE)
+
+
 def rosen(x):
     s = 0.0
     for i in range(len(x) - 1):
@@ -117,10 +133,11 @@ def test_reorder_sorts_a_loop_into_unit_runs():
     x = np.linspace(-1.2, 1.2, 200)
     plain, optimized = tg.compile(rosen), tg.compile(rosen, optimize=("reorder",))
     variant = checked(optimized, x)
-    assert optimized.stats()["optimize"]["reordered"]
+    assert optimized.stats()["optimize"]["reordered"] and variant.suffix == "_runs"
     assert runs.rows_in_runs(variant.op, variant.a, variant.b, unit=True) > 0.6 * variant.rows
     recorded = checked(plain, x)
     assert runs.rows_in_runs(recorded.op, recorded.a, recorded.b, unit=True) == 0
+    assert recorded.run_op is recorded.op and recorded.suffix == ""
     value, grad = optimized.value_and_grad(x)
     want, want_grad = plain.value_and_grad(x)
     assert value == want  # the forward sweep's order of the sum is kept

@@ -10,7 +10,8 @@ An objective is a function of one flat float64 vector, written in one of two sty
   per array op. ``tapegrad`` runs it eagerly on tensors (record while computing, then backward).
 
 ``tapegrad-replay`` records the objective once with ``tg.compile`` while preparing and times the
-replay (a forward sweep, and a reverse sweep for derivatives).
+replay (a forward sweep, and a reverse sweep for derivatives); ``tapegrad-replay-opt`` also runs
+the tape passes on the recording (:data:`PASSES`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import tapegrad as tg
 import tapegrad.numpy as tnp
 
 from . import inputs
+
+# the tape passes tg.compile runs on the replay variant's recording (``--optimize``: all of them)
+PASSES: bool = False
 
 
 @functools.cache
@@ -45,7 +49,7 @@ def traced(f: Callable, arrays: bool) -> Callable[[Any], Any]:
 def compiled(f: Callable, x: np.ndarray, arrays: bool) -> Any:
     """tg.compile of the objective, recorded at x and replayed once (its sweeps loaded)."""
     load_sweeps()
-    cf = tg.compile(traced(f, arrays))
+    cf = tg.compile(traced(f, arrays), optimize=PASSES)
     cf(x), cf(x)
     return cf
 
