@@ -27,15 +27,24 @@ def _uses(expr: str, name: str) -> bool:
     return re.search(rf"\b{name}\b", expr) is not None
 
 
-def _scalar_sources(oc: Opcode) -> dict[str, str]:
-    """Where a scalar row's formula names live."""
-    return {
-        "x": "consts[a[i]]" if oc.kind == CV else "vals[a[i]]",
-        "y": "consts[b[i]]" if oc.kind == VC else "vals[b[i]]",
-        "z": "vals[i]",
-        "p0": "consts[b[i]]",
-        "p1": "consts[b[i] + 1]",
-    }
+def _sources_at(x: str, y: str, z: str, cx: str = "", cy: str = ""):
+    """Where a scalar formula's names live when operand x is at index x of vals (or of consts,
+    at cx if given), y likewise, and the row's own value at z: a function of the opcode."""
+
+    def sources(oc: Opcode) -> dict[str, str]:
+        py = cy or y
+        return {
+            "x": f"consts[{cx or x}]" if oc.kind == CV else f"vals[{x}]",
+            "y": f"consts[{py}]" if oc.kind == VC else f"vals[{y}]",
+            "z": f"vals[{z}]",
+            "p0": f"consts[{py}]",
+            "p1": f"consts[{py} + 1]",
+        }
+
+    return sources
+
+
+_scalar_sources = _sources_at("a[i]", "b[i]", "i")  # a row of the sweeps
 
 
 def _loads(oc: Opcode, exprs: tuple[str, ...], indent: str, sources=_scalar_sources) -> list[str]:
@@ -338,21 +347,8 @@ def _elementwise_kernels() -> str:
 # run-marked opcodes, compute it in one loop instead of r dispatches. A unit run (its row operands
 # step by 1 and come before s, its constants stay) has a loop that vectorizes; any other run
 # reads each row's operands from a and b, in the sweeps' own order.
-def _run_sources(oc: Opcode) -> dict[str, str]:
-    """Where a run's formula names live, at its row k (operand indices ix, iy)."""
-    return {
-        "x": "consts[ix]" if oc.kind == CV else "vals[ix]",
-        "y": "consts[iy]" if oc.kind == VC else "vals[iy]",
-        "z": "vals[k]",
-        "p0": "consts[iy]",
-        "p1": "consts[iy + 1]",
-    }
-
-
-def _unit_run_sources(oc: Opcode) -> dict[str, str]:
-    """_run_sources of a unit run: its constants are loaded once, before the loop."""
-    return {**_run_sources(oc), "x": "consts[x0]" if oc.kind == CV else "vals[ix]",
-            "y": "consts[y0]" if oc.kind == VC else "vals[iy]", "p0": "consts[y0]", "p1": "consts[y0 + 1]"}
+_run_sources = _sources_at("ix", "iy", "k")  # a run's row k, its operands at ix, iy
+_unit_run_sources = _sources_at("ix", "iy", "k", "x0", "y0")  # ... a unit run's constants read once
 
 
 _UNIT_CONSTANT_LOAD = re.compile(r"^\w+ = consts\[[xy]0( \+ 1)?\]$")
