@@ -187,8 +187,8 @@ def _second_order_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     for op, d, masked in terms:
         lines += [f"p = {d}", "t = 0.0"]
         lines += [f"if {gd} != 0.0" + (" and p != 0.0" if masked else "") + ":", f"    t += {gd} * p"]
-        for tangent, dd in zip(("xd_", "yd_"), second[op]):
-            if dd != "0.0":
+        for tangent, dd, row in zip(("xd_", "yd_"), second[op], (oc.reads_a, oc.reads_b)):
+            if dd != "0.0" and row:  # (a constant operand's tangent is 0)
                 lines += [f"if {tangent} != 0.0:", f"    t += {g} * ({dd}) * {tangent}"]
         lines += [f"{at[op + 'd']} += t"]
         lines += _accumulate(at[op], "p", masked, g)
@@ -396,7 +396,8 @@ def _calls(expr: str, opaque: frozenset[str] = frozenset()) -> set[str]:
     """The functions an expression calls, and those its scalar_math helpers but `opaque` call."""
     names = set(re.findall(r"\b(\w+)\(", expr))
     for name in names & set(dir(scalar_math)) - opaque:
-        names |= _calls(inspect.getsource(getattr(scalar_math, name)).split("\n", 1)[1])  # (not its def)
+        body = inspect.getsource(getattr(scalar_math, name)).split("\n", 1)[1]  # (not its def line)
+        names |= _calls(body, opaque)
     return names
 
 
