@@ -12,6 +12,7 @@ wraparound on the hot path.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 
@@ -396,9 +397,14 @@ def _calls(expr: str, opaque: frozenset[str] = frozenset()) -> set[str]:
     """The functions an expression calls, and those its scalar_math helpers but `opaque` call."""
     names = set(re.findall(r"\b(\w+)\(", expr))
     for name in names & set(dir(scalar_math)) - opaque:
-        body = inspect.getsource(getattr(scalar_math, name)).split("\n", 1)[1]  # (not its def line)
-        names |= _calls(body, opaque)
+        names |= _helper_calls(name, opaque)
     return names
+
+
+@functools.cache
+def _helper_calls(name: str, opaque: frozenset[str]) -> frozenset[str]:
+    """_calls of the body of scalar_math's helper `name` (not its def line)."""
+    return frozenset(_calls(inspect.getsource(getattr(scalar_math, name)).split("\n", 1)[1], opaque))
 
 
 def _vectorizes(oc: Opcode, lines: list[str]) -> bool:
