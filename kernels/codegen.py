@@ -843,22 +843,25 @@ SWEEPS = '''\
 @_kernel
 def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
-    i = np.uint64(start)
-    while i < np.uint64(stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  #P
+    i = np.uint64(start)  #R
+    while i < np.uint64(stop):  #R
         c = op[i]
 {tangent_cases}
         elif c == RUN:  #R
             i += run_tangent(op, a, b, vals, consts, dot, i) - np.uint64(1)  #R
-        i += np.uint64(1)
+        i += np.uint64(1)  #R
 
 
 @_kernel
 def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products."""
-    i = np.uint64(stop)
-    while i > np.uint64(start):
-        i -= np.uint64(1)
+    for k in range(stop - start):  #P
+        i = np.uint64(stop - 1 - k)  #P
+    i = np.uint64(stop)  #R
+    while i > np.uint64(start):  #R
+        i -= np.uint64(1)  #R
         c = op[i]
         if c == RUN_END:  #R
             i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, i) - np.uint64(1)  #R
@@ -875,13 +878,14 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
 @_kernel
 def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
-    i = np.uint64(start)
-    while i < np.uint64(stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  #P
+    i = np.uint64(start)  #R
+    while i < np.uint64(stop):  #R
         c = op[i]
 {forward_cases}
         elif c == RUN:  #R
             i += run_forward(op, a, b, vals, consts, i) - np.uint64(1)  #R
-        i += np.uint64(1)
+        i += np.uint64(1)  #R
     return -1
 
 
@@ -890,9 +894,11 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
     """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
     array part (sweeps for tapes with array rows): arr (the tape's array table), vaddr (each
     array row's value block, by address) and aadj (the adjoints of the array blocks)."""
-    i = np.uint64(stop)
-    while i > np.uint64(start):
-        i -= np.uint64(1)
+    for k in range(stop - start):  #P
+        i = np.uint64(stop - 1 - k)  #P
+    i = np.uint64(stop)  #R
+    while i > np.uint64(start):  #R
+        i -= np.uint64(1)  #R
         c = op[i]
         if c == RUN_END:  #R
             i -= run_reverse(op, a, b, vals, consts, adj, i) - np.uint64(1)  #R
@@ -1063,6 +1069,7 @@ _FUSED_ARRAY_HELPERS = ("vexp",)
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
 RUN_LINE = "  #R"  # ... and those that only tapes with runs need (kernels.runs)
+PLAIN_LINE = "  #P"  # ... and those of the sweeps without runs (their loops: a for loop is faster)
 
 
 def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
@@ -1076,9 +1083,10 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
         params = dict.fromkeys(params, "")
     suffix = ("_arrays" if arrays else "") + ("_runs" if runs else "")
     text = SWEEPS.format(S=suffix, **params, **{k: v for k, v in cases.items() if k in SWEEPS})
-    dropped = [marker for marker, wanted in ((ARRAY_LINE, arrays), (RUN_LINE, runs)) if not wanted]
-    lines = [ln for ln in text.splitlines() if not ln.endswith(tuple(dropped))]
-    return "\n".join(ln.removesuffix(ARRAY_LINE).removesuffix(RUN_LINE) for ln in lines)
+    wanted = {ARRAY_LINE: arrays, RUN_LINE: runs, PLAIN_LINE: not runs}
+    dropped = tuple(marker for marker, keep in wanted.items() if not keep)
+    lines = [ln for ln in text.splitlines() if not ln.endswith(dropped)]
+    return "\n".join(ln[:-4] if ln[-4:] in wanted else ln for ln in lines)  # (each marker: 4 characters)
 
 
 def _decorator(helper: str) -> str:
