@@ -44,14 +44,19 @@ _ROW_B = np.array([o.kind in (VV, CV) for o in OPCODES] + _SPARE, dtype=np.bool_
 def marked(op: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A copy of the opcodes `op` with the tape's runs marked; `op` itself where runs hold less
     than MIN_SHARE of its rows."""
-    out, counts = _mark(op, a, b, _RUNNABLE, _STEP_A, _STEP_B, _ROW_A, _ROW_B, MIN_RUN, RUN, RUN_END)
+    out, counts = _runs(op, a, b)
     return out if counts.sum() >= MIN_SHARE * len(op) and counts.sum() > 0 else op
 
 
 def rows_in_runs(op: np.ndarray, a: np.ndarray, b: np.ndarray, unit: bool = False) -> int:
     """How many of the tape's rows are in runs (in unit runs)."""
-    counts = _mark(op, a, b, _RUNNABLE, _STEP_A, _STEP_B, _ROW_A, _ROW_B, MIN_RUN, RUN, RUN_END)[1]
+    counts = _runs(op, a, b)[1]
     return int(counts[1] if unit else counts.sum())
+
+
+def _runs(op: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The marked opcodes, and how many rows are in runs that are not unit runs and in unit runs."""
+    return _mark(op, a, b, _RUNNABLE, _STEP_A, _STEP_B, _ROW_A, _ROW_B, MIN_RUN, RUN, RUN_END)
 
 
 @compiled()

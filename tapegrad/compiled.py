@@ -152,13 +152,11 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
     finally:
         set_tape(previous)
     arrays = tape.freeze()
-    from .kernels.runs import marked  # imports Numba: only when recording for replay
-
     reading = set(arg_rows)
     captured = [(node, slot) for node, slot in zip(tape.inputs, tape.input_slots) if slot not in reading]
     variant = Variant(
-        tape=tape, op=arrays.op, run_op=marked(arrays.op, arrays.a, arrays.b), a=arrays.a, b=arrays.b,
-        consts=arrays.consts, input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
+        tape=tape, op=arrays.op, run_op=arrays.op, a=arrays.a, b=arrays.b, consts=arrays.consts,
+        input_slots=np.array(arg_rows + [slot for _, slot in captured], dtype=np.int64),
         out_slots=np.array(out_slots, dtype=np.int64), out_shape=out_shape,
         captured=tuple(node for node, _ in captured), rows=len(arrays.op), out_slot=out_slots[0],
         arrays=arrays.arr, array_slots=arrays.array_slots,
@@ -166,8 +164,10 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
     if passes:
         from . import tape_passes  # imports Numba: only when asked
 
-        variant = tape_passes.optimize(variant, passes)[0]
-    return variant
+        return tape_passes.optimize(variant, passes)[0]  # (marks the runs of the tape it makes)
+    from .kernels.runs import marked  # imports Numba: only when recording for replay
+
+    return variant._replace(run_op=marked(arrays.op, arrays.a, arrays.b))
 
 
 class ReplayTape(NamedTuple):
