@@ -157,12 +157,14 @@ def strided_base(o, imeta, m, nd):
     return pos
 
 
-def mapped_add(src, dst, imeta, m, count, gather):
-    # along the index map's `count` positions p_k: dst[k] += src[p_k] (gather) or dst[p_k] += src[k]
+def mapped_add(src, dst, imeta, m, count, gather, assign=False):
+    # along the index map's `count` positions p_k: dst[k] += src[p_k] (gather) or dst[p_k] += src[k];
+    # with `assign` (a gather only, which reaches each k once): dst[k] = src[p_k]. The positions
+    # are unsigned where they index: no negative-index checks in the loops (a valid map has none)
     nd = imeta[m]
     if nd == 0:  # one element (a 0-d view: an output element of tg.compile, x[i, j])
         if gather:
-            dst[0] += src[imeta[m + 1]]
+            dst[0] = src[imeta[m + 1]] if assign else dst[0] + src[imeta[m + 1]]
         else:
             dst[imeta[m + 1]] += src[0]
         return
@@ -170,46 +172,46 @@ def mapped_add(src, dst, imeta, m, count, gather):
         idx = imeta[m + 1 : m + 1 + count]
         for k in range(count):
             if gather:
-                dst[k] += src[idx[k]]
+                dst[k] = src[idx[k]] if assign else dst[k] + src[idx[k]]
             else:
                 dst[idx[k]] += src[k]
         return
     inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
     for o in range(count // max(inner, 1)):
         base = strided_base(o, imeta, m, nd)
-        k0 = o * inner
+        k0 = np.uint64(o * inner)
         if step == 0 and gather:  # a run reading one position: a broadcast
             v = src[base]
-            for t in range(inner):
-                dst[k0 + t] += v
+            for t in range(k0, k0 + np.uint64(inner)):
+                dst[t] = v if assign else dst[t] + v
         elif step == 0:  # a run summed into one position (a reduction)
             dst[base] += run_sum(src, k0, inner)
         elif gather:
             for t in range(inner):
-                dst[k0 + t] += src[base + t * step]
+                p = src[np.uint64(base + t * step)]
+                dst[k0 + t] = p if assign else dst[k0 + t] + p
         else:
             for t in range(inner):
-                dst[base + t * step] += src[k0 + t]
+                dst[np.uint64(base + t * step)] += src[k0 + t]
 
 
 def run_sum(v, k0, n):
     # v[k0] + ... + v[k0 + n - 1] in four interleaved partial sums (no chain of dependent adds)
     s0 = s1 = s2 = s3 = 0.0
-    quads = n // 4
+    start, quads = np.uint64(k0), np.uint64(n) // np.uint64(4)  # (unsigned: no negative-index checks)
     for q in range(quads):
-        k = k0 + 4 * q
+        k = start + np.uint64(4) * q
         s0 += v[k]
-        s1 += v[k + 1]
-        s2 += v[k + 2]
-        s3 += v[k + 3]
-    for k in range(k0 + 4 * quads, k0 + n):
+        s1 += v[k + np.uint64(1)]
+        s2 += v[k + np.uint64(2)]
+        s3 += v[k + np.uint64(3)]
+    for k in range(start + np.uint64(4) * quads, start + np.uint64(n)):
         s0 += v[k]
     return (s0 + s1) + (s2 + s3)
 
 
 def gather_forward(x, out, imeta, m):
-    out[:] = 0.0
-    mapped_add(x, out, imeta, m, out.shape[0], True)
+    mapped_add(x, out, imeta, m, out.shape[0], True, True)
 
 
 def gather_reverse(g, gx, imeta, m):
@@ -245,45 +247,42 @@ def extreme_into_forward(x, out, imeta, m, sign):
     if nd > 0 and imeta[m + 1 + 2 * nd] == 1:  # a run over consecutive segments (a leading axis)
         inner = imeta[m + 1 + nd]
         for o in range(x.shape[0] // max(inner, 1)):
-            base, k0 = strided_base(o, imeta, m, nd), o * inner
-            for t in range(inner):
+            base, k0 = np.uint64(strided_base(o, imeta, m, nd)), np.uint64(o * inner)
+            for t in range(np.uint64(inner)):
                 v, e = x[k0 + t], out[base + t]
                 out[base + t] = v if v * sign > e * sign or v != v else e
         return
     seg, inner = run_segments(imeta, m, x.shape[0])
-    lanes, nans = np.empty(64), np.empty(64, dtype=np.bool_)  # run_extreme's running extremes
+    lanes = np.empty(16)  # run_extreme's running extremes
     for o in range(seg.shape[0]):
         s = seg[o]
-        v = run_extreme(x, o * inner, inner, sign, lanes, nans)
+        v = run_extreme(x, o * inner, inner, sign, lanes)
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
 
 
-def run_extreme(x, k0, n, sign, lanes, nans):
+def run_extreme(x, k0, n, sign, lanes):
     # the extreme of x[k0 : k0 + n] (NaN if one is NaN): each run of len(lanes) elements updates
     # as many running extremes (a loop that vectorizes, unlike one running extreme: 3x faster),
-    # which are then reduced, and the rest of the elements after them
+    # which are then reduced, and the rest of the elements after them (16 lanes: 64 made a
+    # segment of 100 take 3x as long, its last 36 elements and the lanes reduced one by one).
+    # A NaN, once in, stays: NaN > v and v > NaN are both false.
     width = np.uint64(lanes.shape[0])
     full = np.uint64(n) // width
     best = -np.inf
-    hit = False
     if full > 0:
         lanes[:] = -np.inf
-        nans[:] = False
         for q in range(full):
             k = np.uint64(k0) + width * q
             for j in range(width):
                 v = x[k + j] * sign
-                lanes[j] = v if v > lanes[j] else lanes[j]
-                nans[j] |= v != v
+                lanes[j] = v if v > lanes[j] or v != v else lanes[j]
         for j in range(width):
-            best = lanes[j] if lanes[j] > best else best
-            hit |= nans[j]
+            best = lanes[j] if lanes[j] > best or lanes[j] != lanes[j] else best
     for k in range(np.uint64(k0) + width * full, np.uint64(k0 + n)):
         v = x[k] * sign
-        best = v if v > best else best
-        hit |= v != v
-    return np.nan if hit else best * sign
+        best = v if v > best or v != v else best
+    return best * sign
 
 
 def vexp(x):
@@ -319,7 +318,7 @@ def vexp(x):
 
 def attains(v, extreme):
     # whether element v is its segment's extreme (a NaN extreme: the NaN elements, as torch)
-    return v == extreme or (np.isnan(v) and np.isnan(extreme))
+    return (v == extreme) | ((v != v) & (extreme != extreme))  # (no branch: loops of it vectorize)
 
 
 def any_nonzero(g):
@@ -340,26 +339,34 @@ def extreme_into_reverse(g, x, z, gx, imeta, m):
     if not any_nonzero(g):  # (the tangents of a max's adjoints, in a second-order sweep, are often 0)
         return
     seg, inner = run_segments(imeta, m, x.shape[0])
-    ties = np.zeros(z.shape[0])
+    ties = np.zeros(z.shape[0], dtype=np.int64)
+    counts, at = np.empty(seg.shape[0], dtype=np.int64), np.empty(seg.shape[0], dtype=np.uint64)
     for o in range(seg.shape[0]):
         s = seg[o]
         if g[s] != 0.0:
-            ties[s] += run_ties(x, o * inner, inner, z[s])
+            counts[o], at[o] = run_ties(x, o * inner, inner, z[s])
+            ties[s] += counts[o]
     for o in range(seg.shape[0]):
         s = seg[o]
-        if g[s] != 0.0:
-            share, e = g[s] / ties[s], z[s]
-            for k in range(o * inner, (o + 1) * inner):
-                if attains(x[k], e):
-                    gx[k] += share
+        if g[s] == 0.0 or counts[o] == 0:
+            continue
+        share, e, k0 = g[s] / ties[s], z[s], np.uint64(o * inner)
+        if counts[o] == 1:  # (most often)
+            gx[at[o]] += share
+            continue
+        for k in range(k0, k0 + np.uint64(inner)):  # (unsigned: no negative-index checks)
+            gx[k] += share if attains(x[k], e) else 0.0
 
 
 def run_ties(x, k0, n, e):
-    # how many of x[k0 : k0 + n] attain the extreme e
-    count = 0.0
-    for k in range(k0, k0 + n):
-        count += 1.0 if attains(x[k], e) else 0.0
-    return count
+    # how many of x[k0 : k0 + n] attain the extreme e, and the sum of their positions (the
+    # position of the one, if one does): sums of integers, so that the loop vectorizes
+    count, at = 0, np.uint64(0)
+    for k in range(np.uint64(k0), np.uint64(k0 + n)):
+        hit = attains(x[k], e)
+        count += 1 if hit else 0
+        at += k if hit else np.uint64(0)
+    return count, at
 
 
 def prod_into_forward(x, out, imeta, m):
@@ -398,11 +405,13 @@ def extreme_into_tangent(x, z, xd, zd, imeta, m):
     for o in range(seg.shape[0]):
         s = seg[o]
         e = z[s]
-        count, total = 0.0, 0.0
-        for k in range(o * inner, (o + 1) * inner):
-            if attains(x[k], e):
-                count += 1.0
-                total += xd[k]
+        count, at = run_ties(x, o * inner, inner, e)
+        total = xd[at] if count == 1 else 0.0
+        if count > 1:
+            k0 = np.uint64(o * inner)
+            for k in range(k0, k0 + np.uint64(inner)):
+                if attains(x[k], e):
+                    total += xd[k]
         ties[s] += count
         zd[s] += total
     for s in range(z.shape[0]):

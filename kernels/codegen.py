@@ -820,6 +820,10 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
     c = code[j]
     m = ameta[j]
     g, gx, gy = row_blocks(i, op, a, adj, arr, aadj)
+    if OPERANDS[c] == 0 and c != PACK:  # an input's or array data's: no rule, and nothing to scan
+        if consume:
+            g[:] = 0.0
+        return
     if not any_nonzero(g):  # nothing to push (a row the seeds do not reach: another column's pullback)
         return
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)

@@ -126,7 +126,7 @@ def test_long_runs_of_reductions_and_broadcasts(shape, axis, rng):
 
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("axis", [0, 1])  # runs of one segment each, or runs across segments
-@pytest.mark.parametrize("columns", [11, 150])  # runs within a kernel's 64 lanes, or beyond them
+@pytest.mark.parametrize("columns", [11, 150])  # runs within a kernel's 16 lanes, or beyond them
 def test_replayed_extremes_of_runs_with_nan_and_infinities(special, axis, columns, rng):
     cf = tg.compile(lambda x: tnp.concatenate([tnp.max(tnp.asarray(x), axis), tnp.min(tnp.asarray(x), axis)]))
     x = rng.normal(size=(4, columns))
@@ -134,6 +134,26 @@ def test_replayed_extremes_of_runs_with_nan_and_infinities(special, axis, column
     x[1, 0], x[2, columns // 2], x[3, columns - 1] = special, special, special
     np.testing.assert_array_equal(cf(x), np.concatenate([x.max(axis), x.min(axis)]))
     np.testing.assert_array_equal(cf(-x), np.concatenate([(-x).max(axis), (-x).min(axis)]))
+
+
+def test_replayed_extremes_split_ties_in_every_sweep(rng):
+    """A row's maximum tied three times, or attained once (first, last, inside): the gradient,
+    tangent and Hessian-vector product of a replay split between the tied elements."""
+    X = rng.normal(size=(4, 20))
+    X[0, [3, 7, 19]], X[1, 0], X[2, 19], X[3, 11] = 5.0, 6.0, 7.0, 8.0
+    cf = tg.compile(lambda x: (tnp.max(tnp.asarray(x), 1) ** 2).sum())
+    top = X.max(1)
+    ties = X == top[:, None]
+    share = ties / ties.sum(1, keepdims=True)  # each element's part of its row's maximum
+    np.testing.assert_allclose(cf.grad(X), 2.0 * top[:, None] * share, rtol=1e-15)
+    T, V = rng.normal(size=X.shape), rng.normal(size=X.shape)
+    np.testing.assert_allclose(cf.jvp((X,), (T,))[1], np.sum(2.0 * top * (share * T).sum(1)), rtol=1e-13)
+    np.testing.assert_allclose(cf.hvp(X, V), 2.0 * share * (share * V).sum(1, keepdims=True), rtol=1e-13)
+
+
+def test_replayed_gather_keeps_signed_zeros():
+    cf = tg.compile(lambda x: tnp.asarray(x)[::2] * 1.0)
+    assert np.signbit(cf(np.array([-0.0, 1.0, -0.0, 2.0, 3.0]))).tolist() == [True, True, False]
 
 
 def test_prod_with_zeros_second_order():
