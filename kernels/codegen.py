@@ -1025,8 +1025,8 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
     adj[:] = 0.0
     adjd[:] = 0.0
-    aadj[:] = 0.0  #A
-    aadjd[:] = 0.0  #A
+    clear_adjoints(arr, aadj)  #A
+    clear_adjoints(arr, aadjd)  #A
     adj[out_slot] = 1.0
     second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2})
     input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
