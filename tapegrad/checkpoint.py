@@ -67,7 +67,8 @@ class _Replay:
         self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
     ) -> None:
         v = self.variant = variant
-        vals, adj, array_args, arena = cf._space(variant)[:4]
+        space = cf._space(variant)
+        vals, adj, array_args, arena = space.vals, space.adj, space.array_args, space.arena
         self.vals, self.adj, self.arena = vals, adj, arena
         self.aadj = array_args[2] if array_args else None
         inputs = np.array(variant.inputs(np.concatenate([np.zeros(n), params])))

@@ -195,6 +195,33 @@ class ReplayTape(NamedTuple):
     arena: np.ndarray  # the memory `addresses` point into (keep the tape alive while using it)
 
 
+class Workspace:
+    """One thread's arrays for replaying one variant, reused across its calls: the values and
+    adjoints of the rows; the array part of the sweeps' arguments (none for a tape of scalar rows:
+    the array table, the addresses of the array blocks' values in the arena, their adjoints); the
+    arena (the tape's array data written there once, here); the array blocks' tangents of adjoints
+    and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient."""
+
+    __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail")
+
+    def __init__(self, variant: Variant) -> None:
+        self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
+        self.arena = np.empty(variant.array_slots)
+        self.array_args: tuple = ()
+        self.tangents: tuple = ()
+        if variant.has_arrays:  # each array row's block in the arena (a 0-d result: its scalar slot)
+            scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
+            vaddr = address(self.arena) + 8 * variant.arrays[4]
+            vaddr[scalar] = 0
+            self.array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
+            self.tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
+            kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, self.vals,
+                                            *self.array_args[:2])
+        self.gradient = variant.sweep("gradient")
+        self.head = (variant.run_op, variant.a, variant.b, variant.consts)
+        self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
+
+
 class CompiledFunction(SparseDerivatives):
     """A function recorded once per signature and replayed in Numba (see :func:`compile`)."""
 
@@ -216,40 +243,18 @@ class CompiledFunction(SparseDerivatives):
             functools.update_wrapper(self, f)
 
     # ------------------------------------------------------------------ variants and replay
-    def _space(self, variant: Variant) -> tuple:
-        """This thread's workspace for `variant` (reused across calls): values and adjoints of the
-        rows; the array part of the sweeps' arguments (none for a tape of scalar rows: the array
-        table, the addresses of the array blocks' values in the arena, their adjoints); the arena
-        (the tape's array data written there once, here); the gradient sweep; the array blocks'
-        tangents of adjoints and tangents (forward mode)."""
-        spaces = self._workspaces.__dict__.setdefault("spaces", {})
+    def _space(self, variant: Variant) -> Workspace:
+        """This thread's workspace for `variant` (reused across calls)."""
+        try:
+            spaces = self._workspaces.spaces
+        except AttributeError:
+            spaces = self._workspaces.spaces = {}
         space = spaces.get(id(variant))
-        if space is None or space[0].shape[0] != variant.rows:
+        if space is None or space.head[1] is not variant.a:  # (an id reused by a newer variant)
             if len(spaces) > 2 * self.max_variants:  # workspaces of evicted variants
                 spaces.clear()
-            vals, arena = np.empty(variant.rows), np.empty(variant.array_slots)
-            array_args: tuple = ()
-            tangents: tuple = ()
-            if variant.has_arrays:  # each array row's block in the arena (a 0-d result: its scalar slot)
-                scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
-                vaddr = address(arena) + 8 * variant.arrays[4]
-                vaddr[scalar] = 0
-                array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
-                tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
-                kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, vals, *array_args[:2])
-            space = spaces[id(variant)] = (
-                vals, np.empty(variant.rows), array_args, arena, variant.sweep("gradient"), tangents,
-            )
+            space = spaces[id(variant)] = Workspace(variant)
         return space
-
-    def _workspace(self, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
-        """Value and adjoint arrays of the rows for `variant`, one pair per thread."""
-        return self._space(variant)[:2]
-
-    def _array_args(self, variant: Variant) -> tuple:
-        """The array part of a sweep's arguments: array table, value addresses, array adjoints
-        (empty for a tape of scalar rows)."""
-        return self._space(variant)[2]
 
     def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
         """The variant whose guards hold at `args`, its values there, and the flat inputs."""
@@ -258,10 +263,11 @@ class CompiledFunction(SparseDerivatives):
         variants = self._variants.get(signature)
         for key, variant in list(variants.items()) if variants else ():
             inputs = variant.inputs(flat)
-            vals, _ = self._workspace(variant)
+            space = self._space(variant)
+            vals = space.vals
             failed = variant.sweep("forward")(
                 variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
-                *self._array_args(variant)[:2],
+                *space.array_args[:2],
             )
             if failed < 0:
                 with self._lock:
@@ -287,10 +293,11 @@ class CompiledFunction(SparseDerivatives):
             while len(variants) > self.max_variants:
                 variants.popitem(last=True)
         inputs = variant.inputs(flat)
-        vals, _ = self._workspace(variant)
+        space = self._space(variant)
+        vals = space.vals
         failed = variant.sweep("forward")(
             variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
-            *self._array_args(variant)[:2],
+            *space.array_args[:2],
         )
         if failed >= 0:  # a comparison that gives another answer when replayed (NaN, say)
             raise RuntimeError(f"tg.compile: guard row {failed} fails at the inputs it was recorded at")
@@ -305,11 +312,16 @@ class CompiledFunction(SparseDerivatives):
         return values.reshape(variant.out_shape)
 
     @staticmethod
-    def _split(grad: np.ndarray, args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
+    def _split(grad: np.ndarray, args: Sequence[Any], argnums: int | Sequence[int],
+               signature: Signature | None = None) -> Any:
         """Per-argument pieces (views) of a gradient over the flat arguments, floats for scalars;
-        a stack of gradients (a leading axis) gives pieces with that axis too."""
+        a stack of gradients (a leading axis) gives pieces with that axis too. (`signature`: the
+        arguments' shapes, if known.)"""
         if len(args) == 1 and argnums == 0 and grad.ndim == 1:
-            shape = np.shape(args[0]._v if isinstance(args[0], Node) else args[0])
+            arg = args[0]._v if isinstance(args[0], Node) else args[0]
+            shape = signature[0] if signature else np.shape(arg)
+            if len(shape) == 1 and len(grad) == shape[0]:
+                return grad
             return float(grad[0]) if shape == () else grad[: math.prod(shape)].reshape(shape)
         pieces, offset = [], 0
         for arg in args:
@@ -330,16 +342,16 @@ class CompiledFunction(SparseDerivatives):
         if row is None:
             return store[variant.out_slots]
         space = self._space(variant)
-        arrays = (space[3], space[5][1], space[2][2])[block]
+        arrays = (space.arena, space.tangents[1], space.array_args[2])[block]
         start = variant.arrays[4][variant.a[row]]
         return arrays[start : start + len(variant.out_slots)]
 
     def _pull(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """A reverse sweep at the values `vals` from `seeds`, the output entries' adjoints; the
         adjoints of the rows (array blocks': in the workspace)."""
-        _, adj = self._workspace(variant)
+        space = self._space(variant)
+        adj, array_args = space.adj, space.array_args
         adj[:] = 0.0
-        array_args = self._array_args(variant)
         if array_args:
             array_args[2][:] = 0.0
         if variant.array_output is not None:
@@ -363,7 +375,7 @@ class CompiledFunction(SparseDerivatives):
         """f(*args), replayed."""
         variant, vals, _, _ = self._replay(args)
         if anomaly.is_anomaly_enabled():
-            anomaly.check_replay(variant, vals, self._space(variant)[3])
+            anomaly.check_replay(variant, vals, self._space(variant).arena)
         return self._shape_output(variant, self._outputs(variant, vals, 0).copy())
 
     def value_and_grad(self, *args: Any, argnums: int | Sequence[int] = 0) -> tuple[float, Any]:
@@ -373,18 +385,17 @@ class CompiledFunction(SparseDerivatives):
         if variants:  # the hot path: one Numba call replays and differentiates
             variant = next(iter(variants.values()))
             if variant.out_shape is None:
-                vals, adj, array_args, _, gradient, _ = self._space(variant)
+                space = self._space(variant)
                 grad = np.empty(len(flat))
-                failed = gradient(
-                    variant.run_op, variant.a, variant.b, variant.consts, variant.inputs(flat),
-                    variant.input_slots, variant.out_slot, vals, adj, grad, *array_args,
-                )
+                inputs = variant.inputs(flat)
+                failed = space.gradient(*space.head, inputs, *space.tail, grad, *space.array_args)
                 if failed < 0:
                     self._counts["calls"] += 1
                     self._last = variant
                     if anomaly.is_anomaly_enabled():
-                        anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *array_args[2:])
-                    return float(vals[variant.out_slot]), self._split(grad, args, argnums)
+                        anomaly.check_replay(variant, space.vals, space.arena, space.adj,
+                                             *space.array_args[2:])
+                    return float(space.vals[variant.out_slot]), self._split(grad, args, argnums, signature)
         variant, vals, inputs, _ = self._replay(args)
         if variant.out_shape is not None:
             raise ValueError(
@@ -393,9 +404,10 @@ class CompiledFunction(SparseDerivatives):
             )
         adj = self._pull(variant, vals, np.ones(1))
         if anomaly.is_anomaly_enabled():
-            anomaly.check_replay(variant, vals, self._space(variant)[3], adj, *self._array_args(variant)[2:])
+            space = self._space(variant)
+            anomaly.check_replay(variant, vals, space.arena, adj, *space.array_args[2:])
         grad = self._input_adjoints(variant, adj, len(flat))
-        return float(vals[variant.out_slot]), self._split(grad, args, argnums)
+        return float(vals[variant.out_slot]), self._split(grad, args, argnums, signature)
 
     def _input_adjoints(self, variant: Variant, adj: np.ndarray, stop: int, start: int = 0,
                         second: bool = False, out: np.ndarray | None = None) -> np.ndarray:
@@ -403,7 +415,9 @@ class CompiledFunction(SparseDerivatives):
         tangents, after a second-order sweep), wherever the rows reading them keep them (in `out`)."""
         out = np.empty(stop - start) if out is None else out
         space = self._space(variant)
-        array_args = (*space[2][:2], space[5][0] if second else space[2][2]) if variant.has_arrays else ()
+        array_args = ()
+        if variant.has_arrays:
+            array_args = (*space.array_args[:2], space.tangents[0] if second else space.array_args[2])
         variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
                                         *array_args)
         return out
@@ -434,12 +448,12 @@ class CompiledFunction(SparseDerivatives):
             seeds = np.zeros(len(inputs))
             seeds[: len(flat)] = direction.ravel()
             n, k = variant.rows, len(flat)
-            vals, adj = self._workspace(variant)
-            grad, hv = np.empty(k), np.empty(k)
             space = self._space(variant)
+            grad, hv = np.empty(k), np.empty(k)
             failed = variant.sweep("hvp")(
                 variant.run_op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-                variant.out_slot, vals, np.empty(n), adj, np.empty(n), grad, hv, *space[2], *space[5],
+                variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n), grad, hv,
+                *space.array_args, *space.tangents,
             )
             if failed < 0:
                 break
@@ -486,7 +500,7 @@ class CompiledFunction(SparseDerivatives):
             flat_grads,
             failed,
             min(get_num_threads(), m),
-            *self._array_args(variant),
+            *self._space(variant).array_args,
         )
         grads.reshape(m, -1)[:] = flat_grads
         for r in np.flatnonzero(failed >= 0):  # another branch: replay (or record) that point alone
@@ -503,11 +517,12 @@ class CompiledFunction(SparseDerivatives):
         variant, _, _, _ = self._replay(args)
         if variant.out_shape is not None:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
+        space = self._space(variant)
         return ReplayTape(  # type: ignore[call-arg]  # the starred part is three of its fields
             variant.op, variant.run_op, variant.a, variant.b, variant.consts, variant.input_slots,
             variant.out_slot, variant.inputs(np.zeros(0)),
-            *(self._array_args(variant) or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
-            self._space(variant)[3],
+            *(space.array_args or (kernels.NO_ARRAYS, kernels.NO_ADDRESSES, kernels.NO_ADJOINTS)),
+            space.arena,
         )
 
     def vjp(self, args: Sequence[Any], cotangent: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -550,7 +565,7 @@ class CompiledFunction(SparseDerivatives):
         custom.require(variant.arrays, "jvp", "a tangent sweep (jvp, forward-mode jacobian)")
         dot = np.empty(variant.rows)
         space = self._space(variant)
-        array_args = (*space[2][:2], space[5][1]) if variant.has_arrays else ()
+        array_args = (*space.array_args[:2], space.tangents[1]) if variant.has_arrays else ()
         variant.sweep("tangent")(
             variant.run_op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows,
             *array_args,

@@ -188,8 +188,8 @@ class SparseDerivatives:
         pattern, variant, (vals, inputs, lo, hi) = self._sparsity("hessian", args, argnums)
         custom.require(variant.arrays, "second order", "sparse_hessian")
         space = self._space(variant)  # type: ignore[attr-defined]
-        arrays = space[2][:2]
-        adjoints = (space[2][2], *space[5]) if variant.has_arrays else ()  # aadj, aadjd, adot
+        arrays = space.array_args[:2]
+        adjoints = (space.array_args[2], *space.tangents) if variant.has_arrays else ()  # aadj, aadjd, adot
         n = variant.rows
         rows = (variant.run_op, variant.a, variant.b, vals, variant.consts)
         seeds, dot, adj, adjd = np.zeros(len(inputs)), np.empty(n), np.empty(n), np.empty(n)
