@@ -364,17 +364,19 @@ _ROW_LOAD = re.compile(r"^(\s*)(\w+) = vals\[(i[xy])\]$")
 _ADJOINT_ADD = re.compile(r"^(\s*)adj\[(i[xy])\] \+= (.+)$")
 
 
-def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str]]:
+def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str], list[str]]:
     """A run's loop body (its rows' operands read from a and b) that keeps the row before's value
-    (forward: in zp) or the adjoint just pushed to it (reverse: in gc when carried) in a register,
-    so that an accumulating chain (each row reading the one before: ``s = s + t[i]``) waits on
-    arithmetic, not on a store and a load of the same slot. The same operations, the same bits.
-    Returns the lines before the loop and the body."""
+    (forward: in zp) or the adjoint pushed to it (reverse: in gc when carried) in a register, so
+    that an accumulating chain (each row reading the one before: ``s = s + t[i]``) waits on
+    arithmetic, not on a store and a load of the same slot. In reverse the push to the row before
+    is stored when that row is reached (a second push to it in the same row adds to gc), and after
+    the loop for the run's first row's operand. The same operations, the same bits. Returns the
+    lines before the loop, the body and the lines after it."""
     out = []
     for ln in lines:
         load, add = _ROW_LOAD.match(ln), _ADJOINT_ADD.match(ln)
         if ln == "g = adj[k]":
-            out += ["g = gc if carried else adj[k]", "carried = False"]
+            out += ["g = gc if carried else adj[k]", "if carried:", "    adj[k] = gc", "carried = False"]
         elif ln.startswith("vals[k] = "):
             out += ["zp = " + ln[len("vals[k] = "):], "vals[k] = zp"]
         elif load and not backward:
@@ -382,11 +384,15 @@ def _carried(lines: list[str], backward: bool) -> tuple[list[str], list[str]]:
             out.append(f"{pad}{name} = zp if {index} + one == k else vals[{index}]")
         elif add:
             pad, index, expr = add.groups()
-            out += [f"{pad}w = adj[{index}] + {expr}", f"{pad}adj[{index}] = w",
-                    f"{pad}if {index} + one == k:", f"{pad}    gc, carried = w, True"]
+            out += [f"{pad}before = {index} + one == k",
+                    f"{pad}w = (gc if carried and before else adj[{index}]) + {expr}",
+                    f"{pad}if before:", f"{pad}    gc, carried = w, True",
+                    f"{pad}else:", f"{pad}    adj[{index}] = w"]
         else:
             out.append(ln)
-    return (["gc, carried = 0.0, False"] if backward else ["zp = vals[s - one]"]), out
+    if backward:
+        return ["gc, carried = 0.0, False"], out, ["if carried:", "    adj[s - one] = gc"]
+    return ["zp = vals[s - one]"], out, []
 
 
 # math functions no loop vectorizes (libm calls); a helper of scalar_math counts as what it calls
@@ -426,8 +432,8 @@ def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit: tuple
         return None
     order = ["for v in range(r):", "    u = r - one - v"] if backward else ["for u in range(r):"]
     body = ["k = s + u", "ix = a[k]", "iy = b[k]"] + skip + body
-    prelude, body = _carried(body, backward) if carry else ([], body)
-    rows = prelude + order + ["    " + ln for ln in body]
+    prelude, body, after = _carried(body, backward) if carry else ([], body, [])
+    rows = prelude + order + ["    " + ln for ln in body] + after
     if unit is None or not _vectorizes(oc, body):
         return rows
     unit = unit[0] + _branch_free(body_for(oc, _unit_run_sources), unit[1])

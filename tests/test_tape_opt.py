@@ -67,10 +67,10 @@ def absolute_sweeps(cf: CompiledFunction, x, v) -> Callable[[np.ndarray], tuple[
         if twin:
             b = b.copy()
             b[r], vals[n], dot[n] = n, vals[b[r]], dot[b[r]]
-        for blocks in (*space[2][2:], *space[5][:1]):  # the array rows' adjoints and their tangents
+        for blocks in (*space.array_args[2:], *space.tangents[:1]):  # array adjoints, their tangents
             blocks[:] = 0.0
         variant.sweep("second_order")(variant.op, variant.a, b, vals, variant.consts, dot, adj, adjd,
-                                      r, r + 1, *space[2], *space[5])
+                                      r, r + 1, *space.array_args, *space.tangents)
         if twin:
             o = variant.a[r]
             adj[o], adjd[o] = abs(adj[o]) + abs(adj[n]), abs(adjd[o]) + abs(adjd[n])
