@@ -513,8 +513,10 @@ def log_softmax_forward(x, out, imeta, m):
     sums = np.zeros(n)
     for k in range(x.shape[0]):
         sums[idx[k]] += vexp(x[k] - top[idx[k]])
+    for s in range(n):  # (one log per segment, not per element)
+        sums[s] = np.log(sums[s])
     for k in range(x.shape[0]):
-        out[k] = x[k] - top[idx[k]] - np.log(sums[idx[k]])
+        out[k] = x[k] - top[idx[k]] - sums[idx[k]]
 
 
 def log_softmax_reverse(g, z, gx, imeta, m):
