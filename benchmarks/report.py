@@ -30,7 +30,7 @@ PRIMALS = ("primal", "njit-primal")
 # GradBench's ADOL-C tool, gradient / primal time (evals/*/summary.json at commit 0003df3e)
 ADOLC = {"det-5": 6.1, "det-7": 4.3, "det-9": 8.8, "det-10": 8.8, "llsq-1024": 17.0, "llsq-4096": 20.2,
          "llsq-16392": 20.6, "ode-1000x10": 116.7, "ode-1000x100": 173.0, "ode-10000x10": 84.8}
-PACKAGES = ("tapegrad", "numpy", "numba", "torch", "jax", "micrograd", "autograd")
+PACKAGES = ("tapegrad", "numpy", "numba", "mkl", "torch", "jax", "micrograd", "autograd")
 
 
 def machine() -> str:
@@ -55,6 +55,14 @@ def versions() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return ", ".join(found)
+
+
+def blas() -> str:
+    """The BLAS tapegrad's sweeps call in this environment (see kernels.blas)."""
+    from tapegrad import kernels
+
+    kernels.sweeps()
+    return kernels.blas.NAME
 
 
 def _time(seconds: float) -> str:
@@ -93,7 +101,8 @@ def table(groups: dict[str, dict[str, float]]) -> str:
 
 def report(run: dict, command: str) -> str:
     date = run.get("datetime", datetime.datetime.now().isoformat())[:10]
-    head = (f"Benchmarks of {date}: `{command}`\n\nMachine: {machine()}. Packages: {versions()}. "
+    head = (f"Benchmarks of {date}: `{command}`\n\nMachine: {machine()}. Packages: {versions()}; "
+            f"tapegrad's BLAS: {blas()}. "
             "Every system on one thread. Ratios are of medians of the same run; `/ tapegrad` is to "
             "`tapegrad-replay` where the group has it.\n")
     return head + "\n" + table(medians(run)) + "\n"

@@ -71,11 +71,11 @@ def sweeps() -> types.ModuleType:
     if _module is None:
         with _lock:
             if _module is None:
-                from .blas import one_thread
+                from .blas import bind
                 from .loader import load
 
+                bind()
                 _module = load()
-                one_thread()
     return _module
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .array import Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
 from .kernels import ARRAY_CODE
 from .node import current_tape
@@ -35,29 +36,34 @@ def matmul(x: Any, y: Any) -> Tensor:
         batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {xv.shape} and {yv.shape} do not broadcast") from None
-    value = np.matmul(xv, yv)
+    rows, inner, cols = x2.shape[-2], x2.shape[-1], y2.shape[-1]
+    # an operand with batch dimensions steps through them (its own ones repeated are materialized)
+    meta = np.array([math.prod(batch), rows, inner, cols, rows * inner if x2.shape[:-2] and batch else 0,
+                     inner * cols if y2.shape[:-2] and batch else 0, 0], dtype=np.int64)
+    repeated = x2.shape[:-2] not in (batch, ()) or y2.shape[:-2] not in (batch, ())
+    shape = batch + xv.shape[-2:-1] + yv.shape[-1:] * (yv.ndim > 1)
+    value = np.matmul(xv, yv) if repeated else _product(xv, yv, meta, shape)
     if not (_traced(x) or _traced(y)):
         return _leaf(value)
     tape = current_tape(x, y)
     if tape is None:
         return _leaf(value)
-    operands = []
-    for t, t2 in ((x, x2), (y, y2)):
-        if t2.shape[:-2] not in (batch, ()):  # batch dimensions repeated: materialize them
-            t = broadcast_to(t, batch + t2.shape[-2:])
-            t2 = np.broadcast_to(t2, batch + t2.shape[-2:])
-        operands.append((t, t2))
-    (xs, x2), (ys, y2) = operands
-    rows, inner, cols = x2.shape[-2], x2.shape[-1], y2.shape[-1]
-    count = math.prod(batch)
-    meta = np.array([
-        count, rows, inner, cols,
-        rows * inner if x2.shape[:-2] == batch and batch else 0,
-        inner * cols if y2.shape[:-2] == batch and batch else 0,
-        0,
-    ], dtype=np.int64)
-    rg = (_traced(xs) and xs._rg) or (_traced(ys) and ys._rg)
-    return _record(ARRAY_CODE["matmul"], _row(tape, xs), _row(tape, ys), meta, value, tape, rg)
+    x, y = (t if t2.shape[:-2] in (batch, ()) else broadcast_to(t, batch + t2.shape[-2:])
+            for t, t2 in ((x, x2), (y, y2)))
+    rg = (_traced(x) and x._rg) or (_traced(y) and y._rg)
+    return _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, y), meta, value, tape, rg)
+
+
+def _product(xv: np.ndarray, yv: np.ndarray, meta: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The product `meta` describes, of shape `shape`, by the replay's kernel (the same BLAS call:
+    the same bits, and MKL's dgemm where kernels.blas chose it); NumPy's for data not float64."""
+    if xv.dtype != np.float64 or yv.dtype != np.float64:
+        return np.matmul(xv, yv.T if meta[6] else yv)
+    out = np.empty(shape)
+    if out.size:
+        flat = [np.ascontiguousarray(v).reshape(-1) for v in (xv, yv)]
+        kernels.sweeps().matmul_forward(flat[0], flat[1], out.reshape(-1), meta, 0)
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -78,7 +84,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {xs} and weight of shape {ws} "
                          "do not match (weight is (out_features, in_features))")
-    value = np.matmul(xv, wv.T)
+    value = _product(xv, wv, _linear_entry(xs[:-1], ws), xs[:-1] + ws[:1])
     tape = current_tape(x, weight) if (_traced(x) or _traced(weight)) else None
     if tape is None:
         out = _leaf(value)

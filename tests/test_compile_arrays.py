@@ -161,6 +161,21 @@ def test_eager_and_replayed_log_softmax_agree_to_the_bit(rng):
         np.testing.assert_array_equal(cf(X), tg.log_softmax(tg.tensor(X), axis).numpy())
 
 
+@pytest.mark.parametrize("xs, ys", [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
+                                     ((2, 3, 4), (4, 5)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (2, 4, 5))])
+def test_eager_and_replayed_products_agree_to_the_bit(xs, ys, rng):
+    """Eager matmul and linear run the replay's kernel and BLAS call: the same bits."""
+    X, Y = rng.normal(size=xs), rng.normal(size=ys)
+    cf = tg.compile(lambda x, y: tnp.asarray(x) @ tnp.asarray(y))
+    eager = (tg.tensor(X) @ tg.tensor(Y)).numpy()
+    assert eager.shape == np.matmul(X, Y).shape
+    np.testing.assert_array_equal(cf(X, Y), eager)
+    np.testing.assert_allclose(eager, np.matmul(X, Y), rtol=1e-12, atol=1e-12)
+    W, b = tg.tensor(Y.reshape(-1, xs[-1])), tg.tensor(rng.normal(size=Y.size // xs[-1]))
+    linear = tg.compile(lambda x: F.linear(tnp.asarray(x), W, b))
+    np.testing.assert_array_equal(linear(X), F.linear(tg.tensor(X), W, b).numpy())
+
+
 def test_replayed_gather_keeps_signed_zeros():
     cf = tg.compile(lambda x: tnp.asarray(x)[::2] * 1.0)
     assert np.signbit(cf(np.array([-0.0, 1.0, -0.0, 2.0, 3.0]))).tolist() == [True, True, False]

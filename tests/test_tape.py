@@ -199,8 +199,8 @@ def test_kernels_is_not_a_top_level_package():
 
 
 def test_scipys_own_openblas_runs_on_one_thread_once_the_sweeps_load():
-    """The sweeps' matrix products run in SciPy's bundled OpenBLAS, NumPy's in its own: two
-    pools of threads that wait actively, and fight over the cores (see kernels.blas)."""
+    """With SciPy's bundled OpenBLAS for the sweeps' products, next to NumPy's: two pools of
+    threads that wait actively, and fight over the cores (see kernels.blas)."""
     done = _run("""
         import ctypes
         import scipy.linalg.cython_blas as cython_blas
@@ -213,6 +213,43 @@ def test_scipys_own_openblas_runs_on_one_thread_once_the_sweeps_load():
         before = count()
         kernels.sweeps()
         print(before, count())
-    """, {"OPENBLAS_NUM_THREADS": "2"})
+    """, {"OPENBLAS_NUM_THREADS": "2", "TAPEGRAD_BLAS": "scipy"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() in (["2", "1"], ["other"])
+
+
+BLAS_PROGRAM = """
+    import numpy as np
+    import tapegrad as tg
+    from tapegrad.kernels import blas
+    rng = np.random.default_rng(3)
+    X, W = rng.normal(size=(7, 33)), rng.normal(size=(33, 5))
+    x = tg.tensor(X, requires_grad=True)
+    y = x @ tg.tensor(W)
+    y.sum().backward()
+    print(blas.NAME)
+    print(" ".join(map(repr, np.concatenate([y.detach().numpy().ravel(), x.grad.numpy().ravel()]).tolist())))
+"""
+
+
+def test_the_sweeps_multiply_with_mkl_when_installed_and_with_scipys_openblas_when_asked():
+    from importlib import metadata
+
+    try:
+        has_mkl = bool(metadata.files("mkl"))
+    except metadata.PackageNotFoundError:
+        has_mkl = False
+    runs = {}
+    for choice in ("", "scipy"):
+        done = _run(BLAS_PROGRAM, {"TAPEGRAD_BLAS": choice})
+        assert done.returncode == 0, done.stderr
+        name, numbers = done.stdout.splitlines()[-2:]
+        runs[choice] = np.array(numbers.split(), dtype=float)
+        assert name.startswith("MKL") if choice == "" and has_mkl else name == "SciPy's OpenBLAS"
+    rng = np.random.default_rng(3)
+    X, W = rng.normal(size=(7, 33)), rng.normal(size=(33, 5))
+    expected = np.concatenate([(X @ W).ravel(), np.tile(W.sum(1), 7)])
+    for got in runs.values():
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    wrong = _run(BLAS_PROGRAM, {"TAPEGRAD_BLAS": "atlas"})
+    assert wrong.returncode != 0 and "TAPEGRAD_BLAS='atlas'" in wrong.stderr
