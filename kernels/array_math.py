@@ -253,36 +253,32 @@ def extreme_into_forward(x, out, imeta, m, sign):
                 out[base + t] = v if v * sign > e * sign or v != v else e
         return
     seg, inner = run_segments(imeta, m, x.shape[0])
-    lanes = np.empty(16)  # run_extreme's running extremes
     for o in range(seg.shape[0]):
         s = seg[o]
-        v = run_extreme(x, o * inner, inner, sign, lanes)
+        v = run_extreme(x, o * inner, inner, sign)
         if v * sign > out[s] * sign or np.isnan(v):
             out[s] = v
 
 
-def run_extreme(x, k0, n, sign, lanes):
-    # the extreme of x[k0 : k0 + n] (NaN if one is NaN): each run of len(lanes) elements updates
-    # as many running extremes (a loop that vectorizes, unlike one running extreme: 3x faster),
-    # which are then reduced, and the rest of the elements after them (16 lanes: 64 made a
-    # segment of 100 take 3x as long, its last 36 elements and the lanes reduced one by one).
-    # A NaN, once in, stays: NaN > v and v > NaN are both false.
-    width = np.uint64(lanes.shape[0])
-    full = np.uint64(n) // width
-    best = -np.inf
-    if full > 0:
-        lanes[:] = -np.inf
-        for q in range(full):
-            k = np.uint64(k0) + width * q
-            for j in range(width):
-                v = x[k + j] * sign
-                lanes[j] = v if v > lanes[j] or v != v else lanes[j]
-        for j in range(width):
-            best = lanes[j] if lanes[j] > best or lanes[j] != lanes[j] else best
-    for k in range(np.uint64(k0) + width * full, np.uint64(k0 + n)):
-        v = x[k] * sign
-        best = v if v > best or v != v else best
-    return best * sign
+def run_extreme(x, k0, n, sign):
+    # the extreme of x[k0 : k0 + n] (NaN if one is NaN; -inf * sign if n is 0) as a maximum of
+    # integers, which vectorizes (a float maximum that keeps NaN does not: 3x as long on 160000
+    # elements): flipping the bits after the sign of the negative floats orders their bit patterns
+    # as the floats (-0.0 below 0.0), and complementing them all (sign -1.0) turns a minimum into
+    # a maximum. NaN is found by a compare in the same loop.
+    ones = np.int64(0x7FFFFFFFFFFFFFFF)
+    flip = np.int64(0) if sign > 0.0 else np.int64(-1)
+    bits = x.view(np.int64)
+    start = np.int64(-4503599627370496) if sign > 0.0 else np.int64(0x7FF0000000000000)  # -inf, inf
+    best = (start ^ ((start >> 63) & ones)) ^ flip
+    nan = False
+    for k in range(np.uint64(k0), np.uint64(k0 + n)):  # (unsigned: no negative-index checks)
+        b = bits[k]
+        key = (b ^ ((b >> 63) & ones)) ^ flip
+        best = key if key > best else best
+        nan |= x[k] != x[k]
+    best ^= flip
+    return np.nan if nan else float_of_bits(best ^ ((best >> 63) & ones))
 
 
 def vexp(x):
