@@ -543,6 +543,110 @@ def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
         gxd[k] += gd[k] - p[k] * total_d[s] - p[k] * (xd[k] - mean[s]) * total[s]
 
 
+def segment_runs(imeta, m, count):
+    # the runs of the innermost dimension of a segment map over `count` elements: (their
+    # segments, their length, across): each run into one segment (stride 0: seg[o] is run o's
+    # segment), or across consecutive segments (stride 1: seg[o] is its first element's); any
+    # other map: runs of one element (across, seg[k] element k's segment)
+    nd = imeta[m]
+    if nd > 0 and (imeta[m + 1 + 2 * nd] == 0 or imeta[m + 1 + 2 * nd] == 1):
+        inner = max(imeta[m + 1 + nd], 1)
+        seg = np.empty(count // inner, dtype=np.int64)
+        for o in range(seg.shape[0]):
+            seg[o] = strided_base(o, imeta, m, nd)
+        return seg, inner, imeta[m + 1 + 2 * nd] == 1
+    return index_map(imeta, m, count), 1, True
+
+
+def run_exp_sum(x, k0, n, shift, weights, chunk):
+    # sum of exp(x[k] - shift) (times weights[k] if weights is not empty) over x[k0 : k0 + n]:
+    # the exps of a chunk at a time (a loop that vectorizes), then their sum
+    total = 0.0
+    for c0 in range(0, n, chunk.shape[0]):
+        size = min(chunk.shape[0], n - c0)
+        base = np.uint64(k0 + c0)
+        for t in range(np.uint64(size)):
+            chunk[t] = vexp(x[base + t] - shift)
+        if weights.shape[0]:
+            for t in range(np.uint64(size)):
+                chunk[t] *= weights[base + t]
+        total += run_sum(chunk, 0, size)
+    return total
+
+
+def logsumexp_into_forward(x, out, imeta, m):
+    # out[s] = log(sum of exp(x[k] - shift) over segment s) + shift, the shift the segment's
+    # maximum where finite (else 0.0). Runs across segments are elementwise loops, which vectorize
+    seg, inner, across = segment_runs(imeta, m, x.shape[0])
+    shift = np.full(out.shape[0], -np.inf)
+    for o in range(seg.shape[0]):
+        s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
+        if across:
+            for t in range(np.uint64(inner)):
+                v, e = x[k0 + t], shift[s + t]
+                shift[s + t] = v if v > e or v != v else e
+        else:
+            v = run_extreme(x, o * inner, inner, 1.0)
+            shift[s] = v if v > shift[s] or v != v else shift[s]
+    for s in range(out.shape[0]):
+        shift[s] = shift[s] if np.isfinite(shift[s]) else 0.0
+    out[:] = 0.0
+    chunk = np.empty(0 if across else min(inner, 512))
+    for o in range(seg.shape[0]):
+        s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
+        if across:
+            for t in range(np.uint64(inner)):
+                out[s + t] += vexp(x[k0 + t] - shift[s + t])
+        else:
+            out[s] += run_exp_sum(x, k0, inner, shift[s], x[:0], chunk)
+    for s in range(out.shape[0]):
+        out[s] = np.log(out[s]) + shift[s]
+
+
+def logsumexp_into_reverse(g, x, z, gx, imeta, m):
+    # gx[k] += g[s] softmax(x)[k] = g[s] exp(x[k] - z[s]) (a zero g[s]: nothing)
+    seg, inner, across = segment_runs(imeta, m, x.shape[0])
+    for o in range(seg.shape[0]):
+        s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
+        if across:
+            for t in range(np.uint64(inner)):
+                gs = g[s + t]
+                gx[k0 + t] += gs * vexp(x[k0 + t] - z[s + t]) if gs != 0.0 else 0.0
+        elif g[s] != 0.0:
+            gs, zs = g[s], z[s]
+            for k in range(k0, k0 + np.uint64(inner)):
+                gx[k] += gs * vexp(x[k] - zs)
+
+
+def logsumexp_into_tangent(x, z, xd, zd, imeta, m):
+    # zd[s] = sum of softmax(x)[k] xd[k] over segment s
+    seg, inner, across = segment_runs(imeta, m, x.shape[0])
+    zd[:] = 0.0
+    chunk = np.empty(0 if across else min(inner, 512))
+    for o in range(seg.shape[0]):
+        s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
+        if across:
+            for t in range(np.uint64(inner)):
+                zd[s + t] += vexp(x[k0 + t] - z[s + t]) * xd[k0 + t]
+        else:
+            zd[s] += run_exp_sum(x, k0, inner, z[s], xd, chunk)
+
+
+def logsumexp_into_second_order(g, gd, x, z, xd, gx, gxd, imeta, m):
+    # gx += g p; gxd += gd p + g p (xd - zd) with p = softmax(x), zd the result's tangent
+    seg, inner, across = segment_runs(imeta, m, x.shape[0])
+    zd = np.empty(z.shape[0])
+    logsumexp_into_tangent(x, z, xd, zd, imeta, m)
+    for o in range(seg.shape[0]):
+        s0, k0 = np.uint64(seg[o]), np.uint64(o * inner)
+        for t in range(np.uint64(inner)):
+            s = s0 + t if across else s0
+            if g[s] != 0.0 or gd[s] != 0.0:
+                p = vexp(x[k0 + t] - z[s])
+                gx[k0 + t] += g[s] * p
+                gxd[k0 + t] += gd[s] * p + g[s] * p * (xd[k0 + t] - zd[s])
+
+
 def custom_forward(x, z, imeta, m):
     # entry: the addresses of a user op's forward, vjp and jvp kernels (0: not given), its id,
     # then the shapes its kernels read (see tapegrad.custom)

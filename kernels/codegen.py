@@ -546,6 +546,12 @@ _ARRAY_KERNELS = {
         "log_softmax_tangent(zv, xd, zd, imeta, m)",
         "log_softmax_second_order(g, gd, zv, xd, gx, gxd, imeta, m)",
     ),
+    "logsumexp_into": (
+        "logsumexp_into_forward(xv, zv, imeta, m)",
+        "logsumexp_into_reverse(g, xv, zv, gx, imeta, m)",
+        "logsumexp_into_tangent(xv, zv, xd, zd, imeta, m)",
+        "logsumexp_into_second_order(g, gd, xv, zv, xd, gx, gxd, imeta, m)",
+    ),
     # no second-order rule: tapegrad refuses Hessians through a custom op before sweeping
     "custom": (
         "custom_forward(xv, zv, imeta, m)",
@@ -1073,7 +1079,8 @@ def helper_source(module=scalar_math) -> str:
 # array_math's small helpers, inlined where called, and the ones whose arithmetic may be fused;
 # its kernels are compiled on their own
 _INLINE_ARRAY_HELPERS = (
-    "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero"
+    "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
+    "run_exp_sum",
 )
 _FUSED_ARRAY_HELPERS = ("vexp",)
 

@@ -224,6 +224,7 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ),
     # a user's op (tapegrad.custom): x is its operands' values, joined
     ArrayOpSpec("custom", 1, "xz", "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
+    ArrayOpSpec("logsumexp_into", 1, "xz", "out[idx[k]] = log of the sum of exp(x[k]), idx over the input"),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

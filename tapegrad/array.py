@@ -3,9 +3,9 @@
 An array op computes its value with NumPy (the tensor's own data, held once) and records one row:
 its code, operand rows and an entry of the tape's int side table (broadcast strides, matmul
 sizes, index maps). Every op here is a row of the op table (elementwise ops) or of its array ops
-(:data:`kernels.table.ARRAY_OPS`: matmul, gather, sum/max/min/prod into segments); the rest are
-compositions of those (mean, var, logsumexp, softmax, concatenate, the losses). Reshapes are free:
-the result shares the row and the data, under another shape.
+(:data:`kernels.table.ARRAY_OPS`: matmul, gather, sum/max/min/prod/logsumexp into segments,
+log_softmax); the rest are compositions of those (mean, var, softmax, concatenate, the losses).
+Reshapes are free: the result shares the row and the data, under another shape.
 """
 
 from __future__ import annotations

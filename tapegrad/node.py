@@ -164,6 +164,7 @@ _TORCH_NAMES = {
     "prod_into": "Prod",
     "gather": "Index",
     "log_softmax": "LogSoftmax",
+    "logsumexp_into": "Logsumexp",
     "pack": "Stack",
     "matmul": "Matmul",
 }

@@ -1,5 +1,5 @@
-"""Reductions of array tensors (sum, max, min, prod over axes: one segment-reduction row each)
-and the compositions on them: logsumexp, softmax, log_softmax."""
+"""Reductions of array tensors (sum, max, min, prod, logsumexp over axes: one segment-reduction
+row each), log_softmax (one row) and softmax on it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .array import Axis, Tensor, _leaf, _record, _row, _traced, _tracing, _value, apply, as_array
+from .array import Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
 from .kernels import ARRAY_CODE
 from .node import current_tape
-from .shapes import _axes, _c_strides, _strided, reshape
+from .shapes import _axes, _c_strides, _strided
 
 # (the ufuncs' reduce: NumPy's values, without np.sum's Python wrapper) and the ops' public names
 _NUMPY_REDUCE: dict[str, Callable[..., Any]] = {
@@ -53,19 +53,23 @@ def _segments(shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
 
 
 def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """log(sum(exp(x))) over `axis`, shifted by the maximum (a constant for the gradient)."""
+    """log(sum(exp(x))) over `axis` (all axes by default), shifted by each segment's maximum: one
+    row, whose kernel gives the values eager and replayed (one pass for the maximum, one for the
+    exps and their sum; its gradient is softmax)."""
     x = as_array(x)
     xv = _value(x)
-    axes = _axes(axis, np.ndim(xv), "logsumexp")
-    shift: Any
-    if _tracing(x):  # the shift must follow the inputs of a replay: a recorded max, no gradient
-        shift = _reduce("amax_into", x, axes, True).detach()
-    else:
-        top = np.max(xv, axis=axes, keepdims=True) if np.size(xv) else np.zeros((1,) * np.ndim(xv))
-        shift = np.where(np.isfinite(top), top, 0.0)
-    total = _reduce("sum_into", apply("exp", apply("sub", x, shift)), axes, keepdims)
-    kept = shift if keepdims else reshape(shift, np.shape(total._v))
-    return apply("add", apply("log", total), kept)
+    shape = np.shape(xv)
+    axes = _axes(axis, len(shape), "logsumexp")
+    kept = [1 if d in axes else n for d, n in enumerate(shape)]
+    value = np.empty(tuple(kept) if keepdims else tuple(n for d, n in enumerate(shape) if d not in axes))
+    flat = np.ascontiguousarray(xv, dtype=np.float64).reshape(-1)
+    kernels.sweeps().logsumexp_into_forward(flat, value.reshape(-1), _segments(shape, axes).copy(), 0)
+    if not _traced(x):
+        return _leaf(value)
+    tape = current_tape(x)
+    if tape is None:
+        return _leaf(value)
+    return _record(ARRAY_CODE["logsumexp_into"], _row(tape, x), 0, _segments(shape, axes), value, tape, x._rg)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:

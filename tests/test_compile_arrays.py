@@ -176,6 +176,45 @@ def test_eager_and_replayed_products_agree_to_the_bit(xs, ys, rng):
     np.testing.assert_array_equal(linear(X), F.linear(tg.tensor(X), W, b).numpy())
 
 
+def _logsumexp(x, axis):  # NumPy's, shifted by the finite maximum
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.log(np.exp(x - top).sum(axis)) + np.squeeze(top, axis)
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 7), 1), ((5, 7), 0), ((3, 4, 600), (0, 2)), ((1100,), 0)])
+def test_logsumexp_is_one_row_right_in_every_sweep(shape, axis, rng):
+    """logsumexp records one row (runs of one segment: axis 1; or elements spread across segments:
+    axis 0; runs past the kernel's 512-element chunks): its value, gradient (softmax), tangent and
+    Hessian-vector product, eager and replayed, against NumPy and central differences."""
+    x, v = rng.normal(size=shape) * 3.0, rng.normal(size=shape)
+    f = lambda t: (tnp.logsumexp(tnp.asarray(t), axis) ** 2).sum()  # noqa: E731
+    cf = tg.compile(f)
+    value, grad = cf.value_and_grad(x)
+    lse = _logsumexp(x, axis)
+    assert value == pytest.approx(np.sum(lse ** 2), rel=1e-13)
+    top = np.expand_dims(lse, axis)
+    np.testing.assert_allclose(grad, 2.0 * top * np.exp(x - top), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(grad, tg.grad(f)(x))  # eager and replayed: the same kernels
+    listing = cf.tape.listing(limit=None)
+    assert listing.count("logsumexp_into(") == 1 and "exp(" not in listing and "amax" not in listing
+    h = 1e-5
+    np.testing.assert_allclose(cf.jvp((x,), (v,))[1], (f(x + h * v).item() - f(x - h * v).item()) / (2 * h),
+                               rtol=1e-7)
+    central = (cf.grad(x + h * v) - cf.grad(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(cf.hvp(x, v), central, rtol=1e-6, atol=1e-8)
+
+
+def test_logsumexp_of_rows_with_infinities_and_nan():
+    x = np.array([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 1.0], [1000.0, 1000.0], [-2.0, -np.inf]])
+    expected = [np.inf, -np.inf, np.nan, 1000.0 + np.log(2.0), -2.0]
+    np.testing.assert_allclose(tg.logsumexp(tg.tensor(x), 1).numpy(), expected, rtol=1e-15)
+    cf = tg.compile(lambda t: tnp.logsumexp(tnp.asarray(t), 1))
+    np.testing.assert_array_equal(cf(x), tg.logsumexp(tg.tensor(x), 1).numpy())
+    (g,) = tg.grad(lambda t: tnp.logsumexp(tnp.asarray(t), 1)[3:].sum(), argnums=(0,))(x)
+    np.testing.assert_allclose(g[3:], [[0.5, 0.5], [1.0, 0.0]], rtol=1e-12)  # exp(x - lse), as torch
+
+
 def test_replayed_gather_keeps_signed_zeros():
     cf = tg.compile(lambda x: tnp.asarray(x)[::2] * 1.0)
     assert np.signbit(cf(np.array([-0.0, 1.0, -0.0, 2.0, 3.0]))).tolist() == [True, True, False]
