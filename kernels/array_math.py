@@ -590,17 +590,24 @@ def logsumexp_into_forward(x, out, imeta, m):
             shift[s] = v if v > shift[s] or v != v else shift[s]
     for s in range(out.shape[0]):
         shift[s] = shift[s] if np.isfinite(shift[s]) else 0.0
+    segment_exp_sums(x, shift, x[:0], out, seg, inner, across)
+    for s in range(out.shape[0]):
+        out[s] = np.log(out[s]) + shift[s]
+
+
+def segment_exp_sums(x, centre, weights, out, seg, inner, across):
+    # out[s] = the sum of exp(x[k] - centre[s]) (times weights[k] if weights is not empty) over
+    # segment s, the runs as segment_runs gives them
     out[:] = 0.0
     chunk = np.empty(0 if across else min(inner, 512))
     for o in range(seg.shape[0]):
         s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
         if across:
             for t in range(np.uint64(inner)):
-                out[s + t] += vexp(x[k0 + t] - shift[s + t])
+                e = vexp(x[k0 + t] - centre[s + t])
+                out[s + t] += e * weights[k0 + t] if weights.shape[0] else e
         else:
-            out[s] += run_exp_sum(x, k0, inner, shift[s], x[:0], chunk)
-    for s in range(out.shape[0]):
-        out[s] = np.log(out[s]) + shift[s]
+            out[s] += run_exp_sum(x, k0, inner, centre[s], weights, chunk)
 
 
 def logsumexp_into_reverse(g, x, z, gx, imeta, m):
@@ -621,15 +628,7 @@ def logsumexp_into_reverse(g, x, z, gx, imeta, m):
 def logsumexp_into_tangent(x, z, xd, zd, imeta, m):
     # zd[s] = sum of softmax(x)[k] xd[k] over segment s
     seg, inner, across = segment_runs(imeta, m, x.shape[0])
-    zd[:] = 0.0
-    chunk = np.empty(0 if across else min(inner, 512))
-    for o in range(seg.shape[0]):
-        s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
-        if across:
-            for t in range(np.uint64(inner)):
-                zd[s + t] += vexp(x[k0 + t] - z[s + t]) * xd[k0 + t]
-        else:
-            zd[s] += run_exp_sum(x, k0, inner, z[s], xd, chunk)
+    segment_exp_sums(x, z, xd, zd, seg, inner, across)
 
 
 def logsumexp_into_second_order(g, gd, x, z, xd, gx, gxd, imeta, m):
