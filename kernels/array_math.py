@@ -227,17 +227,25 @@ def sum_into_reverse(g, gx, imeta, m):
     mapped_add(g, gx, imeta, m, gx.shape[0], True)
 
 
-def run_segments(imeta, m, count):
-    # the segment of each run of a segment map over `count` elements, and the runs' length: runs
-    # of its innermost dimension when a run goes to one segment (stride 0), else of one element
+def segment_runs(imeta, m, count):
+    # the runs of the innermost dimension of a segment map over `count` elements: (their
+    # segments, their length, across): each run into one segment (stride 0: seg[o] is run o's
+    # segment), or across consecutive segments (stride 1: seg[o] is its first element's); any
+    # other map: runs of one element (across, seg[k] element k's segment)
     nd = imeta[m]
-    if nd > 0 and imeta[m + 1 + 2 * nd] == 0:
+    if nd > 0 and (imeta[m + 1 + 2 * nd] == 0 or imeta[m + 1 + 2 * nd] == 1):
         inner = max(imeta[m + 1 + nd], 1)
         seg = np.empty(count // inner, dtype=np.int64)
         for o in range(seg.shape[0]):
             seg[o] = strided_base(o, imeta, m, nd)
-        return seg, inner
-    return index_map(imeta, m, count), 1
+        return seg, inner, imeta[m + 1 + 2 * nd] == 1
+    return index_map(imeta, m, count), 1, True
+
+
+def run_segments(imeta, m, count):
+    # segment_runs' runs when each goes to one segment, else runs of one element
+    seg, inner, across = segment_runs(imeta, m, count)
+    return (index_map(imeta, m, count), 1) if across and inner > 1 else (seg, inner)
 
 
 def extreme_into_forward(x, out, imeta, m, sign):
@@ -541,21 +549,6 @@ def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
         s = idx[k]
         gx[k] += g[k] - p[k] * total[s]
         gxd[k] += gd[k] - p[k] * total_d[s] - p[k] * (xd[k] - mean[s]) * total[s]
-
-
-def segment_runs(imeta, m, count):
-    # the runs of the innermost dimension of a segment map over `count` elements: (their
-    # segments, their length, across): each run into one segment (stride 0: seg[o] is run o's
-    # segment), or across consecutive segments (stride 1: seg[o] is its first element's); any
-    # other map: runs of one element (across, seg[k] element k's segment)
-    nd = imeta[m]
-    if nd > 0 and (imeta[m + 1 + 2 * nd] == 0 or imeta[m + 1 + 2 * nd] == 1):
-        inner = max(imeta[m + 1 + nd], 1)
-        seg = np.empty(count // inner, dtype=np.int64)
-        for o in range(seg.shape[0]):
-            seg[o] = strided_base(o, imeta, m, nd)
-        return seg, inner, imeta[m + 1 + 2 * nd] == 1
-    return index_map(imeta, m, count), 1, True
 
 
 def run_exp_sum(x, k0, n, shift, weights, chunk):
