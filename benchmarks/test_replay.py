@@ -305,13 +305,16 @@ def loop_grad(cf, X: np.ndarray) -> np.ndarray:
 
 
 def batch_timings(repeats: int = 7) -> dict:
-    """Best-of-`repeats` seconds of batch_grad and of the value_and_grad loop (run in a subprocess
-    with NUMBA_NUM_THREADS=2, as conftest pins this process to one thread)."""
+    """Best-of-`repeats` seconds of batch_grad, of the value_and_grad loop and of batch_grad on one
+    thread (run in a subprocess with NUMBA_NUM_THREADS=2, as conftest pins this process to one
+    thread): the last measures the scaling itself, which the loop's own speed does not blur."""
     cf, X = rosen_problem(1000).cf, batch_points()
     grads = {"batch": lambda: cf.batch_grad(X), "loop": lambda: loop_grad(cf, X)}
     out = {"threads": numba.get_num_threads(), "equal": np.array_equal(grads["batch"](), grads["loop"]())}
     for key, run in grads.items():
         out[key] = min(_seconds(run) for _ in range(repeats))
+    numba.set_num_threads(1)
+    out["batch_one_thread"] = min(_seconds(grads["batch"]) for _ in range(repeats))
     return out
 
 
@@ -344,7 +347,8 @@ def test_batch_grad(benchmark, name):
     two = json.loads(proc.stdout.strip().splitlines()[-1])
     assert two["equal"], "batch_grad with two threads differs from the value_and_grad loop"
     info = {"threads_2_batch_s": two["batch"], "threads_2_loop_s": two["loop"], "threads": two["threads"],
-            "speedup_2_threads": round(two["loop"] / two["batch"], 2)}
+            "speedup_2_threads": round(two["loop"] / two["batch"], 2),
+            "scaling_2_threads": round(two["batch_one_thread"] / two["batch"], 2)}
     benchmark.extra_info.update(info)
     BATCH_SPEEDUP.update(info)
 
@@ -366,7 +370,8 @@ class _Summary:
             b = BATCH_SPEEDUP
             batch, loop = b["threads_2_batch_s"] * 1e3, b["threads_2_loop_s"] * 1e3
             tr.write_line(f"batch_grad with {b['threads']} threads (subprocess): {batch:.2f} ms; "
-                          f"value_and_grad loop {loop:.2f} ms; speed-up {b['speedup_2_threads']:.2f}x")
+                          f"value_and_grad loop {loop:.2f} ms; speed-up {b['speedup_2_threads']:.2f}x; "
+                          f"against batch_grad on one thread {b['scaling_2_threads']:.2f}x")
 
 
 @pytest.fixture(scope="module", autouse=True)
