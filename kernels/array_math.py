@@ -639,6 +639,96 @@ def logsumexp_into_second_order(g, gd, x, z, xd, gx, gxd, imeta, m):
                 gxd[k0 + t] += gd[s] * p + g[s] * p * (xd[k0 + t] - zd[s])
 
 
+def sample_softmax(x, k0, c, p):
+    # p = softmax of one sample's scores x[k0 : k0 + c], shifted by their maximum where finite
+    # (else 0.0); returns (shift, the sum of exp(x[k] - shift)), whose log + shift is logsumexp
+    top = run_extreme(x, k0, c, 1.0)
+    shift = top if np.isfinite(top) else 0.0
+    total = 0.0
+    for j in range(np.uint64(c)):
+        p[j] = vexp(x[np.uint64(k0) + j] - shift)
+        total += p[j]
+    scale = 1.0 / total
+    for j in range(np.uint64(c)):
+        p[j] *= scale
+    return shift, total
+
+
+def sample_weight(g, i, n, reduction):
+    # the adjoint of sample i's loss: its own (reduction 0: none), the sum's (1) or the mean's (2)
+    if reduction == 0:
+        return g[i]
+    return g[0] / n if reduction == 2 else g[0]
+
+
+def reduce_samples(per, out, reduction):
+    # out = the samples' values `per` (reduction 0: none), their sum (1) or their mean (2)
+    if reduction == 0:
+        out[:] = per
+    else:
+        out[0] = per.sum() / per.shape[0] if reduction == 2 else per.sum()
+
+
+def cross_entropy_forward(x, out, imeta, m):
+    # entry: n samples, c classes, the reduction (0 none, 1 sum, 2 mean), then the n targets;
+    # sample i's loss is logsumexp(x[i c : (i + 1) c]) - x[i c + target i]
+    n, c, reduction = imeta[m], imeta[m + 1], imeta[m + 2]
+    p, per = np.empty(c), np.empty(n)
+    for i in range(n):
+        shift, total = sample_softmax(x, i * c, c, p)
+        per[i] = np.log(total) - (x[i * c + imeta[m + 3 + i]] - shift)
+    reduce_samples(per, out, reduction)
+
+
+def cross_entropy_reverse(g, x, gx, imeta, m):
+    # gx += w (softmax - onehot(target)) per sample, w the adjoint of its loss
+    n, c, reduction = imeta[m], imeta[m + 1], imeta[m + 2]
+    p = np.empty(c)
+    for i in range(n):
+        w = sample_weight(g, i, n, reduction)
+        if w != 0.0:
+            k0 = np.uint64(i * c)
+            sample_softmax(x, k0, c, p)
+            for j in range(np.uint64(c)):
+                gx[k0 + j] += w * p[j]
+            gx[k0 + np.uint64(imeta[m + 3 + i])] -= w
+
+
+def cross_entropy_tangent(x, xd, zd, imeta, m):
+    # sample i's loss's tangent: softmax . xd[i] - xd[i, target i]
+    n, c = imeta[m], imeta[m + 1]
+    p, per = np.empty(c), np.empty(n)
+    for i in range(n):
+        k0 = np.uint64(i * c)
+        sample_softmax(x, k0, c, p)
+        d = -xd[k0 + np.uint64(imeta[m + 3 + i])]
+        for j in range(np.uint64(c)):
+            d += p[j] * xd[k0 + j]
+        per[i] = d
+    reduce_samples(per, zd, imeta[m + 2])
+
+
+def cross_entropy_second_order(g, gd, x, xd, gx, gxd, imeta, m):
+    # gx += w (p - onehot); gxd += wd (p - onehot) + w p (xd - p . xd), with p = softmax and
+    # w, wd the adjoint of the sample's loss and its tangent
+    n, c, reduction = imeta[m], imeta[m + 1], imeta[m + 2]
+    p = np.empty(c)
+    for i in range(n):
+        w, wd = sample_weight(g, i, n, reduction), sample_weight(gd, i, n, reduction)
+        if w != 0.0 or wd != 0.0:
+            k0 = np.uint64(i * c)
+            sample_softmax(x, k0, c, p)
+            mean = 0.0
+            for j in range(np.uint64(c)):
+                mean += p[j] * xd[k0 + j]
+            for j in range(np.uint64(c)):
+                gx[k0 + j] += w * p[j]
+                gxd[k0 + j] += wd * p[j] + w * p[j] * (xd[k0 + j] - mean)
+            t = k0 + np.uint64(imeta[m + 3 + i])
+            gx[t] -= w
+            gxd[t] -= wd
+
+
 def custom_forward(x, z, imeta, m):
     # entry: the addresses of a user op's forward, vjp and jvp kernels (0: not given), its id,
     # then the shapes its kernels read (see tapegrad.custom)

@@ -552,6 +552,12 @@ _ARRAY_KERNELS = {
         "logsumexp_into_tangent(xv, zv, xd, zd, imeta, m)",
         "logsumexp_into_second_order(g, gd, xv, zv, xd, gx, gxd, imeta, m)",
     ),
+    "cross_entropy": (
+        "cross_entropy_forward(xv, zv, imeta, m)",
+        "cross_entropy_reverse(g, xv, gx, imeta, m)",
+        "cross_entropy_tangent(xv, xd, zd, imeta, m)",
+        "cross_entropy_second_order(g, gd, xv, xd, gx, gxd, imeta, m)",
+    ),
     # no second-order rule: tapegrad refuses Hessians through a custom op before sweeping
     "custom": (
         "custom_forward(xv, zv, imeta, m)",
@@ -1080,7 +1086,7 @@ def helper_source(module=scalar_math) -> str:
 # its kernels are compiled on their own
 _INLINE_ARRAY_HELPERS = (
     "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
-    "run_exp_sum",
+    "run_exp_sum", "sample_softmax", "sample_weight",
 )
 _FUSED_ARRAY_HELPERS = ("vexp",)
 

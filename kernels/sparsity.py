@@ -24,7 +24,7 @@ from .jit import compiled
 from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, OPCODES
 
 _NONLINEAR_ARRAY_OPS = {"matmul": 4, "prod_into": 1, "log_softmax": 1, "logsumexp_into": 1,
-                        "custom": 1}  # bits as SECOND's
+                        "cross_entropy": 1, "custom": 1}  # bits as SECOND's
 
 
 def _depends(o) -> int:

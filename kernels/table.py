@@ -225,6 +225,10 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     # a user's op (tapegrad.custom): x is its operands' values, joined
     ArrayOpSpec("custom", 1, "xz", "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
     ArrayOpSpec("logsumexp_into", 1, "xz", "out[idx[k]] = log of the sum of exp(x[k]), idx over the input"),
+    ArrayOpSpec(
+        "cross_entropy", 1, "x", "n samples, c classes, reduction (0 none, 1 sum, 2 mean), the n targets: "
+        "out = the losses logsumexp(x[i]) - x[i, target i], reduced"
+    ),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

@@ -837,6 +837,14 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return positions_within(n, sizes[x])
     if name == "log_softmax":  # segments over the input, which has the output's size
         return sizes[x] == n and positions_within(n, n)
+    if name == "cross_entropy":  # n samples of c scores each, and their targets
+        if len(entry) < 3:
+            return False
+        samples, classes, reduction = entry[:3]
+        targets = entry[3 : 3 + samples]
+        return (samples >= 0 and classes >= 0 and samples * classes == sizes[x] and len(targets) == samples
+                and n == (samples if reduction == 0 else 1) and reduction in (0, 1, 2)
+                and all(0 <= t < classes for t in targets))
     if name == "custom":  # operands and result of the sizes its kernels read
         return custom.layout_sizes(entry) == (sizes[x], n)
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output

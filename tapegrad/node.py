@@ -165,6 +165,7 @@ _TORCH_NAMES = {
     "gather": "Index",
     "log_softmax": "LogSoftmax",
     "logsumexp_into": "Logsumexp",
+    "cross_entropy": "NllLoss",
     "pack": "Stack",
     "matmul": "Matmul",
 }

@@ -62,7 +62,7 @@ def logsumexp(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, len(shape), "logsumexp")
     kept = [1 if d in axes else n for d, n in enumerate(shape)]
     value = np.empty(tuple(kept) if keepdims else tuple(n for d, n in enumerate(shape) if d not in axes))
-    return _kernel_row("logsumexp_into", x, axes, value)
+    return _kernel_row("logsumexp_into", x, _segments(shape, axes), value)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
@@ -72,23 +72,21 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     if np.ndim(xv) == 0:
         return apply("sub", x, x)
     axes = _axes(axis, xv.ndim, "log_softmax")
-    return _kernel_row("log_softmax", x, axes, np.empty(xv.shape))
+    return _kernel_row("log_softmax", x, _segments(xv.shape, axes), np.empty(xv.shape))
 
 
-def _kernel_row(op: str, x: Any, axes: tuple[int, ...], value: np.ndarray) -> Tensor:
-    """Array op `op` over the segments of x's `axes`: `value` filled by the replay's kernel (the same
-    bits eager and replayed; NumPy took 3x as long for log_softmax on a (100, 2) batch), and its row
-    recorded if x is traced."""
-    xv = _value(x)
-    segments = _segments(np.shape(xv), axes)
-    flat = np.ascontiguousarray(xv, dtype=np.float64).reshape(-1)
-    getattr(kernels.sweeps(), op + "_forward")(flat, value.reshape(-1), segments.copy(), 0)
+def _kernel_row(op: str, x: Any, entry: np.ndarray, value: np.ndarray) -> Tensor:
+    """Array op `op` of x with side-table entry `entry`: `value` filled by the replay's kernel (the
+    same bits eager and replayed; NumPy took 3x as long for log_softmax on a (100, 2) batch), and
+    its row recorded if x is traced."""
+    flat = np.ascontiguousarray(_value(x), dtype=np.float64).reshape(-1)
+    getattr(kernels.sweeps(), op + "_forward")(flat, value.reshape(-1), entry.copy(), 0)
     if not _traced(x):
         return _leaf(value)
     tape = current_tape(x)
     if tape is None:
         return _leaf(value)
-    return _record(ARRAY_CODE[op], _row(tape, x), 0, segments, value, tape, x._rg)
+    return _record(ARRAY_CODE[op], _row(tape, x), 0, entry, value, tape, x._rg)
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:

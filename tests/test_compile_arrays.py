@@ -215,6 +215,46 @@ def test_logsumexp_of_rows_with_infinities_and_nan():
     np.testing.assert_allclose(g[3:], [[0.5, 0.5], [1.0, 0.0]], rtol=1e-12)  # exp(x - lse), as torch
 
 
+@pytest.mark.parametrize("shape", [(4, 3), (7, 1), (3, 600), (0, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_is_one_row_right_in_every_sweep(shape, reduction, rng):
+    """cross_entropy records one row: its value, gradient (softmax - onehot), tangent and
+    Hessian-vector product, eager and replayed, against torch (or NumPy) and central differences."""
+    x, v = rng.normal(size=shape) * 3.0, rng.normal(size=shape)
+    labels = rng.integers(0, shape[1], size=shape[0])
+    weights = rng.normal(size=shape[0] if reduction == "none" else ())
+    f = lambda t: (F.cross_entropy(t, labels, reduction) * tg.tensor(weights)).sum()  # noqa: E731
+    cf = tg.compile(f)
+    value, grad = cf.value_and_grad(x)
+    top = x.max(axis=1, keepdims=True)
+    log_p = x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    losses = -log_p[np.arange(shape[0]), labels]
+    with np.errstate(invalid="ignore", divide="ignore"):  # the mean of no losses: NaN, as torch's
+        reduced = {"mean": losses.sum() / shape[0], "sum": losses.sum(), "none": losses}[reduction]
+        scale = weights / shape[0] if reduction == "mean" else weights
+    assert value == pytest.approx(np.sum(reduced * weights), rel=1e-13, nan_ok=True)
+    expected = (np.exp(log_p) - np.eye(shape[1])[labels]) * np.reshape(scale, (-1, 1))
+    np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(grad, tg.grad(f)(x))  # eager and replayed: the same kernels
+    assert cf.tape.listing(limit=None).count("cross_entropy(") == 1
+    if torch is not None:
+        tx = torch.tensor(x, requires_grad=True)
+        loss = torch.nn.functional.cross_entropy(tx, torch.tensor(labels), reduction=reduction)
+        assert F.cross_entropy(tg.tensor(x), labels, reduction).numpy() == pytest.approx(
+            loss.detach().numpy(), rel=1e-13, nan_ok=True)
+        t_f = lambda t: (torch.nn.functional.cross_entropy(t, torch.tensor(labels), reduction=reduction)  # noqa: E731
+                         * torch.tensor(weights)).sum()
+        t_hvp = torch.autograd.functional.hvp(t_f, torch.tensor(x), torch.tensor(v))[1].numpy()
+        np.testing.assert_allclose(cf.hvp(x, v), t_hvp, rtol=1e-10, atol=1e-13)
+    if not x.size:
+        return
+    h = 1e-5
+    np.testing.assert_allclose(cf.jvp((x,), (v,))[1], (f(x + h * v).item() - f(x - h * v).item()) / (2 * h),
+                               rtol=1e-7)
+    central = (cf.grad(x + h * v) - cf.grad(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(cf.hvp(x, v), central, rtol=1e-6, atol=1e-8)
+
+
 def test_replayed_gather_keeps_signed_zeros():
     cf = tg.compile(lambda x: tnp.asarray(x)[::2] * 1.0)
     assert np.signbit(cf(np.array([-0.0, 1.0, -0.0, 2.0, 3.0]))).tolist() == [True, True, False]
@@ -272,6 +312,24 @@ def test_save_and_load_array_tapes_and_refuse_corrupted_ones(model, rng, tmp_pat
             broken[key] = damage(data[key]).astype(data[key].dtype)
         bad = tmp_path / f"bad_{key}.npz"
         np.savez(bad, **broken)
+        with pytest.raises(ValueError, match="corrupted"):
+            tg.load(bad)
+
+
+def test_a_loaded_cross_entropy_row_is_checked(rng, tmp_path):
+    x, labels = rng.normal(size=(4, 3)), np.array([2, 0, 1, 2])
+    cf = tg.compile(lambda t: F.cross_entropy(tnp.asarray(t), labels))
+    expected = cf.value_and_grad(x)
+    path = tmp_path / "loss.npz"
+    cf.save(path)
+    value, grad = tg.load(path).value_and_grad(x)
+    assert value == expected[0]
+    np.testing.assert_array_equal(grad, expected[1])
+    data = dict(np.load(path))
+    assert data["0_arr6"].tolist() == [4, 3, 2, *labels]  # samples, classes, mean, the targets
+    for entry in ([4, 3, 2, 2, 0, 3, 2], [4, 3, 5, 2, 0, 1, 2], [4, 4, 2, 2, 0, 1, 2], [5, 3, 2, 2, 0, 1, 2]):
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **{**data, "0_arr6": np.array(entry, dtype=np.int64)})
         with pytest.raises(ValueError, match="corrupted"):
             tg.load(bad)
 

@@ -10,9 +10,9 @@ import numpy as np
 from ..array import _value, apply
 from ..linalg import linear
 from ..node import Node
+from ..reductions import _kernel_row
 from ..reductions import log_softmax as _log_softmax
 from ..reductions import softmax as _softmax
-from ..shapes import _gather
 
 __all__ = [
     "binary_cross_entropy_with_logits", "cross_entropy", "linear", "log_softmax", "mse_loss", "relu",
@@ -68,9 +68,13 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Any:
     return _reduce(apply("mul", diff, diff), reduction, "mse_loss")
 
 
+_REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}  # as the cross_entropy row's entry holds them
+
+
 def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Any:
     """Softmax cross entropy of logits `input` (batch, classes) against integer class indices
-    `target` (batch,)."""
+    `target` (batch,): one row, whose kernel computes each sample's logsumexp and its gradient
+    softmax - onehot(target)."""
     labels = np.asarray(target._untraced("cross_entropy", "") if isinstance(target, Node) else target)
     shape = np.shape(_value(input))
     if len(shape) != 2 or labels.shape != shape[:1]:
@@ -78,15 +82,16 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> Any:
                          f"shapes {shape} and {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= shape[1]):
-        bad = labels[(labels < 0) | (labels >= shape[1])]
-        raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {shape[1]} classes")
-    scores = log_softmax(input, 1)
-    flat = labels.astype(np.int64, copy=False) + shape[1] * np.arange(shape[0])  # picked scores, C order
-    picked = _gather(scores, _value(scores).reshape(-1)[flat], np.concatenate(([-1], flat)))
-    if reduction == "mean" and labels.size:  # -(sum / n) as one product: the same bits, a row fewer
-        return picked.sum() * (-1.0 / labels.size)
-    return -_reduce(picked, reduction, "cross_entropy")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    n, classes = shape
+    entry = np.empty(3 + n, dtype=np.int64)
+    entry[:3] = n, classes, _REDUCTIONS[reduction]
+    entry[3:] = labels
+    if n and entry[3:].view(np.uint64).max() >= classes:  # (a negative index: a large unsigned one)
+        bad = labels[(labels < 0) | (labels >= classes)]
+        raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {classes} classes")
+    return _kernel_row("cross_entropy", input, entry, np.empty(n if reduction == "none" else ()))
 
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, reduction: str = "mean") -> Any:
