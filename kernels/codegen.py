@@ -729,6 +729,29 @@ def unpack_rows(rows, pool, const_a, const_b):
 
 
 @_kernel
+def unpack_blocks(blocks):
+    """A recording tape's array table (code, x, y, meta, offset, size per array row, interleaved)
+    as the columns the sweeps take (see kernels.array_table), in one call."""
+    n = blocks.shape[0] // 6
+    code = np.empty(n, dtype=np.uint8)
+    x = np.empty(n, dtype=np.uint32)
+    y = np.empty(n, dtype=np.uint32)
+    meta, off, size = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for j in range(n):
+        b = blocks[6 * j : 6 * j + 6]
+        code[j], x[j], y[j] = np.uint8(b[0]), np.uint32(b[1]), np.uint32(b[2])
+        meta[j], off[j], size[j] = b[3], b[4], b[5]
+    return code, x, y, meta, off, size
+
+
+@_kernel
+def subtract_scaled(p, g, scale):
+    """p -= scale * g, in one pass (an optimizer's step: NumPy takes two, and a temporary)."""
+    for k in range(p.shape[0]):
+        p[k] -= scale * g[k]
+
+
+@_kernel
 def clear_blocks(op, a, arr, aadj, kept, reached):
     """Zero the adjoint blocks of the array rows both kept and reached."""
     aoff, asize = arr[4], arr[5]

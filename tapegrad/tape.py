@@ -281,7 +281,7 @@ class Tape:
         )
         if self.blocks:
             imeta = np.concatenate(self.imeta, dtype=np.int64) if self.imeta else kernels.NO_ARRAYS[6]
-            arr = kernels.array_table(*np.array(self.blocks, dtype=np.int64).reshape(-1, 6).T.copy(), imeta)
+            arr = (*sweeps.unpack_blocks(np.array(self.blocks, dtype=np.int64)), imeta)
             vaddr = np.array(self.vaddrs, dtype=np.int64)
         else:
             arr, vaddr = kernels.NO_ARRAYS, kernels.NO_ADDRESSES
