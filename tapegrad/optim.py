@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .tensor import Tensor
 
 __all__ = ["SGD", "Adam", "Optimizer"]
@@ -22,7 +23,6 @@ class Optimizer:
         if lr < 0.0:
             raise ValueError(f"{type(self).__name__}: invalid learning rate {lr}")
         self.lr = lr
-        self._buffers: dict[int, np.ndarray] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's .grad (to None, or to zeros)."""
@@ -34,19 +34,21 @@ class Optimizer:
             if p.grad is not None:
                 yield k, p, p.grad._v
 
-    def _update(self, k: int, p: Any, scale: float, g: np.ndarray | float) -> None:
+    @staticmethod
+    def _update(p: Any, scale: float, g: np.ndarray | float) -> None:
         """p -= scale * g, in place for arrays (their version counts it: a graph recorded before
-        the step refuses a backward, as torch does), through a buffer kept per parameter: a fresh
-        temporary of a large parameter's size costs page faults at every step."""
-        if isinstance(p._v, np.ndarray):
-            buf = self._buffers.get(k)
-            if buf is None or buf.shape != p._v.shape:
-                buf = self._buffers[k] = np.empty_like(p._v)
-            np.multiply(g, scale, out=buf)
-            p._v -= buf
+        the step refuses a backward, as torch does): one pass of a kernel over C-ordered float64
+        data of the same shape (NumPy otherwise)."""
+        v = p._v
+        if isinstance(v, np.ndarray):
+            if v.dtype == np.float64 and v.flags.c_contiguous and np.shape(g) == v.shape:
+                g = np.ascontiguousarray(g, dtype=np.float64)
+                kernels.sweeps().subtract_scaled(v.reshape(-1), g.reshape(-1), float(scale))
+            else:
+                v -= scale * g
             p._version = getattr(p, "_version", 0) + 1
         else:
-            p._v = float(p._v - scale * g)
+            p._v = float(v - scale * g)
 
 
 class SGD(Optimizer):
@@ -68,7 +70,7 @@ class SGD(Optimizer):
                 v = np.copy(g) if v is None else self.momentum * v + g  # not p.grad's own array
                 self.velocity[k] = v
                 g = g + self.momentum * v if self.nesterov else v
-            self._update(k, p, self.lr, g)
+            self._update(p, self.lr, g)
 
 
 class Adam(Optimizer):
@@ -99,4 +101,4 @@ class Adam(Optimizer):
             self.state[k] = [m, v]
             m_hat = m / (1.0 - b1**self.steps)
             v_hat = v / (1.0 - b2**self.steps)
-            self._update(k, p, self.lr, m_hat / (np.sqrt(v_hat) + self.eps))
+            self._update(p, self.lr, m_hat / (np.sqrt(v_hat) + self.eps))

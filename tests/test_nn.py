@@ -183,5 +183,17 @@ def test_sgd_momentum_with_accumulated_gradients_matches_torch():
     np.testing.assert_allclose(W.detach().numpy(), tw.detach().numpy(), rtol=1e-12)
 
 
+def test_sgd_steps_match_numpy_for_set_and_broadcast_gradients(rng):
+    """A step is p -= lr * g in one kernel pass for a gradient of p's shape (any dtype or layout:
+    here integers, transposed); NumPy's in-place update, with its broadcasting, for another shape."""
+    w0, s0 = rng.normal(size=(3, 4)), rng.normal(size=(2, 3))
+    w, s = tg.tensor(w0, requires_grad=True), tg.tensor(s0, requires_grad=True)
+    gw = np.arange(12).reshape(4, 3).T
+    w.grad, s.grad = tg.tensor(gw), tg.tensor(np.array([1.0, 2.0, 3.0]))
+    tg.optim.SGD([w, s], lr=0.25).step()
+    np.testing.assert_array_equal(w.detach().numpy(), w0 - 0.25 * gw)
+    np.testing.assert_array_equal(s.detach().numpy(), s0 - 0.25 * np.array([1.0, 2.0, 3.0]))
+
+
 def test_linear_with_no_input_features():
     assert F.linear(tg.tensor(np.zeros((2, 0))), tg.tensor(np.zeros((5, 0)))).shape == (2, 5)
