@@ -71,11 +71,13 @@ def sweeps() -> types.ModuleType:
     if _module is None:
         with _lock:
             if _module is None:
-                from .blas import bind
+                from .blas import bind, bind_exp
                 from .loader import load
 
                 bind()
-                _module = load()
+                module = load()
+                bind_exp(module.exp_array.address)  # (before any kernel runs: they link to it)
+                _module = module
     return _module
 
 

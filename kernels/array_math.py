@@ -551,16 +551,29 @@ def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
         gxd[k] += gd[k] - p[k] * total_d[s] - p[k] * (xd[k] - mean[s]) * total[s]
 
 
+def exp_into(x, out, n):
+    # out[:n] = exp(x[:n]) (out may be x) by the vector exp kernels.blas bound: MKL's (0.6 ns an
+    # element on the project's machine, where a loop of vexp took 1.7) or a loop of vexp
+    vector_exp(np.int32(n), data_of(x), data_of(out))
+
+
+def run_exps(x, k0, n, shift, chunk):
+    # chunk[:n] = exp(x[k0 : k0 + n] - shift), n at most the chunk's size
+    base = np.uint64(k0)
+    for t in range(np.uint64(n)):
+        chunk[t] = x[base + t] - shift
+    exp_into(chunk, chunk, n)
+
+
 def run_exp_sum(x, k0, n, shift, weights, chunk):
     # sum of exp(x[k] - shift) (times weights[k] if weights is not empty) over x[k0 : k0 + n]:
-    # the exps of a chunk at a time (a loop that vectorizes), then their sum
+    # the exps of a chunk at a time, then their sum
     total = 0.0
     for c0 in range(0, n, chunk.shape[0]):
         size = min(chunk.shape[0], n - c0)
-        base = np.uint64(k0 + c0)
-        for t in range(np.uint64(size)):
-            chunk[t] = vexp(x[base + t] - shift)
+        run_exps(x, k0 + c0, size, shift, chunk)
         if weights.shape[0]:
+            base = np.uint64(k0 + c0)
             for t in range(np.uint64(size)):
                 chunk[t] *= weights[base + t]
         total += run_sum(chunk, 0, size)
@@ -606,6 +619,7 @@ def segment_exp_sums(x, centre, weights, out, seg, inner, across):
 def logsumexp_into_reverse(g, x, z, gx, imeta, m):
     # gx[k] += g[s] softmax(x)[k] = g[s] exp(x[k] - z[s]) (a zero g[s]: nothing)
     seg, inner, across = segment_runs(imeta, m, x.shape[0])
+    chunk = np.empty(0 if across else min(inner, 512))
     for o in range(seg.shape[0]):
         s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
         if across:
@@ -613,9 +627,12 @@ def logsumexp_into_reverse(g, x, z, gx, imeta, m):
                 gs = g[s + t]
                 gx[k0 + t] += gs * vexp(x[k0 + t] - z[s + t]) if gs != 0.0 else 0.0
         elif g[s] != 0.0:
-            gs, zs = g[s], z[s]
-            for k in range(k0, k0 + np.uint64(inner)):
-                gx[k] += gs * vexp(x[k] - zs)
+            for c0 in range(0, inner, chunk.shape[0]):
+                size = min(chunk.shape[0], inner - c0)
+                run_exps(x, k0 + c0, size, z[s], chunk)
+                base = k0 + np.uint64(c0)
+                for t in range(np.uint64(size)):
+                    gx[base + t] += g[s] * chunk[t]
 
 
 def logsumexp_into_tangent(x, z, xd, zd, imeta, m):

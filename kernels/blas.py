@@ -4,6 +4,8 @@ installed (``pip install tapegrad[mkl]``), else SciPy's bundled OpenBLAS.
 The sweeps call ``dgemm`` by the symbol name ``tapegrad_dgemm`` (see :mod:`kernels.codegen`), which
 :func:`bind` points at one library's function before the sweeps load, so that machine code cached
 on disk links to whichever this process chose. ``TAPEGRAD_BLAS=scipy`` (or ``mkl``) chooses.
+The kernels' exp of a vector (``tapegrad_vexp``: logsumexp's exps) is MKL's vdExp with MKL, else
+the sweeps' own vectorized loop (:func:`bind_exp`).
 
 - **MKL**, sequential and with 32-bit integers (the LP64 interface): on the products of an MLP
   step or of GradBench's kmeans it took 0.5-0.85x OpenBLAS's time on the project's machine (the
@@ -29,6 +31,7 @@ from importlib import metadata
 _MKL_SEQUENTIAL, _MKL_LP64, _MKL_CBWR_AUTO = 1, 0, 2  # mkl_service.h's constants
 
 NAME = ""  # the BLAS bound: "MKL <version>" or "SciPy's OpenBLAS" (once bind() ran)
+_VECTOR_EXP = 0  # the address of MKL's vdExp when MKL is bound
 
 
 def _mkl_paths() -> list[str]:
@@ -42,8 +45,9 @@ def _mkl_paths() -> list[str]:
     return found + sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
 
 
-def _mkl() -> tuple[int, str] | None:
-    """MKL's dgemm (its address) and version, set up sequential with 32-bit integers, or None."""
+def _mkl() -> tuple[int, str, int] | None:
+    """MKL's dgemm (its address), version and vdExp (its address), set up sequential with 32-bit
+    integers, or None."""
     for path in _mkl_paths():
         try:
             library = ctypes.CDLL(path)
@@ -56,7 +60,8 @@ def _mkl() -> tuple[int, str] | None:
             library.MKL_Get_Version_String(version, len(version))
             words = version.value.decode(errors="replace").split()
             number = next((w for w in words if w[:1].isdigit()), "").split("-")[0]
-            return ctypes.cast(library.dgemm, ctypes.c_void_p).value or 0, f"MKL {number}".strip()
+            address = lambda f: ctypes.cast(f, ctypes.c_void_p).value or 0  # noqa: E731
+            return address(library.dgemm), f"MKL {number}".strip(), address(library.vdExp)
         except (OSError, AttributeError):
             continue
     return None
@@ -84,7 +89,7 @@ def one_thread() -> None:
 
 def bind() -> str:
     """Point the symbol ``tapegrad_dgemm`` at the chosen BLAS's dgemm; return its name."""
-    global NAME
+    global NAME, _VECTOR_EXP
     from llvmlite import binding as llvm_binding
 
     choice = os.environ.get("TAPEGRAD_BLAS", "").lower()
@@ -94,6 +99,14 @@ def bind() -> str:
     if choice == "mkl" and mkl is None:
         raise RuntimeError("TAPEGRAD_BLAS=mkl, but MKL could not be loaded sequential with 32-bit "
                            "integers (pip install mkl, and leave MKL_THREADING_LAYER unset)")
-    address, NAME = mkl if mkl else (_scipy(), "SciPy's OpenBLAS")
+    address, NAME, _VECTOR_EXP = mkl if mkl else (_scipy(), "SciPy's OpenBLAS", 0)
     llvm_binding.add_symbol("tapegrad_dgemm", address)
     return NAME
+
+
+def bind_exp(own: int) -> None:
+    """Point the symbol ``tapegrad_vexp`` (the kernels' exp of a vector) at MKL's vdExp when MKL is
+    bound (its high-accuracy mode, within 1 ulp), else at the sweeps' own loop at address `own`."""
+    from llvmlite import binding as llvm_binding
+
+    llvm_binding.add_symbol("tapegrad_vexp", _VECTOR_EXP or own)

@@ -227,12 +227,17 @@ BLAS_PROGRAM = """
     x = tg.tensor(X, requires_grad=True)
     y = x @ tg.tensor(W)
     y.sum().backward()
+    v = tg.tensor(np.linspace(-3.0, 4.0, 1100), requires_grad=True)  # exps past a 512-element chunk
+    tg.logsumexp(v).backward()
     print(blas.NAME)
-    print(" ".join(map(repr, np.concatenate([y.detach().numpy().ravel(), x.grad.numpy().ravel()]).tolist())))
+    numbers = [y.detach().numpy().ravel(), x.grad.numpy().ravel(), [tg.logsumexp(v).item()], v.grad.numpy()]
+    print(" ".join(map(repr, np.concatenate(numbers).tolist())))
 """
 
 
-def test_the_sweeps_multiply_with_mkl_when_installed_and_with_scipys_openblas_when_asked():
+def test_the_sweeps_multiply_and_exponentiate_with_mkl_when_installed_and_without_when_asked():
+    """Products in MKL's dgemm and exps in its vdExp when the mkl package is installed, else in
+    SciPy's OpenBLAS and the sweeps' own vexp loop (TAPEGRAD_BLAS=scipy): the same numbers."""
     from importlib import metadata
 
     try:
@@ -248,7 +253,9 @@ def test_the_sweeps_multiply_with_mkl_when_installed_and_with_scipys_openblas_wh
         assert name.startswith("MKL") if choice == "" and has_mkl else name == "SciPy's OpenBLAS"
     rng = np.random.default_rng(3)
     X, W = rng.normal(size=(7, 33)), rng.normal(size=(33, 5))
-    expected = np.concatenate([(X @ W).ravel(), np.tile(W.sum(1), 7)])
+    v = np.linspace(-3.0, 4.0, 1100)
+    lse = np.log(np.exp(v - v.max()).sum()) + v.max()
+    expected = np.concatenate([(X @ W).ravel(), np.tile(W.sum(1), 7), [lse], np.exp(v - lse)])
     for got in runs.values():
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     wrong = _run(BLAS_PROGRAM, {"TAPEGRAD_BLAS": "atlas"})
