@@ -598,6 +598,7 @@ ARRAY_ROW = {array_row}
 INPUT = {input}
 CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
 ARRAY_CONST = {array_const}
+ARRAY_INPUT = {array_input}
 PACK = {pack}
 RUN, RUN_END = {run}, {run_end}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
@@ -697,11 +698,12 @@ def fill_constants(op, a, consts, vals, arr, vaddr):
 
 
 @_helper
-def clear_adjoints(arr, aadj):
-    """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those)."""
+def clear_adjoints(arr, aadj, inputs_only):
+    """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those);
+    with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero)."""
     code, aoff, asize = arr[0], arr[4], arr[5]
     for j in range(code.shape[0]):
-        if code[j] != ARRAY_CONST:
+        if code[j] == ARRAY_INPUT or (code[j] != ARRAY_CONST and not inputs_only):
             aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
 
 
@@ -950,10 +952,12 @@ def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
 
 
 @_kernel
-def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
+def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
     """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
     array part (sweeps for tapes with array rows): arr (the tape's array table), vaddr (each
-    array row's value block, by address) and aadj (the adjoints of the array blocks)."""
+    array row's value block, by address), aadj (the adjoints of the array blocks) and consume
+    (zero each array row's block as its rule reads it, but the input rows': aadj is then zero but
+    for those, which the caller reads)."""
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -962,7 +966,8 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{AR}):
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False)  #A
+                keep = arr[0][a[i]] == ARRAY_INPUT  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume and not keep)  #A
             continue
 {reverse_cases}
 
@@ -1047,6 +1052,18 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
     grad[k] = d vals[out_slot] / d inputs[k] for k < len(grad) (the arguments' entries). `vals`
     and `adj` are workspaces of one slot per row. Returns -1, or the row of the first guard that
     fails at these inputs (grad is then not set)."""
+    return workspace_gradient{S}(
+        op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad, False, False{AR}
+    )
+
+
+@_kernel
+def workspace_gradient{S}(
+    op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad, clean, consume{AR}
+):
+    """`gradient`, in a workspace whose adjoint blocks a consuming sweep may leave zero: `clean`
+    says aadj is zero but for the input rows' blocks (only those are zeroed first), `consume`
+    leaves it so (see `reverse`). A failing guard leaves aadj as it was."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -1054,9 +1071,9 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
     if failed >= 0:
         return failed
     adj[:] = 0.0
-    clear_adjoints(arr, aadj)  #A
+    clear_adjoints(arr, aadj, clean)  #A
     adj[out_slot] = 1.0
-    reverse{S}(op, a, b, vals, consts, adj, lead, n{AR})
+    reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
     input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
     return -1
 
@@ -1075,8 +1092,8 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
     adj[:] = 0.0
     adjd[:] = 0.0
-    clear_adjoints(arr, aadj)  #A
-    clear_adjoints(arr, aadjd)  #A
+    clear_adjoints(arr, aadj, False)  #A
+    clear_adjoints(arr, aadjd, False)  #A
     adj[out_slot] = 1.0
     second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2})
     input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
@@ -1100,10 +1117,12 @@ def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, g
             if vaddr[j] != 0:  #A
                 own_vaddr[j] = arena.ctypes.data + 8 * arr[4][j]  #A
         fill_constants(op, a, consts, vals, arr, own_vaddr)  #A
+        clean = False  # own_adj is zero but for the input rows' blocks (after a consuming sweep)
         for r in range(t, points, threads):
-            failed[r] = gradient{S}(
-                op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r]{AOWN}
+            failed[r] = workspace_gradient{S}(
+                op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r], clean, True{AOWN}
             )
+            clean = clean or failed[r] < 0
             values[r] = vals[out_slot]
             values[r] += 0.0 * arena.shape[0]  # (keeps the arena alive to here)  #A
 '''
@@ -1134,7 +1153,8 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without, and with
     runs marked (then ``_runs``) or without: a tape runs sweeps that never compile the kernels
     it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARD=", arr, vaddr, aadjd",
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume",
+                  ARD=", arr, vaddr, aadjd",
                   AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
                   A2=", arr, vaddr, aadj, aadjd, adot", AH=", arr, vaddr, aadj, aadjd, adot")
     if not arrays:
@@ -1174,6 +1194,7 @@ def generate(cache: bool) -> str:
         array_row=ARRAY_ROW,
         input=CODE[("input", "")],
         array_const=ARRAY_CODE["array_const"],
+        array_input=ARRAY_CODE["array_input"],
         pack=ARRAY_CODE["pack"],
         run=RUN,
         run_end=RUN_END,

@@ -200,9 +200,13 @@ class Workspace:
     adjoints of the rows; the array part of the sweeps' arguments (none for a tape of scalar rows:
     the array table, the addresses of the array blocks' values in the arena, their adjoints); the
     arena (the tape's array data written there once, here); the array blocks' tangents of adjoints
-    and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient."""
+    and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient.
 
-    __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail")
+    `clean`: the adjoint blocks are zero but the input rows' (a consuming reverse sweep left them
+    so; the next one zeroes only those first). Every use of the workspace but the consuming
+    sweeps' clears it (:meth:`CompiledFunction._space`)."""
+
+    __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
@@ -217,7 +221,8 @@ class Workspace:
             self.tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
             kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, self.vals,
                                             *self.array_args[:2])
-        self.gradient = variant.sweep("gradient")
+        self.gradient = variant.sweep("workspace_gradient")
+        self.clean = False
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
@@ -243,8 +248,9 @@ class CompiledFunction(SparseDerivatives):
             functools.update_wrapper(self, f)
 
     # ------------------------------------------------------------------ variants and replay
-    def _space(self, variant: Variant) -> Workspace:
-        """This thread's workspace for `variant` (reused across calls)."""
+    def _space(self, variant: Variant, keeps_clean: bool = False) -> Workspace:
+        """This thread's workspace for `variant` (reused across calls), no longer clean unless the
+        caller `keeps_clean` (reads it, or writes only values, or sweeps back consuming)."""
         try:
             spaces = self._workspaces.spaces
         except AttributeError:
@@ -254,6 +260,7 @@ class CompiledFunction(SparseDerivatives):
             if len(spaces) > 2 * self.max_variants:  # workspaces of evicted variants
                 spaces.clear()
             space = spaces[id(variant)] = Workspace(variant)
+        space.clean &= keeps_clean
         return space
 
     def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
@@ -263,7 +270,7 @@ class CompiledFunction(SparseDerivatives):
         variants = self._variants.get(signature)
         for key, variant in list(variants.items()) if variants else ():
             inputs = variant.inputs(flat)
-            space = self._space(variant)
+            space = self._space(variant, keeps_clean=True)
             vals = space.vals
             failed = variant.sweep("forward")(
                 variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
@@ -293,7 +300,7 @@ class CompiledFunction(SparseDerivatives):
             while len(variants) > self.max_variants:
                 variants.popitem(last=True)
         inputs = variant.inputs(flat)
-        space = self._space(variant)
+        space = self._space(variant, keeps_clean=True)
         vals = space.vals
         failed = variant.sweep("forward")(
             variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
@@ -341,25 +348,28 @@ class CompiledFunction(SparseDerivatives):
         row = variant.array_output
         if row is None:
             return store[variant.out_slots]
-        space = self._space(variant)
+        space = self._space(variant, keeps_clean=True)  # (_pull writes seeds it consumes)
         arrays = (space.arena, space.tangents[1], space.array_args[2])[block]
         start = variant.arrays[4][variant.a[row]]
         return arrays[start : start + len(variant.out_slots)]
 
     def _pull(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """A reverse sweep at the values `vals` from `seeds`, the output entries' adjoints; the
-        adjoints of the rows (array blocks': in the workspace)."""
-        space = self._space(variant)
+        adjoints of the rows (array blocks': in the workspace, where only the input rows' are
+        kept but in anomaly mode, which checks them all)."""
+        space = self._space(variant, keeps_clean=True)
         adj, array_args = space.adj, space.array_args
         adj[:] = 0.0
+        consume = not anomaly.is_anomaly_enabled()
         if array_args:
-            array_args[2][:] = 0.0
+            kernels.sweeps().clear_adjoints(array_args[0], array_args[2], space.clean)
         if variant.array_output is not None:
             self._outputs(variant, adj, 2)[:] = seeds
         else:
             np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
         variant.sweep("reverse")(variant.run_op, variant.a, variant.b, vals, variant.consts, adj, 0,
-                                 variant.rows, *array_args)
+                                 variant.rows, *array_args, *((consume,) if array_args else ()))
+        space.clean = consume
         return adj
 
     def _pullbacks(self, variant: Variant, vals: np.ndarray, seeds: Iterable[np.ndarray], out: np.ndarray,
@@ -385,11 +395,14 @@ class CompiledFunction(SparseDerivatives):
         if variants:  # the hot path: one Numba call replays and differentiates
             variant = next(iter(variants.values()))
             if variant.out_shape is None:
-                space = self._space(variant)
+                space = self._space(variant, keeps_clean=True)
                 grad = np.empty(len(flat))
                 inputs = variant.inputs(flat)
-                failed = space.gradient(*space.head, inputs, *space.tail, grad, *space.array_args)
+                consume = not anomaly.is_anomaly_enabled()  # (which checks every adjoint block)
+                failed = space.gradient(*space.head, inputs, *space.tail, grad, space.clean, consume,
+                                        *space.array_args)
                 if failed < 0:
+                    space.clean = consume
                     self._counts["calls"] += 1
                     self._last = variant
                     if anomaly.is_anomaly_enabled():
@@ -414,7 +427,7 @@ class CompiledFunction(SparseDerivatives):
         """The adjoints of input entries [start, stop) after a reverse sweep (with `second`: their
         tangents, after a second-order sweep), wherever the rows reading them keep them (in `out`)."""
         out = np.empty(stop - start) if out is None else out
-        space = self._space(variant)
+        space = self._space(variant, keeps_clean=True)
         array_args = ()
         if variant.has_arrays:
             array_args = (*space.array_args[:2], space.tangents[0] if second else space.array_args[2])
@@ -517,7 +530,7 @@ class CompiledFunction(SparseDerivatives):
         variant, _, _, _ = self._replay(args)
         if variant.out_shape is not None:
             raise ValueError(f"replay_tape: the function returns shape {variant.out_shape}, not a scalar")
-        space = self._space(variant)
+        space = Workspace(variant)  # the caller's own (which its code may leave in any state)
         return ReplayTape(  # type: ignore[call-arg]  # the starred part is three of its fields
             variant.op, variant.run_op, variant.a, variant.b, variant.consts, variant.input_slots,
             variant.out_slot, variant.inputs(np.zeros(0)),

@@ -6,6 +6,7 @@ import pytest
 import tapegrad as tg
 import tapegrad.nn.functional as F
 import tapegrad.numpy as tnp
+from tapegrad import kernels
 
 from .conftest import torch
 
@@ -388,13 +389,69 @@ def test_a_gradient_replay_is_right_whatever_the_adjoint_blocks_held(rng):
     cf = tg.compile(f)
     for point in (rng.normal(size=12), rng.normal(size=12)):
         cf(point)
-        cf.replay_tape(point).adjoints[:] = np.nan
+        cf._space(cf._last).array_args[2][:] = np.nan  # the workspace's adjoint blocks
         value, grad = cf.value_and_grad(point)
         v, g = tg.value_and_grad(f)(point)
         assert value == pytest.approx(v, rel=1e-13)
         np.testing.assert_allclose(grad, g, rtol=1e-12, atol=1e-14)
-        assert not np.isnan(cf.replay_tape(point).adjoints).any()  # as a sweep leaves them: adjoints
+        assert _unread_adjoints(cf) == 0.0  # the sweep consumed every block it read
+        tape = cf.replay_tape(point)  # a workspace of its own, for the caller's code
+        tape.adjoints[:] = np.nan
+        inputs = np.concatenate((point, tape.captured))  # (M's values follow the arguments)
+        assert tg.sweeps().gradient_arrays(tape.op, tape.a, tape.b, tape.consts, inputs, tape.input_slots,
+                                           tape.out_slot, np.empty(len(tape.op)), np.empty(len(tape.op)),
+                                           grad, tape.arrays, tape.addresses, tape.adjoints) < 0
+        np.testing.assert_allclose(grad, g, rtol=1e-12, atol=1e-14)
+        assert not np.isnan(tape.adjoints).any()  # as a sweep leaves them: adjoints
     np.testing.assert_allclose(cf.batch_grad(np.stack([point, point])), [g] * 2, rtol=1e-12)
+
+
+def _unread_adjoints(cf) -> float:
+    """The largest |adjoint| in the blocks of the array rows of cf's workspace but the input rows'
+    (which the caller reads after a sweep): 0.0 when the workspace is clean."""
+    v = cf._last
+    code, aoff, asize = (v.arrays[k] for k in (0, 4, 5))
+    aadj = cf._space(v, keeps_clean=True).array_args[2]
+    skip = (kernels.ARRAY_CODE["array_input"], kernels.ARRAY_CODE["array_const"])
+    entries = v.a[v.op == kernels.ARRAY_ROW]  # (0-d results keep theirs in the rows' slots)
+    blocks = [aadj[aoff[j] : aoff[j] + asize[j]] for j in entries if code[j] not in skip]
+    return max((np.abs(b).max(initial=0.0) for b in blocks), default=0.0)
+
+
+def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
+    """value_and_grad and vjp sweep back consuming each array block as they read it (only the input
+    rows' blocks keep adjoints, zeroed before the next such sweep): interleaved with sweeps that
+    do not consume (hvp, anomaly mode, a sparse Hessian), at several points, every derivative
+    stays the eager one's."""
+    D = rng.normal(size=(6, 4))
+
+    def f(x):
+        h = tg.tanh(tg.tensor(D) @ tnp.asarray(x))
+        lse = tnp.logsumexp(h * h) + F.cross_entropy(h.reshape(2, 3), np.array([0, 2]))
+        return lse + (h[::2] * tnp.asarray(x)[:3]).sum()
+
+    cf = tg.compile(f)
+    calls = [
+        lambda x: cf.value_and_grad(x)[1],
+        lambda x: cf.vjp((x,), np.array([1.0, -2.0]))[1][0],  # two cotangents: two consuming sweeps
+        lambda x: cf.hvp(x, np.ones(4)),
+        lambda x: cf.sparse_hessian(x).toarray(),
+    ]
+    expected = [
+        lambda x: tg.grad(f)(x),
+        lambda x: np.array([1.0, -2.0])[:, None] * tg.grad(f)(x),
+        lambda x: tg.hessian(f)(x) @ np.ones(4),
+        lambda x: tg.hessian(f)(x),
+    ]
+    for x in (rng.normal(size=4), rng.normal(size=4)):
+        for k in [0, 1, 0, 2, 0, 3, 1, 0, 0]:
+            np.testing.assert_allclose(calls[k](x), expected[k](x), rtol=1e-10, atol=1e-12)
+            if k < 2:
+                assert _unread_adjoints(cf) == 0.0
+        with tg.detect_anomaly():  # checks every block after the sweep: they are kept
+            np.testing.assert_allclose(calls[0](x), expected[0](x), rtol=1e-10, atol=1e-12)
+            assert _unread_adjoints(cf) > 0.0
+        np.testing.assert_allclose(calls[0](x), expected[0](x), rtol=1e-10, atol=1e-12)
 
 
 def test_ops_on_captured_tensors_follow_their_values_at_each_replay(rng):
