@@ -173,8 +173,8 @@ def _second_order_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     adj[k] += g * d_k;  adjd[k] += gd * d_k + g * (d_kx * xd + d_ky * yd), where xd, yd are the
     operands' tangents (0 for constants); zero factors contribute nothing."""
     if oc.spec.name == "array_scalar":
-        return ["array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)"
-                + ARRAY_LINE]
+        args = "i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, False"
+        return [f"array_second_order({args})" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     spec = oc.spec
@@ -252,7 +252,8 @@ def _elementwise_tangent_body(oc: Opcode):
 def _elementwise_second_order_body(oc: Opcode):
     if not oc.kind or not oc.spec.differentiable:
         return None
-    body = ["gk = g[k]", "gdk = gd[k]", "if gk == 0.0 and gdk == 0.0:", "    continue"]
+    body = ["gk = g[k]", "gdk = gd[k]", "g[k] = 0.0 if consume else gk", "gd[k] = 0.0 if consume else gdk",
+            "if gk == 0.0 and gdk == 0.0:", "    continue"]
     body += _second_order_body(oc, _ARRAY_TARGETS, _array_sources)
     return _loop(oc, _INNER_LOOP, body)
 
@@ -326,8 +327,9 @@ _ELEMENTWISE_KERNELS = (
     ("tangent", "c, xv, yv, zv, xd, yd, zd, consts, cx, cy, imeta, m",
      "zd[k] = the tangent of elementwise row code c from its operands' tangents xd, yd.",
      "zd", _elementwise_tangent_body),
-    ("second_order", "c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, cx, cy, imeta, m",
-     "The reverse rule of elementwise row code c on adjoints g and on their tangents gd.",
+    ("second_order", "c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, cx, cy, imeta, m, consume",
+     "The reverse rule of elementwise row code c on adjoints g and on their tangents gd; with\n"
+     "    `consume`, zero each element of g and gd as it is read.",
      "g", _elementwise_second_order_body),
 )
 
@@ -827,8 +829,10 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
 
 
 @_kernel
-def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot):
-    """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents."""
+def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume):
+    """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
+    with `consume`, leave its blocks of both zeroed."""
+    consume = consume and op[i] == ARRAY_ROW
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -841,9 +845,13 @@ def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj,
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         elementwise_second_order(
-            c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m
+            c, g, gd, xv, yv, zv, xd, yd, gx, gy, gxd, gyd, consts, ax[j], ay[j], imeta, m, consume
         )
+        return
 {array_second_order_cases}
+    if consume:
+        g[:] = 0.0
+        gd[:] = 0.0
 
 
 @_kernel
@@ -922,9 +930,10 @@ def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
 
 
 @_kernel
-def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
+def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
-    of the values, from `tangent`): forward-over-reverse, for Hessian-vector products."""
+    of the values, from `tangent`): forward-over-reverse, for Hessian-vector products. With
+    `consume` (array sweeps), as `reverse`: aadj and aadjd are left zero but the input rows' blocks."""
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -934,7 +943,10 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2}):
         gd = adjd[i]
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
             if c == ARRAY_ROW:  #A
-                array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)  #A
+                consumes = consume and arr[0][a[i]] != ARRAY_INPUT  # (inputs' blocks are read after)  #A
+                array_second_order(  #A
+                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consumes  #A
+                )  #A
             continue
 {second_order_cases}
 
@@ -966,8 +978,8 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
-                keep = arr[0][a[i]] == ARRAY_INPUT  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume and not keep)  #A
+                consumes = consume and arr[0][a[i]] != ARRAY_INPUT  # (inputs' blocks are read after)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consumes)  #A
             continue
 {reverse_cases}
 
@@ -1079,9 +1091,11 @@ def workspace_gradient{S}(
 
 
 @_kernel
-def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv{AH}):
+def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv, clean,
+           consume{AH}):
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
-    Returns -1, or the row of the first guard that fails at these inputs."""
+    `clean` and `consume` as `workspace_gradient`'s, for both aadj and aadjd. Returns -1, or the
+    row of the first guard that fails at these inputs (aadj and aadjd are then as they were)."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -1092,10 +1106,10 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
     adj[:] = 0.0
     adjd[:] = 0.0
-    clear_adjoints(arr, aadj, False)  #A
-    clear_adjoints(arr, aadjd, False)  #A
+    clear_adjoints(arr, aadj, clean)  #A
+    clear_adjoints(arr, aadjd, clean)  #A
     adj[out_slot] = 1.0
-    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2})
+    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2C})
     input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
     input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
     return -1
@@ -1156,7 +1170,7 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume",
                   ARD=", arr, vaddr, aadjd",
                   AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
-                  A2=", arr, vaddr, aadj, aadjd, adot", AH=", arr, vaddr, aadj, aadjd, adot")
+                  A2C=", arr, vaddr, aadj, aadjd, adot, consume", AH=", arr, vaddr, aadj, aadjd, adot")
     if not arrays:
         params = dict.fromkeys(params, "")
     suffix = ("_arrays" if arrays else "") + ("_runs" if runs else "")

@@ -202,11 +202,12 @@ class Workspace:
     arena (the tape's array data written there once, here); the array blocks' tangents of adjoints
     and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient.
 
-    `clean`: the adjoint blocks are zero but the input rows' (a consuming reverse sweep left them
-    so; the next one zeroes only those first). Every use of the workspace but the consuming
-    sweeps' clears it (:meth:`CompiledFunction._space`)."""
+    `clean`, `clean_d`: the adjoint blocks, and their tangents', are zero but the input rows' (a
+    consuming sweep left them so; the next one zeroes only those first). Every use of the
+    workspace but the consuming sweeps' clears them (:meth:`CompiledFunction._space`)."""
 
-    __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean")
+    __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean",
+                 "clean_d")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
@@ -222,7 +223,7 @@ class Workspace:
             kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, self.vals,
                                             *self.array_args[:2])
         self.gradient = variant.sweep("workspace_gradient")
-        self.clean = False
+        self.clean = self.clean_d = False
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
@@ -261,6 +262,7 @@ class CompiledFunction(SparseDerivatives):
                 spaces.clear()
             space = spaces[id(variant)] = Workspace(variant)
         space.clean &= keeps_clean
+        space.clean_d &= keeps_clean
         return space
 
     def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
@@ -461,14 +463,15 @@ class CompiledFunction(SparseDerivatives):
             seeds = np.zeros(len(inputs))
             seeds[: len(flat)] = direction.ravel()
             n, k = variant.rows, len(flat)
-            space = self._space(variant)
+            space = self._space(variant, keeps_clean=True)
             grad, hv = np.empty(k), np.empty(k)
             failed = variant.sweep("hvp")(
                 variant.run_op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
                 variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n), grad, hv,
-                *space.array_args, *space.tangents,
+                space.clean and space.clean_d, True, *space.array_args, *space.tangents,
             )
             if failed < 0:
+                space.clean = space.clean_d = True  # (the sweep consumed both)
                 break
             variant = self._replay((x,))[0]
         self._last = variant

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import custom
+from . import custom, kernels
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -187,22 +187,26 @@ class SparseDerivatives:
         (a Hessian-vector product) per color of the columns."""
         pattern, variant, (vals, inputs, lo, hi) = self._sparsity("hessian", args, argnums)
         custom.require(variant.arrays, "second order", "sparse_hessian")
-        space = self._space(variant)  # type: ignore[attr-defined]
+        space = self._space(variant, keeps_clean=True)  # type: ignore[attr-defined]
         arrays = space.array_args[:2]
-        adjoints = (space.array_args[2], *space.tangents) if variant.has_arrays else ()  # aadj, aadjd, adot
+        # aadj, aadjd, adot, and consume: zero the blocks as they are read (see Workspace.clean)
+        adjoints = (space.array_args[2], *space.tangents, True) if variant.has_arrays else ()
         n = variant.rows
         rows = (variant.run_op, variant.a, variant.b, vals, variant.consts)
         seeds, dot, adj, adjd = np.zeros(len(inputs)), np.empty(n), np.empty(n), np.empty(n)
         compressed = np.empty((hi - lo, pattern.n_colors))
         for c in range(pattern.n_colors):
             seeds[lo:hi] = pattern.colors == c
-            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:])
+            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:3])
             adj[:] = 0.0
             adjd[:] = 0.0
-            for block in adjoints[:2]:
-                block[:] = 0.0
+            if adjoints:
+                clean = space.clean and space.clean_d
+                for block in adjoints[:2]:
+                    kernels.sweeps().clear_adjoints(arrays[0], block, clean)
             adj[variant.out_slot] = 1.0
             variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints)
+            space.clean = space.clean_d = bool(adjoints)
             compressed[:, c] = self._input_adjoints(variant, adjd, hi, lo, second=True)  # type: ignore[attr-defined]
         if lower:
             pattern = pattern.lower()

@@ -406,23 +406,25 @@ def test_a_gradient_replay_is_right_whatever_the_adjoint_blocks_held(rng):
     np.testing.assert_allclose(cf.batch_grad(np.stack([point, point])), [g] * 2, rtol=1e-12)
 
 
-def _unread_adjoints(cf) -> float:
-    """The largest |adjoint| in the blocks of the array rows of cf's workspace but the input rows'
-    (which the caller reads after a sweep): 0.0 when the workspace is clean."""
+def _unread_adjoints(cf, tangents: bool = False) -> float:
+    """The largest |adjoint| (and with `tangents`, tangent of one) in the blocks of the array rows
+    of cf's workspace but the input rows' (which the caller reads after a sweep): 0.0 when the
+    workspace is clean."""
     v = cf._last
     code, aoff, asize = (v.arrays[k] for k in (0, 4, 5))
-    aadj = cf._space(v, keeps_clean=True).array_args[2]
+    space = cf._space(v, keeps_clean=True)
     skip = (kernels.ARRAY_CODE["array_input"], kernels.ARRAY_CODE["array_const"])
     entries = v.a[v.op == kernels.ARRAY_ROW]  # (0-d results keep theirs in the rows' slots)
-    blocks = [aadj[aoff[j] : aoff[j] + asize[j]] for j in entries if code[j] not in skip]
+    stores = (space.array_args[2], space.tangents[0])[: 1 + tangents]
+    blocks = [store[aoff[j] : aoff[j] + asize[j]] for store in stores for j in entries if code[j] not in skip]
     return max((np.abs(b).max(initial=0.0) for b in blocks), default=0.0)
 
 
 def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
-    """value_and_grad and vjp sweep back consuming each array block as they read it (only the input
-    rows' blocks keep adjoints, zeroed before the next such sweep): interleaved with sweeps that
-    do not consume (hvp, anomaly mode, a sparse Hessian), at several points, every derivative
-    stays the eager one's."""
+    """value_and_grad, vjp, hvp and sparse Hessians sweep back consuming each array block (adjoints
+    and their tangents) as they read it: only the input rows' blocks keep theirs, zeroed before
+    the next such sweep. Interleaved, and with a sweep that does not consume (anomaly mode checks
+    every block), at several points, every derivative stays the eager one's."""
     D = rng.normal(size=(6, 4))
 
     def f(x):
@@ -446,12 +448,12 @@ def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
     for x in (rng.normal(size=4), rng.normal(size=4)):
         for k in [0, 1, 0, 2, 0, 3, 1, 0, 0]:
             np.testing.assert_allclose(calls[k](x), expected[k](x), rtol=1e-10, atol=1e-12)
-            if k < 2:
-                assert _unread_adjoints(cf) == 0.0
+            assert _unread_adjoints(cf, tangents=k >= 2) == 0.0
         with tg.detect_anomaly():  # checks every block after the sweep: they are kept
             np.testing.assert_allclose(calls[0](x), expected[0](x), rtol=1e-10, atol=1e-12)
             assert _unread_adjoints(cf) > 0.0
-        np.testing.assert_allclose(calls[0](x), expected[0](x), rtol=1e-10, atol=1e-12)
+        for k in (2, 0):  # (an hvp after it: its tangents of adjoints were clean, its adjoints not)
+            np.testing.assert_allclose(calls[k](x), expected[k](x), rtol=1e-10, atol=1e-12)
 
 
 def test_ops_on_captured_tensors_follow_their_values_at_each_replay(rng):
