@@ -831,8 +831,8 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
 @_kernel
 def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume):
     """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
-    with `consume`, leave its blocks of both zeroed."""
-    consume = consume and op[i] == ARRAY_ROW
+    with `consume`, leave its blocks of both zeroed (array data's are never written: left alone)."""
+    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -873,8 +873,9 @@ def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
 @_kernel
 def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
     """Push array row i's adjoint (its block, or its scalar slot) to its operands; with `consume`,
-    leave its block zeroed (the elementwise kernels zero each element as they read it)."""
-    consume = consume and op[i] == ARRAY_ROW
+    leave its block zeroed (the elementwise kernels zero each element as they read it; array
+    data's is never written: left alone, not swept over)."""
+    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
