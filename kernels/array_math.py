@@ -713,7 +713,7 @@ def cross_entropy_reverse(g, x, gx, imeta, m):
 
 def cross_entropy_tangent(x, xd, zd, imeta, m):
     # sample i's loss's tangent: softmax . xd[i] - xd[i, target i]
-    n, c = imeta[m], imeta[m + 1]
+    n, c, reduction = imeta[m], imeta[m + 1], imeta[m + 2]
     p, per = np.empty(c), np.empty(n)
     for i in range(n):
         k0 = np.uint64(i * c)
@@ -722,7 +722,7 @@ def cross_entropy_tangent(x, xd, zd, imeta, m):
         for j in range(np.uint64(c)):
             d += p[j] * xd[k0 + j]
         per[i] = d
-    reduce_samples(per, zd, imeta[m + 2])
+    reduce_samples(per, zd, reduction)
 
 
 def cross_entropy_second_order(g, gd, x, xd, gx, gxd, imeta, m):

@@ -831,8 +831,8 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
 @_kernel
 def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume):
     """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
-    with `consume`, leave its blocks of both zeroed (array data's are never written: left alone)."""
-    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST
+    with `consume`, leave its blocks of both zeroed (as array_reverse)."""
+    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -873,9 +873,9 @@ def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
 @_kernel
 def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
     """Push array row i's adjoint (its block, or its scalar slot) to its operands; with `consume`,
-    leave its block zeroed (the elementwise kernels zero each element as they read it; array
-    data's is never written: left alone, not swept over)."""
-    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST
+    leave its block zeroed (the elementwise kernels zero each element as they read it). An input
+    row's block is left to its caller, who reads it; array data's is never written, not swept over."""
+    consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -944,9 +944,8 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
         gd = adjd[i]
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
             if c == ARRAY_ROW:  #A
-                consumes = consume and arr[0][a[i]] != ARRAY_INPUT  # (inputs' blocks are read after)  #A
                 array_second_order(  #A
-                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consumes  #A
+                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume  #A
                 )  #A
             continue
 {second_order_cases}
@@ -979,8 +978,7 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
-                consumes = consume and arr[0][a[i]] != ARRAY_INPUT  # (inputs' blocks are read after)  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consumes)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume)  #A
             continue
 {reverse_cases}
 
