@@ -298,14 +298,16 @@ def elementwise_{name}({params}):
     spread_x = np.zeros(CHUNK if (sxl == 0 or not dx) and (OPERANDS[c] & 1) != 0 else 0)
     spread_y = np.zeros(CHUNK if (syl == 0 or not dy) and (OPERANDS[c] & 2) != 0 else 0)
     zero, one = np.uint64(0), np.uint64(1)
+    direct_x, direct_y = sxl != 0 and dx, syl != 0 and dy  # else through the spread
+    gxr, gsx = (gx, sxl) if direct_x else (spread_x, one)  # (chosen once: an array picked per
+    gyr, gsy = (gy, syl) if direct_y else (spread_y, one)  # run costs two atomic refcounts)
     for o in range(np.uint64(n) // inner):
         bx0, by0 = broadcast_base(o, imeta, m, nd)
         for c0 in range(zero, inner, np.uint64(CHUNK)):
             run = min(np.uint64(CHUNK), inner - c0)
             k0 = o * inner + c0
             bx, by = bx0 + c0 * sxl, by0 + c0 * syl
-            gxr, gbx, gsx = (spread_x, zero, one) if sxl == 0 or not dx else (gx, bx, sxl)
-            gyr, gby, gsy = (spread_y, zero, one) if syl == 0 or not dy else (gy, by, syl)
+            gbx, gby = bx if direct_x else zero, by if direct_y else zero
 {cases}
             if sxl == 0 and dx:
                 gx[bx] += run_sum(spread_x, 0, np.int64(run))
@@ -644,6 +646,31 @@ def data_of(typingctx, array):
     return sig, codegen
 
 
+@intrinsic
+def borrowed(typingctx, arrays):
+    """The same views as `arrays` (an array, or a tuple of arrays and of such tuples) without
+    their reference counts, for memory the caller keeps alive: slicing, unpacking or passing
+    them on then costs no atomic increment and decrement (a row's kernel that took its arrays
+    counted made about 60 pairs of those)."""
+    sig = arrays(arrays)
+
+    def strip(context, builder, typ, value):
+        if isinstance(typ, types.BaseTuple):
+            for k, member in enumerate(typ):
+                item = strip(context, builder, member, builder.extract_value(value, k))
+                value = builder.insert_value(value, item, k)
+            return value
+        view = context.make_array(typ)(context, builder, value=value)
+        view.meminfo = ir.Constant(view.meminfo.type, None)
+        view.parent = ir.Constant(view.parent.type, None)
+        return view._getvalue()
+
+    def codegen(context, builder, signature, args):
+        return strip(context, builder, signature.args[0], args[0])
+
+    return sig, codegen
+
+
 # BLAS dgemm (Fortran calling convention: every argument a pointer), by symbol name, not address,
 # so that code cached on disk links to the library this process chose (kernels.blas.bind)
 _CHAR, _INT, _DOUBLE = types.CPointer(types.uint8), types.CPointer(types.int32), types.CPointer(types.float64)
@@ -814,6 +841,9 @@ def elementwise_shape(c, n, imeta, m):
 @_kernel
 def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
     """The tangent of array row i (its block of adot, or its scalar slot of dot)."""
+    op, a, vals, dot, consts, seeds, arr, vaddr, adot = borrowed(
+        (op, a, vals, dot, consts, seeds, arr, vaddr, adot)
+    )
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -832,6 +862,9 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
 def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume):
     """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
     with `consume`, leave its blocks of both zeroed (as array_reverse)."""
+    op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot = borrowed(
+        (op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)
+    )
     consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
@@ -857,6 +890,7 @@ def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj,
 @_kernel
 def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
     """Compute array row i: its block, or its scalar slot when its result is 0-d."""
+    op, a, vals, consts, inputs, arr, vaddr = borrowed((op, a, vals, consts, inputs, arr, vaddr))
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -875,6 +909,7 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
     """Push array row i's adjoint (its block, or its scalar slot) to its operands; with `consume`,
     leave its block zeroed (the elementwise kernels zero each element as they read it). An input
     row's block is left to its caller, who reads it; array data's is never written, not swept over."""
+    op, a, vals, adj, consts, arr, vaddr, aadj = borrowed((op, a, vals, adj, consts, arr, vaddr, aadj))
     consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
@@ -922,6 +957,7 @@ SWEEPS = '''\
 @_kernel
 def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
+    arr, vaddr, adot = borrowed((arr, vaddr, adot))  #A
 {ROWS_UP}
         c = op[i]
 {tangent_cases}
@@ -935,6 +971,7 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products. With
     `consume` (array sweeps), as `reverse`: aadj and aadjd are left zero but the input rows' blocks."""
+    arr, vaddr, aadj, aadjd, adot = borrowed((arr, vaddr, aadj, aadjd, adot))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -954,6 +991,7 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
 @_kernel
 def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
+    arr, vaddr = borrowed((arr, vaddr))  #A
 {ROWS_UP}
         c = op[i]
 {forward_cases}
@@ -970,6 +1008,7 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
     array row's value block, by address), aadj (the adjoints of the array blocks) and consume
     (zero each array row's block as its rule reads it, but the input rows': aadj is then zero but
     for those, which the caller reads)."""
+    arr, vaddr, aadj = borrowed((arr, vaddr, aadj))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -992,6 +1031,7 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
     row's block of aadj is zeroed as its rule reads it, unless keep[i] (the blocks the caller
     reads afterwards): the caller zeroes those, and aadj is all zeros for the next sweep.
     """
+    arr, vaddr, aadj, keep = borrowed((arr, vaddr, aadj, keep))  #A
     n = op.shape[0]
     code, ax, ay = arr[0], arr[1], arr[2]  #A
     for k in range(n):
@@ -1152,7 +1192,7 @@ def helper_source(module=scalar_math) -> str:
 _INLINE_ARRAY_HELPERS = (
     "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
     "run_exp_sum", "sample_softmax", "sample_weight", "exp_into",
-    "run_exps",
+    "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values",
 )
 _FUSED_ARRAY_HELPERS = ("vexp",)
 
