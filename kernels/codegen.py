@@ -793,12 +793,25 @@ def subtract_scaled(p, g, scale):
 
 
 @_kernel
-def clear_blocks(op, a, arr, aadj, kept, reached):
-    """Zero the adjoint blocks of the array rows both kept and reached."""
+def take_blocks(op, a, arr, aadj, kept, reached):
+    """Move out the adjoint blocks of the array rows both kept and reached: one new array holding
+    them in row order, and each row's offset in it (-1: none). Their blocks are left zero."""
     aoff, asize = arr[4], arr[5]
-    for i in range(op.shape[0]):
+    n = op.shape[0]
+    at = np.full(n, -1, dtype=np.int64)
+    total = 0
+    for i in range(n):
         if kept[i] and reached[i] and op[i] == ARRAY_ROW:
-            aadj[aoff[a[i]] : aoff[a[i]] + asize[a[i]]] = 0.0
+            at[i] = total
+            total += asize[a[i]]
+    out = np.empty(total)
+    for i in range(n):
+        if at[i] >= 0:
+            j = a[i]
+            for t in range(asize[j]):
+                out[at[i] + t] = aadj[aoff[j] + t]
+                aadj[aoff[j] + t] = 0.0
+    return out, at
 
 
 @_helper

@@ -69,41 +69,42 @@ def propagate(
         _, _, tape = heapq.heappop(order)
         arrays = tape.arrays()
         adj, aadj, reached, keep = _sweep(sweeps, tape, arrays, pending.pop(tape), retain_graph, wanted)
-
+        taken, at = aadj, keep
+        if len(keep):  # the kept blocks' adjoints, moved out in one call: the arena is zeros again
+            taken, at = sweeps.take_blocks(arrays.op, arrays.a, arrays.arr, aadj, keep, reached)
+            _arena.clean = True
         if accumulate:
             for node in tape.retained:
                 if reached[node._slot]:
-                    node._accumulate_grad(_adjoint(tape, adj, aadj, node, node._slot))
+                    node._accumulate_grad(_adjoint(adj, taken, at, node, node._slot))
         for node in wanted:
             if node._tape is tape and reached[node._slot]:
-                g = _adjoint(tape, adj, aadj, node, node._slot)
+                g = _adjoint(adj, taken, at, node, node._slot)
                 found[id(node)] = found[id(node)] + g if id(node) in found else g
         slots = np.array(tape.input_slots, dtype=np.int64)
         hit = np.flatnonzero(reached[slots])
         inputs = tape.inputs
         for k, g in zip(hit.tolist(), adj[slots[hit]].tolist()):
             node = inputs[k]
-            reach(
-                node, _adjoint(tape, adj, aadj, node, int(slots[k])) if node._v.__class__ is np.ndarray else g
-            )
-        if len(keep):
-            _arena.done(arrays, keep, reached)
+            reach(node, _adjoint(adj, taken, at, node, slots[k]) if node._v.__class__ is np.ndarray else g)
     return found
 
 
-def _adjoint(tape: Tape, adj: np.ndarray, aadj: np.ndarray, node: Node, slot: int) -> Any:
-    """The adjoint at `slot` of `tape`, where `node` is read: a float, or an array of its shape."""
-    if node._v.__class__ is np.ndarray:
-        start, stop = tape.block(slot)
-        return aadj[start:stop].reshape(node._v.shape).copy()
+def _adjoint(adj: np.ndarray, taken: np.ndarray, at: np.ndarray, node: Node, slot: int) -> Any:
+    """The adjoint at `slot`, where `node` is read: a float, or an array of its shape (a view of
+    the blocks taken out of the arena)."""
+    v = node._v
+    if v.__class__ is np.ndarray:
+        start = at[slot]
+        return taken[start : start + v.size].reshape(v.shape)
     return float(adj[slot])
 
 
 class _Arena(threading.local):
     """The adjoints of array blocks: one buffer a thread reuses from one backward to the next
-    (results are copied out before the next sweep; fresh memory from the OS costs more than
+    (results are moved out before the next sweep; fresh memory from the OS costs more than
     zeroing warm memory, several times over for large arrays). The sweep zeroes each block as
-    it reads it, and :meth:`done` the blocks it kept, so a buffer is zeroed again only after a
+    it reads it, and take_blocks the blocks it kept, so a buffer is zeroed again only after a
     sweep that did not finish."""
 
     buf: np.ndarray | None = None
@@ -118,11 +119,6 @@ class _Arena(threading.local):
             self.buf[: self.used].fill(0.0)
         self.used, self.clean = n, False
         return self.buf[:n]
-
-    def done(self, arrays: TapeArrays, kept: np.ndarray, reached: np.ndarray) -> None:
-        """Zero the blocks of the rows the sweep kept and reached: all zeros again."""
-        kernels.sweeps().clear_blocks(arrays.op, arrays.a, arrays.arr, self.buf, kept, reached)
-        self.clean = True
 
 
 _arena = _Arena()
