@@ -77,10 +77,6 @@ class ArrayTensor(Tensor):
     def __float__(self) -> float:
         return float(self.item())
 
-    def numpy(self) -> np.ndarray:
-        super().numpy()
-        return self._v.copy()
-
     def tolist(self) -> list:
         return self._untraced(".tolist()", KEEP_TRACED).tolist()
 
@@ -346,8 +342,10 @@ def _record(code: int, x: int, y: int, meta: np.ndarray | None, value: Any, tape
         value = float(value)
         out = Tensor._leaf(value, rg)
     else:
-        value = np.ascontiguousarray(value, dtype=np.float64)
-        out = ArrayTensor._leaf(value, rg)
+        if value.dtype != _FLOAT64 or not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value, dtype=np.float64)
+        out = _new(ArrayTensor)
+        out._v, out._reg, out._rg, out._grad = value, None, rg, None
     out._tape, out._slot = tape, tape.add_array(code, x, y, meta, value)
     return out
 
@@ -408,7 +406,7 @@ class _Op(NamedTuple):
     integer: bool
 
 
-_OPS = {
+_OPS: dict[str, _Op] = {
     s.name: _Op(
         s.name,
         s.arity,
@@ -420,6 +418,10 @@ _OPS = {
     )
     for s in OPS
 }
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    return v.shape if v.__class__ is np.ndarray else np.shape(v)
 
 
 def _ndim(v: Any) -> int:
@@ -490,7 +492,7 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
         tape.consts.append(2.0)
     else:
         code, a, b = op.codes[VV], _row(tape, x), _row(tape, y)
-        meta = _broadcast_meta(np.shape(xv), np.shape(yv), z.shape)
+        meta = _broadcast_meta(_shape(xv), _shape(yv), z.shape)
     if z.dtype is not _FLOAT64:  # a float64 operand with integer data
         z = z.astype(np.float64)
     out = _new(ArrayTensor)  # NumPy's result of C-ordered operands: C-ordered, the block itself

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .array import Tensor, _leaf, _record, _row, _traced, _value, apply, as_array
+from .array import _FLOAT64, _OPS, Tensor, _apply, _leaf, _record, _row, _traced, _value, apply, as_array
 from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import broadcast_to, reshape
@@ -54,15 +54,17 @@ def matmul(x: Any, y: Any) -> Tensor:
     return _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, y), meta, value, tape, rg)
 
 
+_MATMUL, _ADD = ARRAY_CODE["matmul"], _OPS["add"]
+
+
 def _product(xv: np.ndarray, yv: np.ndarray, meta: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The product `meta` describes, of shape `shape`, by the replay's kernel (the same BLAS call:
     the same bits, and MKL's dgemm where kernels.blas chose it); NumPy's for data not float64."""
-    if xv.dtype != np.float64 or yv.dtype != np.float64:
+    if xv.dtype != _FLOAT64 or yv.dtype != _FLOAT64:
         return np.matmul(xv, yv.T if meta[6] else yv)
     out = np.empty(shape)
     if out.size:
-        flat = [np.ascontiguousarray(v).reshape(-1) for v in (xv, yv)]
-        kernels.sweeps().matmul_forward(flat[0], flat[1], out.reshape(-1), meta, 0)
+        kernels.sweeps().matmul_forward(xv.ravel(), yv.ravel(), out.ravel(), meta, 0)
     return out
 
 
@@ -84,15 +86,15 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {xs} and weight of shape {ws} "
                          "do not match (weight is (out_features, in_features))")
-    value = _product(xv, wv, _linear_entry(xs[:-1], ws), xs[:-1] + ws[:1])
+    entry = _linear_entry(xs[:-1], ws)
+    value = _product(xv, wv, entry, xs[:-1] + ws[:1])
     tape = current_tape(x, weight) if (_traced(x) or _traced(weight)) else None
     if tape is None:
         out = _leaf(value)
     else:
         rg = (_traced(x) and x._rg) or (_traced(weight) and weight._rg)
-        out = _record(ARRAY_CODE["matmul"], _row(tape, x), _row(tape, weight), _linear_entry(xs[:-1], ws),
-                      value, tape, rg)
-    return out if bias is None else apply("add", out, bias)
+        out = _record(_MATMUL, _row(tape, x), _row(tape, weight), entry, value, tape, rg)
+    return out if bias is None else _apply(_ADD, out, bias, ())
 
 
 def dot(x: Any, y: Any) -> Tensor:

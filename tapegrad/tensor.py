@@ -123,13 +123,14 @@ class Tensor(Node):
         return self._untraced(".item()", KEEP_TRACED)
 
     def numpy(self) -> np.ndarray:
-        """The value as a NumPy array (refused for a tensor that requires grad: detach it first)."""
+        """The value as a NumPy array, sharing an array tensor's data as torch's does (refused for
+        a tensor that requires grad: detach it first)."""
         self._untraced(".numpy()", KEEP_TRACED)
         if self._rg:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
             )
-        return np.array(self._v)
+        return np.asarray(self._v)
 
     def detach(self) -> Tensor:
         """A new leaf with this value that does not require grad (recorded as ``stop_gradient``

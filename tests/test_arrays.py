@@ -382,6 +382,20 @@ def test_functional_grad_value_and_grad_argnums(rng):
         tg.grad(lambda x: x * 2.0)(data)
 
 
+def test_numpy_shares_the_data_as_torch_does(rng):
+    data = rng.normal(size=(3, 2))
+    t = tg.tensor(data)
+    view = t.numpy()
+    view[0, 0] = 7.0  # torch: "changes to the tensor will be reflected in the ndarray and vice versa"
+    assert t[0, 0].item() == 7.0 and np.shares_memory(view, t.detach().numpy())
+    w = tg.tensor(data, requires_grad=True)
+    (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2.0 * data)
+    w.grad.numpy()[:] = 0.0  # the gradient's own data
+    assert not w.grad.numpy().any() and not np.shares_memory(w.grad.numpy(), data)
+    assert tg.tensor(2.5).numpy().shape == () and float(tg.tensor(2.5).numpy()) == 2.5
+
+
 def test_functional_gradients_are_arrays_of_their_own(rng):
     data = rng.normal(size=4)
     kept = data.copy()
