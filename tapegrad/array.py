@@ -326,14 +326,19 @@ def _row(tape: Any, x: Any) -> int:
     value = _value(x)
     if np.ndim(value) == 0:
         return tape.add_const(float(value))
-    return tape.add_array_const(np.ascontiguousarray(value, dtype=np.float64))
+    value = np.ascontiguousarray(value, dtype=np.float64)  # (a copy of data not float64 in C order,
+    row = tape.add_array_const(value)  # which only the row about to be recorded holds, if it reads it)
+    tape.operand_values[row] = value
+    return row
 
 
 def _leaf(value: Any) -> Tensor:
     if _ndim(value) == 0:
         v = value.item() if hasattr(value, "item") else value
         return Tensor._leaf(v)
-    return ArrayTensor._leaf(np.ascontiguousarray(value))  # views (T, [::-1], expand) become blocks
+    value = np.ascontiguousarray(value)  # views (T, [::-1], expand) become blocks
+    # (an expand adding only size-1 dimensions is NumPy's read-only view: the tensor's own data)
+    return ArrayTensor._leaf(value if value.flags.writeable else value.copy())
 
 
 def _record(code: int, x: int, y: int, meta: np.ndarray | None, value: Any, tape: Any, rg: bool) -> Tensor:

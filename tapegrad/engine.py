@@ -91,12 +91,14 @@ def propagate(
 
 
 def _adjoint(adj: np.ndarray, taken: np.ndarray, at: np.ndarray, node: Node, slot: int) -> Any:
-    """The adjoint at `slot`, where `node` is read: a float, or an array of its shape (a view of
-    the blocks taken out of the arena)."""
+    """The adjoint at `slot`, where `node` is read: a float, or an array of its shape: a view of
+    the blocks taken out of the arena when it is most of them, else a copy (a small gradient
+    does not keep the others' memory alive)."""
     v = node._v
     if v.__class__ is np.ndarray:
         start = at[slot]
-        return taken[start : start + v.size].reshape(v.shape)
+        block = taken[start : start + v.size].reshape(v.shape)
+        return block if 2 * v.size > len(taken) else block.copy()
     return float(adj[slot])
 
 

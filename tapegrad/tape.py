@@ -45,6 +45,7 @@ _CONST_A = np.array([o.kind == CV for o in OPCODES], dtype=bool)
 _CONST_B = np.array([o.kind == VC for o in OPCODES], dtype=bool)
 _NO_VALUES = np.zeros(0)
 _READS = tuple(kernels.READS.tolist())  # per code: the values its reverse rule reads (a tuple: fast)
+_OPERAND_ROWS = tuple(kernels.OPERAND_MASK.tolist())  # per code: which operands are rows
 
 
 class TapeArrays(NamedTuple):
@@ -185,7 +186,8 @@ class Tape:
             self._hold(x)
         if reads & 2:
             self._hold(y)
-        self.operand_values.clear()
+        if _OPERAND_ROWS[code]:  # (a row of no operands, a registration, leaves them for its reader)
+            self.operand_values.clear()
         if ROW_HOOK is not None:
             ROW_HOOK(self, row)
         return row

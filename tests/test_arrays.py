@@ -6,6 +6,7 @@ import pytest
 from tapegrad.kernels.table import OPS
 
 import tapegrad as tg
+import tapegrad.nn.functional as F
 import tapegrad.numpy as tnp
 
 from .conftest import torch
@@ -394,6 +395,40 @@ def test_numpy_shares_the_data_as_torch_does(rng):
     w.grad.numpy()[:] = 0.0  # the gradient's own data
     assert not w.grad.numpy().any() and not np.shares_memory(w.grad.numpy(), data)
     assert tg.tensor(2.5).numpy().shape == () and float(tg.tensor(2.5).numpy()) == 2.5
+
+
+def test_array_data_converted_for_an_op_is_held_for_its_reader(rng):
+    # integer, Fortran-ordered, strided and list data become float64 copies that only the row
+    # reading them holds (each once raised "dropped before a reader")
+    w = tg.tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    ints = np.arange(12).reshape(3, 4)
+    for data, expected in [(ints, ints), (ints.tolist(), ints), (np.asfortranarray(ints * 0.5), ints * 0.5),
+                           (np.arange(24.0).reshape(3, 8)[:, ::2], np.arange(24.0).reshape(3, 8)[:, ::2])]:
+        w.grad = None
+        (w * data).sum().backward()
+        np.testing.assert_array_equal(w.grad.numpy(), expected)
+    x = np.arange(20).reshape(5, 4)
+    for data in (tg.tensor(x), np.asfortranarray(x * 1.0), x.tolist()):
+        w.grad = None
+        F.linear(data, w).sum().backward()
+        np.testing.assert_array_equal(w.grad.numpy(), np.tile(x.sum(axis=0), (3, 1)))
+
+
+def test_untraced_expand_gives_data_of_its_own():
+    e = tg.tensor([1.0, 2.0, 3.0]).expand(1, 3).numpy()  # NumPy's broadcast view is read-only
+    e[0, 0] = 9.0
+    assert e.tolist() == [[9.0, 2.0, 3.0]]
+
+
+def test_a_small_gradient_does_not_keep_the_large_ones_memory(rng):
+    big = tg.tensor(np.ones((300, 300)), requires_grad=True)
+    small = tg.tensor(rng.normal(size=3), requires_grad=True)
+    (gs,) = tg.autograd.grad((big * 2.0).sum() + (small * small).sum(), [small])
+    np.testing.assert_array_equal(gs.numpy(), 2.0 * small.detach().numpy())
+    assert gs.numpy().base is None or gs.numpy().base.size == 3
+    ((big * 2.0).sum() + (small * small).sum()).backward()
+    assert small.grad.numpy().base is None or small.grad.numpy().base.size == 3
+    np.testing.assert_array_equal(big.grad.numpy(), np.full((300, 300), 2.0))
 
 
 def test_functional_gradients_are_arrays_of_their_own(rng):
