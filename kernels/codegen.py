@@ -1204,7 +1204,7 @@ def helper_source(module=scalar_math) -> str:
 # its kernels are compiled on their own
 _INLINE_ARRAY_HELPERS = (
     "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
-    "run_exp_sum", "sample_softmax", "sample_weight", "exp_into",
+    "run_exp_sum", "softmax_rows", "sample_weight", "exp_into",
     "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values",
 )
 _FUSED_ARRAY_HELPERS = ("vexp",)
