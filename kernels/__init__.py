@@ -51,6 +51,44 @@ SAVES = np.array(
 )
 
 
+def _curves(o: Opcode) -> int:
+    """The curvature bits (kernels.plans) of opcode o: which operand tangents its second-order
+    rule reads besides the reverse rule on its adjoint's tangent (its nonzero second partials)."""
+    if not o.spec.differentiable:
+        return 0
+    s, xr, yr = o.spec, o.reads_a, o.reads_b
+    pairs = ((s.dxx, xr, xr), (s.dxy, xr, yr), (s.dxy, yr, xr), (s.dyy, yr, yr))
+    return sum(1 << k for k, (d, target, source) in enumerate(pairs) if d != "0.0" and target and source)
+
+
+# Per code: its curvature bits; whether a tangent sweep seeds it (an input, or scalar rows packed
+# into an array: kernels.plans).
+CURVES = np.array(
+    [_curves(o) for o in OPCODES]
+    + [sum(1 << ("xx", "xy", "yx", "yy").index(p) for p in s.curvature) for s in ARRAY_OPS],
+    dtype=np.uint8,
+)
+SEEDED = np.array(
+    [o.spec.name == "input" for o in OPCODES] + [s.name in ("array_input", "pack") for s in ARRAY_OPS],
+    dtype=np.uint8,
+)
+
+
+def second_order_plan(
+    op: np.ndarray, a: np.ndarray, b: np.ndarray, arr: tuple, every: bool = False
+) -> np.ndarray:
+    """The flags of each array row (kernels.plans) for the tangent and second-order sweeps of a
+    Hessian-vector product on the tape (op, a, b; no run markers) with array table arr; with
+    `every`, every flag of every row (a jvp's tangent sweep: every tangent)."""
+    from . import plans
+
+    if every:
+        return np.full(len(arr[0]), plans.TANGENT | plans.SECOND, dtype=np.uint8)
+    return plans.second_order_plan(
+        op, a, b, arr[0], arr[1], arr[2], ARRAY_ROW, ARRAY_CODE["pack"], OPERAND_MASK, CURVES, SEEDED
+    )
+
+
 def array_table(code=(), x=(), y=(), meta=(), off=(), size=(), imeta=()) -> tuple[np.ndarray, ...]:
     """A tape's array table as the sweeps take it (empty for a tape without array rows)."""
     c = np.ascontiguousarray  # one memory layout: one compiled version of each sweep
@@ -83,5 +121,6 @@ def sweeps() -> types.ModuleType:
 
 __all__ = [
     "ARRAY_CODE", "ARRAY_OPS", "ARRAY_ROW", "BY_NAME", "CODE", "NO_ADDRESSES", "NO_ADJOINTS", "NO_ARRAYS",
-    "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "READS", "SAVES", "array_table", "sweeps",
+    "CURVES", "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "READS", "SAVES", "SEEDED", "array_table",
+    "second_order_plan", "sweeps",
 ]

@@ -151,7 +151,7 @@ def _reverse_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
 
 def _tangent_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     if oc.spec.name in ("array", "array_scalar"):
-        return ["array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot)" + ARRAY_LINE]
+        return ["array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot, plan)" + ARRAY_LINE]
     if oc.spec.name == "input":
         return ["dot[i] = seeds[a[i]]"]
     if not oc.spec.differentiable:
@@ -173,7 +173,7 @@ def _second_order_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     adj[k] += g * d_k;  adjd[k] += gd * d_k + g * (d_kx * xd + d_ky * yd), where xd, yd are the
     operands' tangents (0 for constants); zero factors contribute nothing."""
     if oc.spec.name == "array_scalar":
-        args = "i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, False"
+        args = "i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, False, plan"
         return [f"array_second_order({args})" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
@@ -604,6 +604,7 @@ CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
 ARRAY_CONST = {array_const}
 ARRAY_INPUT = {array_input}
 PACK = {pack}
+PLAN_TANGENT, PLAN_SECOND = {plan_flags}  # kernels.plans
 RUN, RUN_END = {run}, {run_end}
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
@@ -852,13 +853,16 @@ def elementwise_shape(c, n, imeta, m):
 {elementwise_kernels}
 
 @_kernel
-def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
-    """The tangent of array row i (its block of adot, or its scalar slot of dot)."""
-    op, a, vals, dot, consts, seeds, arr, vaddr, adot = borrowed(
-        (op, a, vals, dot, consts, seeds, arr, vaddr, adot)
+def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot, plan):
+    """The tangent of array row i (its block of adot, or its scalar slot of dot), if its `plan`
+    (kernels.plans) says a rule reads it."""
+    op, a, vals, dot, consts, seeds, arr, vaddr, adot, plan = borrowed(
+        (op, a, vals, dot, consts, seeds, arr, vaddr, adot, plan)
     )
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
+    if (plan[j] & PLAN_TANGENT) == 0:
+        return
     c = code[j]
     m = ameta[j]
     zd, xd, yd = row_blocks(i, op, a, dot, arr, adot)
@@ -872,12 +876,16 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot):
 
 
 @_kernel
-def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume):
+def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan):
     """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
-    with `consume`, leave its blocks of both zeroed (as array_reverse)."""
-    op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot = borrowed(
-        (op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot)
+    with `consume`, leave its blocks of both zeroed (as array_reverse). A row whose `plan`
+    (kernels.plans) says its adjoint tangents stay zero gets its reverse rule alone."""
+    op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan = borrowed(
+        (op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan)
     )
+    if (plan[a[i]] & PLAN_SECOND) == 0:
+        array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume)
+        return
     consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
@@ -970,7 +978,7 @@ SWEEPS = '''\
 @_kernel
 def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
-    arr, vaddr, adot = borrowed((arr, vaddr, adot))  #A
+    arr, vaddr, adot, plan = borrowed((arr, vaddr, adot, plan))  #A
 {ROWS_UP}
         c = op[i]
 {tangent_cases}
@@ -984,7 +992,7 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products. With
     `consume` (array sweeps), as `reverse`: aadj and aadjd are left zero but the input rows' blocks."""
-    arr, vaddr, aadj, aadjd, adot = borrowed((arr, vaddr, aadj, aadjd, adot))  #A
+    arr, vaddr, aadj, aadjd, adot, plan = borrowed((arr, vaddr, aadj, aadjd, adot, plan))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -995,7 +1003,7 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
             if c == ARRAY_ROW:  #A
                 array_second_order(  #A
-                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume  #A
+                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan  #A
                 )  #A
             continue
 {second_order_cases}
@@ -1220,9 +1228,9 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     runs marked (then ``_runs``) or without: a tape runs sweeps that never compile the kernels
     it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
     params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume",
-                  ARD=", arr, vaddr, aadjd",
-                  AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot",
-                  A2C=", arr, vaddr, aadj, aadjd, adot, consume", AH=", arr, vaddr, aadj, aadjd, adot")
+                  ARD=", arr, vaddr, aadjd", AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj",
+                  AT=", arr, vaddr, adot, plan", A2C=", arr, vaddr, aadj, aadjd, adot, consume, plan",
+                  AH=", arr, vaddr, aadj, aadjd, adot, plan")
     if not arrays:
         params = dict.fromkeys(params, "")
     suffix = ("_arrays" if arrays else "") + ("_runs" if runs else "")
@@ -1242,6 +1250,8 @@ def _decorator(helper: str) -> str:
 
 def generate(cache: bool) -> str:
     """Source of the sweeps module."""
+    from . import plans  # (imports Numba)
+
     helpers = re.sub(r"\ndef ", "\n@_helper\ndef ", helper_source())
     array_helpers = re.sub(
         r"\ndef (\w+)",
@@ -1262,6 +1272,7 @@ def generate(cache: bool) -> str:
         array_const=ARRAY_CODE["array_const"],
         array_input=ARRAY_CODE["array_input"],
         pack=ARRAY_CODE["pack"],
+        plan_flags=f"{plans.TANGENT}, {plans.SECOND}",
         run=RUN,
         run_end=RUN_END,
         run_kernels=_run_kernels(),

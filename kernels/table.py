@@ -201,6 +201,9 @@ class ArrayOpSpec:
     arity: int  # operand rows (x, then y)
     reads: str  # the values its reverse rule reads: of operands "x", "y", of its result "z"
     meta: str  # layout of its entry in the int side table
+    # the operand tangents its second-order rule reads besides its reverse rule on the adjoint's
+    # tangent (as dxx, dxy, dyy do for an elementwise op): "xy" = x's adjoint tangent reads y's
+    curvature: tuple[str, ...] = ()
 
     @property
     def saves(self) -> bool:
@@ -212,22 +215,29 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ArrayOpSpec("array_input", 0, "", "leaf data: inputs[x : x + size] of the tape's input vector"),
     ArrayOpSpec("array_const", 0, "", "data that needs no gradient: consts[x : x + size]"),
     ArrayOpSpec("pack", 0, "", "out[k] = vals[rows[k]]: scalar rows (size of them) as one array"),
-    ArrayOpSpec("matmul", 2, "xy", "batch, m, k, n, x and y batch strides (0: broadcast), y transposed"),
+    ArrayOpSpec(
+        "matmul", 2, "xy", "batch, m, k, n, x and y batch strides (0: broadcast), y transposed", ("xy", "yx")
+    ),
     # idx: an index map, strided (nd, offset, shape, strides) or explicit (-1, positions)
     ArrayOpSpec("gather", 1, "", "out[k] = x[idx[k]], idx over the output"),
     ArrayOpSpec("sum_into", 1, "", "out[idx[k]] += x[k], idx over the input"),
     ArrayOpSpec("amax_into", 1, "xz", "out[idx[k]] = max x[k], idx over the input; ties split"),
     ArrayOpSpec("amin_into", 1, "xz", "out[idx[k]] = min x[k], idx over the input; ties split"),
-    ArrayOpSpec("prod_into", 1, "x", "out[idx[k]] *= x[k], idx over the input"),
+    ArrayOpSpec("prod_into", 1, "x", "out[idx[k]] *= x[k], idx over the input", ("xx",)),
     ArrayOpSpec(
-        "log_softmax", 1, "z", "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input"
+        "log_softmax", 1, "z", "out[k] = x[k] - logsumexp of x[k]'s segment idx[k], idx over the input",
+        ("xx",),
     ),
     # a user's op (tapegrad.custom): x is its operands' values, joined
-    ArrayOpSpec("custom", 1, "xz", "forward, vjp, jvp kernel addresses, op id, then the shapes they read"),
-    ArrayOpSpec("logsumexp_into", 1, "xz", "out[idx[k]] = log of the sum of exp(x[k]), idx over the input"),
+    ArrayOpSpec(
+        "custom", 1, "xz", "forward, vjp, jvp kernel addresses, op id, then the shapes they read", ("xx",)
+    ),
+    ArrayOpSpec(
+        "logsumexp_into", 1, "xz", "out[idx[k]] = log of the sum of exp(x[k]), idx over the input", ("xx",)
+    ),
     ArrayOpSpec(
         "cross_entropy", 1, "x", "n samples, c classes, reduction (0 none, 1 sum, 2 mean), the n targets: "
-        "out = the losses logsumexp(x[i]) - x[i, target i], reduced"
+        "out = the losses logsumexp(x[i]) - x[i, target i], reduced", ("xx",),
     ),
 )
 

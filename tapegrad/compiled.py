@@ -207,7 +207,7 @@ class Workspace:
     workspace but the consuming sweeps' clears them (:meth:`CompiledFunction._space`)."""
 
     __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean",
-                 "clean_d")
+                 "clean_d", "plans")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
@@ -224,8 +224,18 @@ class Workspace:
                                             *self.array_args[:2])
         self.gradient = variant.sweep("workspace_gradient")
         self.clean = self.clean_d = False
+        self.plans: tuple[np.ndarray, ...] = ()
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
+
+
+    def plan(self, variant: Variant, second: bool) -> np.ndarray:
+        """The array sweeps' `plan` (kernels.plans): which rows the tangent and second-order sweeps
+        of a Hessian-vector product compute (`second`), or every row (a jvp's tangents)."""
+        if not self.plans:
+            rows = (variant.op, variant.a, variant.b, variant.arrays)
+            self.plans = tuple(kernels.second_order_plan(*rows, every) for every in (True, False))
+        return self.plans[second]
 
 
 class CompiledFunction(SparseDerivatives):
@@ -469,6 +479,7 @@ class CompiledFunction(SparseDerivatives):
                 variant.run_op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
                 variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n), grad, hv,
                 space.clean and space.clean_d, True, *space.array_args, *space.tangents,
+                *((space.plan(variant, True),) if variant.has_arrays else ()),
             )
             if failed < 0:
                 space.clean = space.clean_d = True  # (the sweep consumed both)
@@ -581,7 +592,9 @@ class CompiledFunction(SparseDerivatives):
         custom.require(variant.arrays, "jvp", "a tangent sweep (jvp, forward-mode jacobian)")
         dot = np.empty(variant.rows)
         space = self._space(variant)
-        array_args = (*space.array_args[:2], space.tangents[1]) if variant.has_arrays else ()
+        array_args = ()
+        if variant.has_arrays:
+            array_args = (*space.array_args[:2], space.tangents[1], space.plan(variant, False))
         variant.sweep("tangent")(
             variant.run_op, variant.a, variant.b, vals, variant.consts, seeds, dot, 0, variant.rows,
             *array_args,

@@ -191,13 +191,14 @@ class SparseDerivatives:
         arrays = space.array_args[:2]
         # aadj, aadjd, adot, and consume: zero the blocks as they are read (see Workspace.clean)
         adjoints = (space.array_args[2], *space.tangents, True) if variant.has_arrays else ()
+        plan = (space.plan(variant, True),) if variant.has_arrays else ()
         n = variant.rows
         rows = (variant.run_op, variant.a, variant.b, vals, variant.consts)
         seeds, dot, adj, adjd = np.zeros(len(inputs)), np.empty(n), np.empty(n), np.empty(n)
         compressed = np.empty((hi - lo, pattern.n_colors))
         for c in range(pattern.n_colors):
             seeds[lo:hi] = pattern.colors == c
-            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:3])
+            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:3], *plan)
             adj[:] = 0.0
             adjd[:] = 0.0
             if adjoints:
@@ -205,7 +206,7 @@ class SparseDerivatives:
                 for block in adjoints[:2]:
                     kernels.sweeps().clear_adjoints(arrays[0], block, clean)
             adj[variant.out_slot] = 1.0
-            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints)
+            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints, *plan)
             space.clean = space.clean_d = bool(adjoints)
             compressed[:, c] = self._input_adjoints(variant, adjd, hi, lo, second=True)  # type: ignore[attr-defined]
         if lower:

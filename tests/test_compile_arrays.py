@@ -261,6 +261,33 @@ def test_replayed_gather_keeps_signed_zeros():
     assert np.signbit(cf(np.array([-0.0, 1.0, -0.0, 2.0, 3.0]))).tolist() == [True, True, False]
 
 
+def test_hvp_sweeps_second_order_rules_only_where_curvature_reaches(rng):
+    """kmeans' cost: a Hessian-vector product sweeps the tangents that curved rows read (C * C's)
+    and second-order rules only between those rows and the inputs. The (n, k) distance rows,
+    linear in C or piecewise so (a matmul by data, sums, min), need neither: the second-order
+    sweep gives them their reverse rule alone (kernels.plans). Gradient and H 1 are exact."""
+    P = rng.random((50, 3))
+    C0 = P[-4:] + 0.01
+
+    def cost(c):
+        C = tnp.asarray(c).reshape(4, 3)
+        D = (P * P).sum(1).reshape(-1, 1) - 2.0 * (tg.tensor(P) @ C.T) + (C * C).sum(1).reshape(1, -1)
+        return tnp.amin(D, 1).sum()
+
+    cf = tg.compile(cost)
+    grad, hv = cf.grad_and_hvp(C0.ravel(), np.ones(12))
+    nearest = ((P[:, None] - C0[None]) ** 2).sum(2).argmin(1)
+    counts, sums = np.bincount(nearest, minlength=4), np.zeros((4, 3))
+    np.add.at(sums, nearest, P)
+    np.testing.assert_allclose(grad, (2.0 * (counts[:, None] * C0 - sums)).ravel(), rtol=1e-12)
+    np.testing.assert_allclose(hv, np.repeat(2.0 * counts, 3), rtol=1e-14)
+    variant = cf._last
+    plan, sizes = cf._space(variant).plan(variant, True), variant.arrays[5]
+    assert (plan[sizes == 200] == 0).all() and (sizes == 200).sum() == 4
+    assert plan.max() == 3 and plan.min() == 0  # (the input's tangent is read, and its second-order rule)
+    np.testing.assert_allclose(cf.jvp((C0.ravel(),), (np.ones(12),))[1], grad.sum(), rtol=1e-12)
+
+
 def test_prod_with_zeros_second_order():
     f = lambda x: tnp.asarray(x).prod()  # noqa: E731
     cf = tg.compile(f)

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
+from tapegrad.kernels.plans import second_order_plan
 from tapegrad.kernels.table import OPS
 
 import tapegrad as tg
+import tapegrad.numpy as tnp
+from tapegrad import kernels
 from tapegrad.recorder import APPLY
 
 from .conftest import needs_torch, torch
@@ -168,14 +171,16 @@ SMOOTH_UNARY = ["sin", "tanh", "sigmoid", "atan", "exp"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum", "atan2"]
 
 
+SHAPES = [(3, 4), (4,), (3, 1), (2, 3, 4)]
+
+
 def array_program(seed, lib, edges=False):
     """A random program of 1-25 array ops (broadcasting elementwise ops, matmul, reductions,
     indexing, transposes) from `seed`, run with tapegrad or torch; its value and gradients. With
     `edges`, about a fifth of the data are EDGES values (but for +-1e300: sums that cancel at that
     scale depend on the order of summation, which differs between libraries)."""
     rng = np.random.default_rng(seed)
-    shapes = [(3, 4), (4,), (3, 1), (2, 3, 4)]
-    data = [rng.uniform(-1.5, 1.5, size=s) for s in shapes]
+    data = [rng.uniform(-1.5, 1.5, size=s) for s in SHAPES]
     if edges:
         for a in data:
             pick = rng.random(a.shape) < 0.2
@@ -183,7 +188,18 @@ def array_program(seed, lib, edges=False):
     make = (lambda a: tg.tensor(a, requires_grad=True)) if lib == "tg" else (
         lambda a: torch.tensor(a, requires_grad=True))
     leaves = [make(a) for a in data]
-    values = list(leaves)
+    total = array_ops(rng, leaves, lib)
+    if lib == "tg":
+        grads = tg.autograd.grad(total, leaves, allow_unused=True)
+        return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
+
+
+def array_ops(rng, leaves, lib, extra=()):
+    """array_program's ops, drawn from `rng`, on its leaves (and on the `extra` operands, which
+    the ops may read but the total does not sum): the weighted sum of every result."""
+    values = [*leaves, *extra]
     for _ in range(rng.integers(1, 26)):
         kind = rng.choice(["unary", "binary", "reduce", "matmul", "index", "transpose"])
         x = values[rng.integers(len(values))]
@@ -226,13 +242,9 @@ def array_program(seed, lib, edges=False):
             continue
         values.append(out)
     total = values[0].sum() * 0.0
-    for k, v in enumerate(values[len(leaves):]):
+    for k, v in enumerate(values[len(leaves) + len(extra):]):
         total = total + v.sum() * (0.5 + 0.1 * k)
-    if lib == "tg":
-        grads = tg.autograd.grad(total, leaves, allow_unused=True)
-        return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
-    grads = torch.autograd.grad(total, leaves, allow_unused=True)
-    return total.item(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(data, grads)]
+    return total
 
 
 @needs_torch
@@ -261,6 +273,45 @@ def test_random_programs_at_edge_values_match_torch(program):
 @given(programs(values=edgy))
 def test_ten_thousand_programs_at_edge_values_match_torch(program):
     check_against_torch(program)
+
+
+@needs_torch
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(st.integers(0, 2**32 - 1))
+def test_random_array_programs_hessian_vector_products_match_torch(seed):
+    """array_program's ops as a function of one vector (the four leaves' entries), compiled: its
+    Hessian-vector products equal torch's. The ops may also read a constant array, so that some
+    rows are linear in the vector, some curved along one operand only. The tangent and second-order
+    sweeps skip what the tape's plan (kernels.plans) finds zero; the plan is the same as its
+    uncompiled Python's, which would raise on an index out of bounds."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(np.prod(s)) for s in SHAPES]
+    x, v = rng.uniform(-1.5, 1.5, sum(sizes)), rng.normal(size=sum(sizes))
+    constant = rng.normal(size=(3, 4))
+    cuts = np.cumsum(sizes)[:-1].tolist()
+
+    def objective(lib):
+        def f(flat):
+            if lib == "tg":
+                flat, const = tnp.asarray(flat), tg.tensor(constant)
+            else:
+                const = torch.tensor(constant)
+            parts = [flat[lo:hi] for lo, hi in zip([0, *cuts], [*cuts, len(x)])]
+            leaves = [p.reshape(s) for p, s in zip(parts, SHAPES)]
+            return array_ops(np.random.default_rng(seed), leaves, lib, (const,))
+
+        return f
+
+    cf = tg.compile(objective("tg"))
+    ours = cf.hvp(x, v)
+    theirs = torch.autograd.functional.hvp(objective("torch"), torch.tensor(x), torch.tensor(v))[1].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+    t = cf._last
+    args = (t.op, t.a, t.b, *t.arrays[:3], kernels.ARRAY_ROW, kernels.ARRAY_CODE["pack"],
+            kernels.OPERAND_MASK, kernels.CURVES, kernels.SEEDED)
+    plan = second_order_plan(*args)
+    note(f"plan {plan.tolist()}")
+    np.testing.assert_array_equal(plan, second_order_plan.py_func(*args))
 
 
 def _same_where_torch_is_not_nan(ours, theirs):

@@ -69,9 +69,10 @@ def absolute_sweeps(cf: CompiledFunction, x, v) -> Callable[[np.ndarray], tuple[
             b[r], vals[n], dot[n] = n, vals[b[r]], dot[b[r]]
         for blocks in (*space.array_args[2:], *space.tangents[:1]):  # array adjoints, their tangents
             blocks[:] = 0.0
-        consume = (False,) if space.array_args else ()  # (the array sweeps': keep the blocks)
+        # (the array sweeps': keep the blocks, and every row's second-order rule)
+        plan = (False, space.plan(variant, False)) if space.array_args else ()
         variant.sweep("second_order")(variant.op, variant.a, b, vals, variant.consts, dot, adj, adjd,
-                                      r, r + 1, *space.array_args, *space.tangents, *consume)
+                                      r, r + 1, *space.array_args, *space.tangents, *plan)
         if twin:
             o = variant.a[r]
             adj[o], adjd[o] = abs(adj[o]) + abs(adj[n]), abs(adjd[o]) + abs(adjd[n])
