@@ -495,7 +495,8 @@ _NEEDS = "needs_adjoint(ax[j], op, a, code), needs_adjoint(ay[j], op, a, code)"
 # a product's cross terms (g @ yd.T, xd.T @ g) need the other operand's tangent: array data has none
 _BOTH = "needs_adjoint(ax[j], op, a, code) and needs_adjoint(ay[j], op, a, code)"
 _ARRAY_KERNELS = {
-    "array_input": ("zv[:] = inputs[ax[j] : ax[j] + n]", None, "zd[:] = seeds[ax[j] : ax[j] + n]", None),
+    "array_input": ("copy_input(zv, inputs, ax[j], vaddr[j])", None, "zd[:] = seeds[ax[j] : ax[j] + n]",
+                    None),
     # its values are written once per workspace (fill_constants), not per replay
     "array_const": (None, None, "zd[:] = 0.0", None),
     "pack": (
@@ -725,6 +726,28 @@ def fill_constants(op, a, consts, vals, arr, vaddr):
         if op[i] >= ARRAY_ROW and code[a[i]] == ARRAY_CONST:
             zv = row_values(i, op, a, vals, arr, vaddr)[0]
             zv[:] = consts[ax[a[i]] : ax[a[i]] + zv.shape[0]]
+
+
+@_helper
+def alias_inputs(arr, vaddr, inputs, alias):
+    """A copy of vaddr, to restore when the sweeps are done; with `alias`, every array_input row's
+    block (but a 0-d one's, a scalar slot) is now its entries of `inputs` (the forward sweep then
+    copies nothing): for sweeps that read the values only until they return."""
+    own = vaddr.copy()
+    if alias:
+        code, ax = arr[0], arr[1]
+        for j in range(code.shape[0]):
+            if code[j] == ARRAY_INPUT and vaddr[j] != 0:
+                vaddr[j] = np.int64(inputs.ctypes.data) + 8 * np.int64(ax[j])
+    return own
+
+
+@_helper
+def copy_input(zv, inputs, start, address):
+    """An array_input row's forward: its entries of `inputs` into its block, unless the block is
+    those entries (alias_inputs)."""
+    if address != np.int64(inputs.ctypes.data) + 8 * np.int64(start):
+        zv[:] = inputs[start : start + zv.shape[0]]
 
 
 @_helper
@@ -1135,19 +1158,22 @@ def workspace_gradient{S}(
 ):
     """`gradient`, in a workspace whose adjoint blocks a consuming sweep may leave zero: `clean`
     says aadj is zero but for the input rows' blocks (only those are zeroed first), `consume`
-    leaves it so (see `reverse`). A failing guard leaves aadj as it was."""
+    leaves it so (see `reverse`) and has the array_input rows read `inputs` in place (their blocks
+    of values are not written: nothing reads this workspace's values after a consuming call but
+    the next call). A failing guard leaves aadj as it was."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
+    own = alias_inputs(arr, vaddr, inputs, consume)  #A
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
-    if failed >= 0:
-        return failed
-    adj[:] = 0.0
-    clear_adjoints(arr, aadj, clean)  #A
-    adj[out_slot] = 1.0
-    reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
-    input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
-    return -1
+    if failed < 0:
+        adj[:] = 0.0
+        clear_adjoints(arr, aadj, clean)  #A
+        adj[out_slot] = 1.0
+        reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
+        input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
+    vaddr[:] = own  #A
+    return failed
 
 
 @_kernel
@@ -1159,20 +1185,21 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
+    own = alias_inputs(arr, vaddr, inputs, consume)  #A
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
-    if failed >= 0:
-        return failed
-    dot[:lead] = seeds[:lead]
-    tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
-    adj[:] = 0.0
-    adjd[:] = 0.0
-    clear_adjoints(arr, aadj, clean)  #A
-    clear_adjoints(arr, aadjd, clean)  #A
-    adj[out_slot] = 1.0
-    second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2C})
-    input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
-    input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
-    return -1
+    if failed < 0:
+        dot[:lead] = seeds[:lead]
+        tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
+        adj[:] = 0.0
+        adjd[:] = 0.0
+        clear_adjoints(arr, aadj, clean)  #A
+        clear_adjoints(arr, aadjd, clean)  #A
+        adj[out_slot] = 1.0
+        second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2C})
+        input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
+        input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
+    vaddr[:] = own  #A
+    return failed
 
 
 @_parallel

@@ -483,6 +483,39 @@ def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
             np.testing.assert_allclose(calls[k](x), expected[k](x), rtol=1e-10, atol=1e-12)
 
 
+def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
+    """value_and_grad and grad_and_hvp read an array argument in place, not copied into the
+    workspace (a view into a larger array included, and beside a 0-d argument). Every later call
+    sees its own arguments, after the earlier ones were changed or freed."""
+    W = rng.normal(size=(3, 5))
+
+    def f(x, s=0.5):
+        v = tnp.asarray(x)
+        return tnp.logsumexp(tg.tensor(W) @ tnp.exp(v * s), 0) + (v * v).sum()
+
+    cf, cf2 = tg.compile(f), tg.compile(lambda s, x: f(x, s))  # (x after s: at entry 1 of the inputs)
+    hvp = lambda x, v: tg.hessian(f)(x) @ v  # noqa: E731
+    for _ in range(3):
+        big, x, ones = rng.normal(size=12), rng.normal(size=5), np.ones(5)
+        y = big[4:9]
+        value, grad = cf.value_and_grad(y)
+        expected = tg.value_and_grad(f)(y.copy())
+        assert value == pytest.approx(expected[0], rel=1e-13)
+        np.testing.assert_allclose(grad, expected[1], rtol=1e-12)
+        kept = y.copy()
+        big[:] = np.nan
+        del big, y
+        _, (pulled,) = cf.vjp((x,), 1.0)
+        np.testing.assert_allclose(pulled, tg.grad(f)(x), rtol=1e-12)
+        assert cf(kept) == pytest.approx(value, rel=1e-13)
+        g, hv = cf.grad_and_hvp(kept, ones)
+        np.testing.assert_allclose(hv, hvp(kept, ones), rtol=1e-11)
+        kept[:] = np.inf
+        np.testing.assert_allclose(cf.jvp((x,), (ones,))[1], tg.grad(f)(x).sum(), rtol=1e-12)
+        np.testing.assert_allclose(cf.hessian(x), tg.hessian(f)(x), rtol=1e-11)
+        np.testing.assert_allclose(cf2.value_and_grad(0.25, x, argnums=1)[1], tg.grad(f)(x, 0.25), rtol=1e-12)
+
+
 def test_ops_on_captured_tensors_follow_their_values_at_each_replay(rng):
     """A tensor read from outside f is an input of the tape: comparisons on it, logsumexp's shift
     and detach are rows, not constants frozen at recording."""
