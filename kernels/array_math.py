@@ -553,8 +553,10 @@ def log_softmax_second_order(g, gd, z, xd, gx, gxd, imeta, m):
 
 def exp_into(x, out, n):
     # out[:n] = exp(x[:n]) (out may be x) by the vector exp kernels.blas bound: MKL's (0.6 ns an
-    # element on the project's machine, where a loop of vexp took 1.7) or a loop of vexp
-    vector_exp(np.int32(n), data_of(x), data_of(out))
+    # element on the project's machine, where a loop of vexp took 1.7) or a loop of vexp; in
+    # calls of at most 2^24 elements (the kernel counts in int32)
+    for s0 in range(0, n, 1 << 24):
+        vector_exp(np.int32(min(1 << 24, n - s0)), data_of(x[s0:]), data_of(out[s0:]))
 
 
 def run_exps(x, k0, n, shift, chunk):
@@ -656,11 +658,12 @@ def logsumexp_into_second_order(g, gd, x, z, xd, gx, gxd, imeta, m):
                 gxd[k0 + t] += gd[s] * p + g[s] * p * (xd[k0 + t] - zd[s])
 
 
-def softmax_rows(x, n, c):
+def softmax_rows(x, n, c, normalize=True):
     # the softmax of each of x's n rows of c scores, each shifted by its maximum where finite
     # (else 0.0): (p, the shifts, the sums of exp(x - shift), whose log + shift is the row's
-    # logsumexp). One vector exp for all the rows: one call per row cost 80 ns a row of two
-    # classes, most of a small batch's loss
+    # logsumexp); without `normalize`, p is exp(x - shift) (a forward needs only the sums). One
+    # vector exp for all the rows: one call per row cost 80 ns a row of two classes, most of a
+    # small batch's loss
     p, shift, total = np.empty(n * c), np.empty(n), np.empty(n)
     for i in range(n):
         top = run_extreme(x, i * c, c, 1.0)
@@ -668,10 +671,11 @@ def softmax_rows(x, n, c):
         k0 = np.uint64(i * c)
         for j in range(np.uint64(c)):
             p[k0 + j] = x[k0 + j] - shift[i]
-    for s0 in range(0, n * c, 1 << 24):  # (the vector exp counts in int32)
-        exp_into(p[s0:], p[s0:], min(1 << 24, n * c - s0))
+    exp_into(p, p, n * c)
     for i in range(n):
         total[i] = run_sum(p, i * c, c)
+        if not normalize:
+            continue
         scale = 1.0 / total[i]
         k0 = np.uint64(i * c)
         for j in range(np.uint64(c)):
@@ -698,7 +702,7 @@ def cross_entropy_forward(x, out, imeta, m):
     # entry: n samples, c classes, the reduction (0 none, 1 sum, 2 mean), then the n targets;
     # sample i's loss is logsumexp(x[i c : (i + 1) c]) - x[i c + target i]
     n, c, reduction = imeta[m], imeta[m + 1], imeta[m + 2]
-    _, shift, total = softmax_rows(x, n, c)
+    _, shift, total = softmax_rows(x, n, c, False)
     per = np.empty(n)
     for i in range(n):
         per[i] = np.log(total[i]) - (x[i * c + imeta[m + 3 + i]] - shift[i])

@@ -23,9 +23,6 @@ import numpy as np
 from .jit import compiled
 from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, OPCODES
 
-_NONLINEAR_ARRAY_OPS = {"matmul": 4, "prod_into": 1, "log_softmax": 1, "logsumexp_into": 1,
-                        "cross_entropy": 1, "custom": 1}  # bits as SECOND's
-
 
 def _depends(o) -> int:
     """Bit 1: the result depends on operand a (a slot) through a nonzero partial; bit 2: on b."""
@@ -47,12 +44,20 @@ def _second(o) -> int:
     return bits
 
 
+def _array_second(s) -> int:
+    """_second's bits for an array op, from the operand pairs of its curvature (kernels.table)."""
+    bits = 0
+    for pair in s.curvature:
+        bits |= {"xx": 1, "yy": 2, "xy": 4, "yx": 4}[pair]
+    return bits
+
+
 # per code (opcodes, then ARRAY_OPS codes), as the sweeps index them
 DEPENDS = np.array(
     [_depends(o) for o in OPCODES] + [(s.arity >= 1) | (s.arity == 2) << 1 for s in ARRAY_OPS], dtype=np.uint8
 )
 SECOND = np.array(
-    [_second(o) for o in OPCODES] + [_NONLINEAR_ARRAY_OPS.get(s.name, 0) for s in ARRAY_OPS], dtype=np.uint8
+    [_second(o) for o in OPCODES] + [_array_second(s) for s in ARRAY_OPS], dtype=np.uint8
 )
 _INPUT = 0
 _ARRAY_INPUT = ARRAY_CODE["array_input"]
