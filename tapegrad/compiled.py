@@ -89,11 +89,18 @@ class Variant(NamedTuple):
 
 
 
+def _sweepable(array: np.ndarray) -> np.ndarray:
+    """`array` (float64, C-ordered), or a copy where the sweeps would take it as another Numba
+    type and compile themselves anew, for a minute: read-only data (np.broadcast_to's, a JAX
+    array's NumPy view, a read-only memory map) or unaligned."""
+    return array if array.flags.writeable and array.flags.aligned else array.copy()
+
+
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
     if len(args) == 1:  # the common case, without the loop
         arg = args[0]
         if arg.__class__ is np.ndarray and arg.dtype == np.float64:
-            return (arg.shape,), arg.ravel()
+            return (arg.shape,), _sweepable(arg.ravel())
         if arg.__class__ is float:
             return ((),), np.array([arg])
     shapes, parts = [], []
@@ -499,7 +506,7 @@ class CompiledFunction(SparseDerivatives):
     def batch_value_and_grad(self, points: Any) -> tuple[np.ndarray, np.ndarray]:
         """f and its gradient at every row of `points` (f of one array argument), replayed in
         parallel with one workspace per thread. Rows whose guards fail are recorded again."""
-        X = np.ascontiguousarray(points, dtype=np.float64)
+        X = _sweepable(np.ascontiguousarray(points, dtype=np.float64))
         if X.ndim < 1:
             raise ValueError(f"batch_grad: points must have one row per point, got shape {X.shape}")
         m = X.shape[0]

@@ -516,6 +516,29 @@ def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
         np.testing.assert_allclose(cf2.value_and_grad(0.25, x, argnums=1)[1], tg.grad(f)(x, 0.25), rtol=1e-12)
 
 
+def test_read_only_arguments_run_the_sweeps_already_compiled(rng):
+    """Read-only data (np.broadcast_to's, a JAX array's NumPy view, a read-only memory map) is
+    another Numba type: the sweeps would compile themselves again for it, for a minute. Such
+    arguments are copied first; the results are the same."""
+    cf = tg.compile(lambda x: tnp.logsumexp(tnp.asarray(x) * tnp.asarray(x), 0))
+    x = rng.normal(size=5)
+    calls = {
+        "workspace_gradient": lambda x: cf.value_and_grad(x)[1],
+        "hvp": lambda x: cf.grad_and_hvp(x, np.ones(5))[1],
+        "forward": lambda x: cf(x),
+        "batch_gradient": lambda x: cf.batch_grad(np.broadcast_to(x, (3, 5)) if not x.flags.writeable
+                                                  else np.stack([x, x, x])),
+    }
+    expected = {name: (call(x), call(x))[1] for name, call in calls.items()}  # (a recording, then a replay)
+    variant = cf._last
+    compiled = {name: len(variant.sweep(name).signatures) for name in calls}
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for name, call in calls.items():
+        np.testing.assert_array_equal(call(frozen), expected[name])
+    assert {name: len(variant.sweep(name).signatures) for name in calls} == compiled
+
+
 def test_ops_on_captured_tensors_follow_their_values_at_each_replay(rng):
     """A tensor read from outside f is an input of the tape: comparisons on it, logsumexp's shift
     and detach are rows, not constants frozen at recording."""
