@@ -32,7 +32,7 @@ from .node import Node, slot_on
 from .sparse import SparseDerivatives
 from .state import get_tape, set_tape
 from .tape import Tape, address
-from .tensor import float_array
+from .tensor import float_array, kernel_data
 
 FORMAT_VERSION = 3  # 2: array tables, captured values flattened; 3: array rows may read arguments
 READABLE = (2, 3)  # a version-2 tape reads every argument entry with an input row: valid as 3
@@ -89,18 +89,11 @@ class Variant(NamedTuple):
 
 
 
-def _sweepable(array: np.ndarray) -> np.ndarray:
-    """`array` (float64, C-ordered), or a copy where the sweeps would take it as another Numba
-    type and compile themselves anew, for a minute: read-only data (np.broadcast_to's, a JAX
-    array's NumPy view, a read-only memory map) or unaligned."""
-    return array if array.flags.writeable and array.flags.aligned else array.copy()
-
-
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
     if len(args) == 1:  # the common case, without the loop
         arg = args[0]
         if arg.__class__ is np.ndarray and arg.dtype == np.float64:
-            return (arg.shape,), _sweepable(arg.ravel())
+            return (arg.shape,), kernel_data(arg.ravel())
         if arg.__class__ is float:
             return ((),), np.array([arg])
     shapes, parts = [], []
@@ -506,7 +499,7 @@ class CompiledFunction(SparseDerivatives):
     def batch_value_and_grad(self, points: Any) -> tuple[np.ndarray, np.ndarray]:
         """f and its gradient at every row of `points` (f of one array argument), replayed in
         parallel with one workspace per thread. Rows whose guards fail are recorded again."""
-        X = _sweepable(np.ascontiguousarray(points, dtype=np.float64))
+        X = kernel_data(np.ascontiguousarray(points, dtype=np.float64))
         if X.ndim < 1:
             raise ValueError(f"batch_grad: points must have one row per point, got shape {X.shape}")
         m = X.shape[0]

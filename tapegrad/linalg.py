@@ -14,6 +14,7 @@ from .array import _FLOAT64, _OPS, Tensor, _apply, _leaf, _record, _row, _traced
 from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import broadcast_to, reshape
+from .tensor import kernel_data
 
 
 def matmul(x: Any, y: Any) -> Tensor:
@@ -64,7 +65,8 @@ def _product(xv: np.ndarray, yv: np.ndarray, meta: np.ndarray, shape: tuple[int,
         return np.matmul(xv, yv.T if meta[6] else yv)
     out = np.empty(shape)
     if out.size:
-        kernels.sweeps().matmul_forward(xv.ravel(), yv.ravel(), out.ravel(), meta, 0)
+        xr, yr = kernel_data(xv.ravel()), kernel_data(yv.ravel())
+        kernels.sweeps().matmul_forward(xr, yr, out.ravel(), meta, 0)
     return out
 
 

@@ -14,6 +14,7 @@ from .array import Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, a
 from .kernels import ARRAY_CODE
 from .node import current_tape
 from .shapes import _axes, _c_strides, _strided
+from .tensor import kernel_data
 
 # (the ufuncs' reduce: NumPy's values, without np.sum's Python wrapper) and the ops' public names
 _NUMPY_REDUCE: dict[str, Callable[..., Any]] = {
@@ -79,7 +80,7 @@ def _kernel_row(op: str, x: Any, entry: np.ndarray, value: np.ndarray) -> Tensor
     """Array op `op` of x with side-table entry `entry`: `value` filled by the replay's kernel (the
     same bits eager and replayed; NumPy took 3x as long for log_softmax on a (100, 2) batch), and
     its row recorded if x is traced."""
-    flat = np.ascontiguousarray(_value(x), dtype=np.float64).reshape(-1)
+    flat = kernel_data(np.ascontiguousarray(_value(x), dtype=np.float64).reshape(-1))
     getattr(kernels.sweeps(), op + "_forward")(flat, value.reshape(-1), entry.copy(), 0)
     if not _traced(x):
         return _leaf(value)

@@ -238,6 +238,13 @@ def float_array(value: Any) -> np.ndarray:
     return data.astype(np.float64, copy=False)
 
 
+def kernel_data(array: np.ndarray) -> np.ndarray:
+    """`array` (float64), or a copy where a Numba kernel would take it as another type and compile
+    itself anew, for seconds to a minute: read-only data (np.broadcast_to's, a JAX array's NumPy
+    view, a read-only memory map) or unaligned."""
+    return array if array.flags.writeable and array.flags.aligned else array.copy()
+
+
 def as_tensor(value: Any) -> Tensor:
     """A leaf holding `value` (a float, or an array: an array tensor) that needs no grad."""
     if value.__class__ is np.ndarray:

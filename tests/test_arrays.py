@@ -8,6 +8,7 @@ from tapegrad.kernels.table import OPS
 import tapegrad as tg
 import tapegrad.nn.functional as F
 import tapegrad.numpy as tnp
+from tapegrad import kernels
 
 from .conftest import torch
 
@@ -610,3 +611,32 @@ def test_log_softmax_is_one_row_with_torch_gradients(axis, rng):
     inf = tg.tensor([[-np.inf, 0.0], [1.0, 1.0]], requires_grad=True)
     tg.log_softmax(inf, 1).sum().backward()
     np.testing.assert_allclose(inf.grad.numpy(), [[1.0, -1.0], [0.0, 0.0]], atol=1e-15)
+
+
+def test_read_only_data_runs_the_kernels_already_compiled(rng):
+    """A read-only array (np.broadcast_to's, a JAX array's view) is another Numba type, for which
+    a kernel would compile anew: ops of such data that run a kernel forward (products, logsumexp,
+    log_softmax, cross_entropy) give the same values and gradients and compile nothing."""
+    from numba.core.registry import CPUDispatcher
+
+    W = tg.tensor(rng.normal(size=(4, 3)), requires_grad=True)
+    x = rng.normal(size=(4, 3))
+
+    def run(x):
+        s = W.sum()
+        loss = F.linear(x, W).sum() + (x @ W.T).sum() + (tg.tensor(x) @ W.T).sum()
+        loss = loss + F.cross_entropy(W * x, np.array([0, 2, 1, 0]))
+        (loss + (tnp.logsumexp(x, 1) * s).sum() + (tg.log_softmax(x, 0) * W).sum()).backward()
+        out, W.grad = W.grad.numpy().copy(), None
+        return out
+
+    expected = run(x)
+    def signatures():
+        kernels_of = vars(kernels.sweeps()).items()
+        return {k: len(v.signatures) for k, v in kernels_of if isinstance(v, CPUDispatcher)}
+
+    before = signatures()
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(run(frozen), expected)
+    assert signatures() == before
