@@ -87,7 +87,13 @@ def _pick(bits, x, y):
         return 1, x, x
     if bits == 2:
         return 1, y, y
-    return 0, x, y
+    return 0, 0, 0  # (no operand rows: x, y may be pool offsets or input indices, not rows)
+
+
+@_inline
+def _room(count, x, y, size):
+    """The pool room the union of a row's count operand sets can take."""
+    return (size[x] if count >= 1 else 0) + (size[y] if count == 2 else 0)
 
 
 @_inline
@@ -186,8 +192,9 @@ def _array_set(j, count, x, y, arr, pool, top, start, size, live):
         pool[top : top + asize[j]] = np.arange(np.int64(ax[j]), np.int64(ax[j]) + asize[j])
         return pool, top, asize[j]
     if count >= 0:
-        if top + size[x] + size[y] > pool.shape[0]:
-            pool, top = _compact(pool, start, size, live, size[x] + size[y])
+        room = _room(count, x, y, size)
+        if top + room > pool.shape[0]:
+            pool, top = _compact(pool, start, size, live, room)
         return pool, top, _scalar_set(count, x, y, pool, top, start, size)
     rows = _packed(arr, x, y)
     if top + size[rows].sum() > pool.shape[0]:
@@ -267,8 +274,9 @@ def index_sets(op, a, b, arr, keep, second, depends):
         if op[i] >= ARRAY_ROW:
             pool, top, size[i] = _array_set(a[i], count, x, y, arr, pool, top, start, size, live)
         else:
-            if top + size[x] + size[y] + 1 > pool.shape[0]:
-                pool, top = _compact(pool, start, size, live, size[x] + size[y] + 1)
+            room = _room(count, x, y, size) + 1
+            if top + room > pool.shape[0]:
+                pool, top = _compact(pool, start, size, live, room)
             if op[i] == _INPUT:
                 pool[top] = a[i]
                 size[i] = 1

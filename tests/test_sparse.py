@@ -252,3 +252,20 @@ def test_random_programs_sparse_equals_dense(program, n_outputs):
     if np.all(np.isfinite(hess)):
         assert sparse_pattern(scalar.hessian_sparsity(x)) >= nonzero_pattern(hess)
     np.testing.assert_array_equal(scalar.sparse_hessian(x).toarray(), hess)
+
+
+def test_sparse_hessian_of_array_data_larger_than_the_tape(rng):
+    """Array data's rows read no row: their operand fields hold offsets into the constant pool,
+    which the dependency sweep once took for rows (read out of bounds once the pool outgrew the
+    tape: garbage set sizes, then a failed allocation or a wrong pattern)."""
+    C1, C2 = rng.normal(size=(1000, 4)), rng.normal(size=4)
+
+    def f(x):
+        v = tnp.asarray(x)
+        return (v + tg.tensor(C1)).sum() + (v * tg.tensor(C2) * v).sum()
+
+    cf = tg.compile(f)
+    for _ in range(20):
+        H = cf.sparse_hessian(rng.normal(size=4)).toarray()
+        np.testing.assert_allclose(H, np.diag(2.0 * C2), rtol=1e-14)
+        cf.__dict__.pop("_patterns")  # (the pattern again, not from the cache)
