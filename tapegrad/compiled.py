@@ -275,6 +275,16 @@ class CompiledFunction(SparseDerivatives):
         space.clean_d &= keeps_clean
         return space
 
+    def _in_place(self, variant: Variant, sweep: Callable[..., Any], *args: Any) -> Any:
+        """`sweep(*args)`, a one-call sweep that reads the arguments in place (alias_inputs): if it
+        raises (out of memory), this thread's workspace for `variant` is dropped, as its blocks may
+        still point at the arguments."""
+        try:
+            return sweep(*args)
+        except BaseException:
+            self._workspaces.spaces.pop(id(variant), None)
+            raise
+
     def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
         """The variant whose guards hold at `args`, its values there, and the flat inputs."""
         signature, flat = _flatten_args(args)
@@ -411,13 +421,13 @@ class CompiledFunction(SparseDerivatives):
                 grad = np.empty(len(flat))
                 inputs = variant.inputs(flat)
                 consume = not anomaly.is_anomaly_enabled()  # (which checks every adjoint block)
-                failed = space.gradient(*space.head, inputs, *space.tail, grad, space.clean, consume,
-                                        *space.array_args)
+                failed = self._in_place(variant, space.gradient, *space.head, inputs, *space.tail, grad,
+                                        space.clean, consume, *space.array_args)
                 if failed < 0:
                     space.clean = consume
                     self._counts["calls"] += 1
                     self._last = variant
-                    if anomaly.is_anomaly_enabled():
+                    if not consume:
                         anomaly.check_replay(variant, space.vals, space.arena, space.adj,
                                              *space.array_args[2:])
                     return float(space.vals[variant.out_slot]), self._split(grad, args, argnums, signature)
@@ -475,10 +485,10 @@ class CompiledFunction(SparseDerivatives):
             n, k = variant.rows, len(flat)
             space = self._space(variant, keeps_clean=True)
             grad, hv = np.empty(k), np.empty(k)
-            failed = variant.sweep("hvp")(
-                variant.run_op, variant.a, variant.b, variant.consts, inputs, seeds, variant.input_slots,
-                variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n), grad, hv,
-                space.clean and space.clean_d, True, *space.array_args, *space.tangents,
+            failed = self._in_place(
+                variant, variant.sweep("hvp"), variant.run_op, variant.a, variant.b, variant.consts, inputs,
+                seeds, variant.input_slots, variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n),
+                grad, hv, space.clean and space.clean_d, True, *space.array_args, *space.tangents,
                 *((space.plan(variant, True),) if variant.has_arrays else ()),
             )
             if failed < 0:

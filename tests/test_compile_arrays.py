@@ -288,6 +288,46 @@ def test_hvp_sweeps_second_order_rules_only_where_curvature_reaches(rng):
     np.testing.assert_allclose(cf.jvp((C0.ravel(),), (np.ones(12),))[1], grad.sum(), rtol=1e-12)
 
 
+_RNG = np.random.default_rng(5)
+_P, _D, _M = _RNG.normal(size=(2, 3)), _RNG.normal(size=6) + 3.0, _RNG.normal(size=(4, 6))
+# one curvature pair of the op table each (kernels.plans), and rows linear around them
+CURVED = {
+    "exp": lambda x: tnp.exp(tnp.asarray(x) * 0.5).sum(),
+    "log_softmax": lambda x: (tg.log_softmax(tnp.asarray(x).reshape(2, 3), 1) * tg.tensor(_P)).sum(),
+    "logsumexp": lambda x: tnp.logsumexp(tnp.asarray(x).reshape(2, 3) * 2.0, 1).sum(),
+    "cross_entropy": lambda x: F.cross_entropy(tnp.asarray(x).reshape(2, 3) * 1.5, np.array([2, 0])),
+    "prod": lambda x: (tnp.asarray(x) * 0.5 + 1.0).prod(),
+    "div": lambda x: (tnp.asarray(x)[:3] / (tnp.asarray(x)[3:] + 3.0)).sum(),
+    "data over x": lambda x: (tg.tensor(_D) / (tnp.asarray(x) + 3.0)).sum(),
+    "a number over x": lambda x: (2.0 / (tnp.asarray(x) + 3.0)).sum(),
+    "x over data, squared": lambda x: ((tnp.asarray(x) / tg.tensor(_D)) ** 2).sum(),
+    "pow": lambda x: ((tnp.asarray(x) * tnp.asarray(x) + 0.5) ** tnp.asarray(x)[::-1]).sum(),
+    "mul of two": lambda x: (tnp.exp(tnp.asarray(x)) * tnp.asarray(x)[::-1] * 2.0).sum(),
+    "matmul of two": lambda x: (tnp.exp(tnp.asarray(x).reshape(2, 3)) @ tnp.asarray(x).reshape(3, 2)).sum(),
+    "matmul of two rows": lambda x: (tnp.asarray(x).reshape(2, 3) @ tnp.asarray(x)[::-1].reshape(3, 2)).sum(),
+    "matmul by data": lambda x: tg.tanh(tg.tensor(_M) @ tnp.asarray(x)).sum(),
+    "0-d rows": lambda x: (tnp.asarray(x) ** 2).sum() * tnp.asarray(x).sum() - tnp.asarray(x).max(),
+}
+
+
+@pytest.mark.parametrize("name", list(CURVED))
+def test_hessian_vector_products_of_each_curvature(name, rng):
+    """Each op's curvature (its second partials: kernels.CURVES, ArrayOpSpec.curvature) decides
+    which rows the plan sweeps to second order: a missing one gives a wrong Hessian-vector product.
+    Against central differences of the eager gradient; the sparse Hessian (whose pattern the same
+    curvature decides) too. The workspace's tangents are NaN before each: a rule that reads a
+    tangent the plan skipped gives NaN."""
+    f = CURVED[name]
+    cf = tg.compile(f)
+    x, v = rng.uniform(-0.5, 0.5, size=6), rng.normal(size=6)
+    expected = _fd_hvp(f, x, v)
+    cf(x)
+    space = cf._space(cf._last, keeps_clean=True)
+    for call in (lambda: cf.hvp(x, v), lambda: cf.sparse_hessian(x).toarray() @ v):
+        space.tangents[1][:] = np.nan
+        np.testing.assert_allclose(call(), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_prod_with_zeros_second_order():
     f = lambda x: tnp.asarray(x).prod()  # noqa: E731
     cf = tg.compile(f)
@@ -485,8 +525,10 @@ def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
 
 def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
     """value_and_grad and grad_and_hvp read an array argument in place, not copied into the
-    workspace (a view into a larger array included, and beside a 0-d argument). Every later call
-    sees its own arguments, after the earlier ones were changed or freed."""
+    workspace (a view into a larger array included, and beside a 0-d argument), and leave it
+    alone: every later call sees its own arguments and writes none of the earlier ones, which
+    may have been changed or freed meanwhile. Hessians against differences of the eager
+    gradient."""
     W = rng.normal(size=(3, 5))
 
     def f(x, s=0.5):
@@ -494,7 +536,6 @@ def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
         return tnp.logsumexp(tg.tensor(W) @ tnp.exp(v * s), 0) + (v * v).sum()
 
     cf, cf2 = tg.compile(f), tg.compile(lambda s, x: f(x, s))  # (x after s: at entry 1 of the inputs)
-    hvp = lambda x, v: tg.hessian(f)(x) @ v  # noqa: E731
     for _ in range(3):
         big, x, ones = rng.normal(size=12), rng.normal(size=5), np.ones(5)
         y = big[4:9]
@@ -502,18 +543,37 @@ def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
         expected = tg.value_and_grad(f)(y.copy())
         assert value == pytest.approx(expected[0], rel=1e-13)
         np.testing.assert_allclose(grad, expected[1], rtol=1e-12)
-        kept = y.copy()
-        big[:] = np.nan
-        del big, y
+        kept, freed = y.copy(), y.copy()
+        big[:] = 7.0
         _, (pulled,) = cf.vjp((x,), 1.0)
         np.testing.assert_allclose(pulled, tg.grad(f)(x), rtol=1e-12)
         assert cf(kept) == pytest.approx(value, rel=1e-13)
+        cf.value_and_grad(freed)
+        del freed
         g, hv = cf.grad_and_hvp(kept, ones)
-        np.testing.assert_allclose(hv, hvp(kept, ones), rtol=1e-11)
+        np.testing.assert_allclose(hv, _fd_hvp(f, kept, ones), rtol=1e-6)
         kept[:] = np.inf
         np.testing.assert_allclose(cf.jvp((x,), (ones,))[1], tg.grad(f)(x).sum(), rtol=1e-12)
-        np.testing.assert_allclose(cf.hessian(x), tg.hessian(f)(x), rtol=1e-11)
+        np.testing.assert_allclose(cf.hessian(x) @ ones, _fd_hvp(f, x, ones), rtol=1e-6)
         np.testing.assert_allclose(cf2.value_and_grad(0.25, x, argnums=1)[1], tg.grad(f)(x, 0.25), rtol=1e-12)
+        assert (big == 7.0).all() and np.isinf(kept).all()  # (no later call wrote them)
+
+
+def test_a_one_call_sweep_that_raises_drops_its_workspace(rng):
+    """A one-call sweep that raises (out of memory) may leave the workspace's blocks pointing at
+    the arguments it read in place: the workspace is dropped, and the next call makes another."""
+    f = lambda x: tnp.logsumexp(tnp.asarray(x) * 2.0, 0)  # noqa: E731
+    cf, x = tg.compile(f), rng.normal(size=4)
+    expected = cf.value_and_grad(x)[1]
+    space = cf._space(cf._last)
+
+    def failing(*args):
+        raise MemoryError("Allocation failed")
+
+    with pytest.raises(MemoryError):
+        cf._in_place(cf._last, failing)
+    assert cf._space(cf._last) is not space
+    np.testing.assert_array_equal(cf.value_and_grad(x)[1], expected)
 
 
 def test_read_only_arguments_run_the_sweeps_already_compiled(rng):
@@ -526,9 +586,10 @@ def test_read_only_arguments_run_the_sweeps_already_compiled(rng):
         "workspace_gradient": lambda x: cf.value_and_grad(x)[1],
         "hvp": lambda x: cf.grad_and_hvp(x, np.ones(5))[1],
         "forward": lambda x: cf(x),
-        "batch_gradient": lambda x: cf.batch_grad(np.broadcast_to(x, (3, 5)) if not x.flags.writeable
-                                                  else np.stack([x, x, x])),
+        "batch_gradient": lambda x: cf.batch_grad(points[x.flags.writeable]),
     }
+    points = (np.stack([x, x, x]), np.stack([x, x, x]))  # (the first one read-only)
+    points[0].flags.writeable = False
     expected = {name: (call(x), call(x))[1] for name, call in calls.items()}  # (a recording, then a replay)
     variant = cf._last
     compiled = {name: len(variant.sweep(name).signatures) for name in calls}
