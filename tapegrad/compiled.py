@@ -228,7 +228,6 @@ class Workspace:
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
-
     def plan(self, variant: Variant, second: bool) -> np.ndarray:
         """The array sweeps' `plan` (kernels.plans): which rows the tangent and second-order sweeps
         of a Hessian-vector product compute (`second`), or every row (a jvp's tangents)."""
