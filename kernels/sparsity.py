@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import CURVES
 from .jit import compiled
+from .plans import XX, XY, YX, YY
 from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, OPCODES
 
 
@@ -31,34 +33,12 @@ def _depends(o) -> int:
     return (int(o.reads_a and o.spec.dx != "0.0")) | (int(o.reads_b and o.spec.dy != "0.0") << 1)
 
 
-def _second(o) -> int:
-    """Bit 1: d2/da2 can be nonzero; bit 2: d2/db2; bit 4: d2/dadb (the operands that are slots)."""
-    dep = _depends(o)
-    bits = 0
-    if dep & 1 and o.spec.dxx != "0.0":
-        bits |= 1
-    if dep & 2 and o.spec.dyy != "0.0":
-        bits |= 2
-    if (dep & 3) == 3 and o.spec.dxy != "0.0":
-        bits |= 4
-    return bits
-
-
-def _array_second(s) -> int:
-    """_second's bits for an array op, from the operand pairs of its curvature (kernels.table)."""
-    bits = 0
-    for pair in s.curvature:
-        bits |= {"xx": 1, "yy": 2, "xy": 4, "yx": 4}[pair]
-    return bits
-
-
 # per code (opcodes, then ARRAY_OPS codes), as the sweeps index them
 DEPENDS = np.array(
     [_depends(o) for o in OPCODES] + [(s.arity >= 1) | (s.arity == 2) << 1 for s in ARRAY_OPS], dtype=np.uint8
 )
-SECOND = np.array(
-    [_second(o) for o in OPCODES] + [_array_second(s) for s in ARRAY_OPS], dtype=np.uint8
-)
+# bit 1: d2/da2 can be nonzero; bit 2: d2/db2; bit 4: d2/dadb: the op table's curvature (CURVES)
+SECOND = ((CURVES & XX) | ((CURVES & YY) >> 2) | np.where(CURVES & (XY | YX), 4, 0)).astype(np.uint8)
 _INPUT = 0
 _ARRAY_INPUT = ARRAY_CODE["array_input"]
 _PACK = ARRAY_CODE["pack"]
