@@ -6,7 +6,9 @@ w_i (f p + (u0, v0) - feat_i) and 1 - w_i^2. GradBench sends one camera, point, 
 which the tool repeats n, m and p times (it must not exploit the repetition).
 
 The errors are computed with whole-array ops over the observations, from each observation's own
-copy of its 15 parameters (camera, point, weight: a (p, 15) array). An error depends on its own
+copy of its 15 parameters (camera, point, weight), parameter by parameter: a (15, p) array, whose rows
+are the ops' operands (a column of a (p, 15) one is a strided gather, forward and back, which cost
+a quarter of the Jacobian's time). An error depends on its own
 observation's copy alone, so the gradient of the sum of one error column with respect to the copies
 holds every observation's partials of that error: the Jacobian's 3p rows come from three reverse
 sweeps. They fill ADBench's CSR layout (per observation two rows of 15
@@ -33,9 +35,9 @@ def _cross(a, b):
 
 def errors(v, xp, feat: np.ndarray):
     """The errors (p, 3) of every observation, two reprojection errors and the weight error, from
-    its parameters v (p, 15: rotation, camera centre, f, u0, v0, k1, k2, point, weight) and its
+    its parameters v (15, p: rotation, camera centre, f, u0, v0, k1, k2, point, weight) and its
     feature feat (p, 2)."""
-    col = [v[:, j] for j in range(15)]
+    col = [v[j] for j in range(15)]
     r, X = col[0:3], [col[11 + j] - col[3 + j] for j in range(3)]
     f, u0, v0, k1, k2, w = col[6], col[7], col[8], col[9], col[10], col[14]
     theta2 = r[0] * r[0] + r[1] * r[1] + r[2] * r[2]
@@ -61,7 +63,7 @@ class Problem:
         obs = np.arange(p)
         cam_of, point_of = obs % n, obs % m
         cams, points = np.tile(cam, (n, 1)), np.tile(x, (m, 1))
-        self.v = np.concatenate([cams[cam_of], points[point_of], np.full((p, 1), float(w))], axis=1)
+        self.v = np.concatenate([cams[cam_of], points[point_of], np.full((p, 1), float(w))], axis=1).T.copy()
         self.feat = np.tile(feat, (p, 1))
         weight_col = 11 * n + 3 * m + obs
         columns = np.concatenate([11 * cam_of[:, None] + np.arange(11),
@@ -70,15 +72,15 @@ class Problem:
         self.rows = np.concatenate([np.arange(0, 30 * p + 1, 15), 30 * p + 1 + obs])
 
     def objective(self, v, xp):
-        return errors(v.reshape(self.p, 15), xp, self.feat)
+        return errors(v.reshape(15, self.p), xp, self.feat)
 
     def jacobian_values(self, blocks: list[np.ndarray]) -> np.ndarray:
-        """The CSR values from the three vjps' (p, 15) blocks (the weight error's: column 14),
+        """The CSR values from the three vjps' (15, p) blocks (the weight error's: row 14),
         written once into the list (interleaving the first two blocks by observation)."""
         values = np.empty(31 * self.p)
         pairs = values[: 30 * self.p].reshape(self.p, 2, 15)
-        pairs[:, 0], pairs[:, 1] = blocks[0], blocks[1]
-        values[30 * self.p :] = blocks[2][:, 14]
+        pairs[:, 0], pairs[:, 1] = blocks[0].T, blocks[1].T
+        values[30 * self.p :] = blocks[2][14]
         return values
 
 
@@ -118,11 +120,11 @@ def jacobian(pb: Problem, replay: bool):
         seeds[j, :, j] = 1.0
     if replay:
         cf = programs.compiled(pb.objective, v, arrays=True)
-        return lambda: pb.jacobian_values([g.reshape(pb.p, 15) for g in cf.vjp((v,), seeds)[1][0]])
+        return lambda: pb.jacobian_values([g.reshape(15, pb.p) for g in cf.vjp((v,), seeds)[1][0]])
 
     def eager():
         _, pull = tg.vjp(lambda t: pb.objective(t, programs.tnp), v)
-        return pb.jacobian_values([pull(s)[0].reshape(pb.p, 15) for s in seeds])
+        return pb.jacobian_values([pull(s)[0].reshape(15, pb.p) for s in seeds])
 
     return eager
 
@@ -133,8 +135,8 @@ def expected(function: str, message: dict):
     pb = from_message(message)
     n, m, p = pb.n, pb.m, pb.p
     if function == "objective":
-        return _objective_output(errors(pb.v[:1], np, pb.feat[:1]), p)
-    J = [differences.central(lambda v, r=r: errors(v.reshape(1, 15), np, pb.feat[:1])[0, r], pb.v[0])
+        return _objective_output(errors(pb.v[:, :1], np, pb.feat[:1]), p)
+    J = [differences.central(lambda v, r=r: errors(v.reshape(15, 1), np, pb.feat[:1])[0, r], pb.v[:, 0])
          for r in range(2)]
     rows, cols, vals = [0], [], []
     for i in range(p):
