@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import types
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -98,6 +99,19 @@ def array_table(code=(), x=(), y=(), meta=(), off=(), size=(), imeta=()) -> tupl
     )
 
 
+def live_blocks(
+    arr: tuple[np.ndarray, ...], op: np.ndarray, a: np.ndarray, seeded: Iterable[int] = ()
+) -> np.ndarray:
+    """The `live` bytes a reverse sweep takes (see the sweeps' array_reverse): one per array row,
+    set for the rows among `seeded` (tape rows) whose adjoint blocks the caller wrote; every other
+    block must be zero when the sweep starts."""
+    live = np.zeros(len(arr[0]), dtype=np.uint8)
+    for row in seeded:
+        if op[row] == ARRAY_ROW:
+            live[a[row]] = 1
+    return live
+
+
 NO_ARRAYS = array_table()
 NO_ADDRESSES = np.zeros(0, dtype=np.int64)
 NO_ADJOINTS = np.zeros(0)
@@ -122,5 +136,6 @@ def sweeps() -> types.ModuleType:
 __all__ = [
     "ARRAY_CODE", "ARRAY_OPS", "ARRAY_ROW", "BY_NAME", "CODE", "NO_ADDRESSES", "NO_ADJOINTS", "NO_ARRAYS",
     "CURVES", "OPCODES", "OPERAND_MASK", "OPS", "OpSpec", "Opcode", "READS", "SAVES", "SEEDED", "array_table",
+    "live_blocks",
     "second_order_plan", "sweeps",
 ]

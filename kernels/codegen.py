@@ -139,7 +139,7 @@ def _forward_body(oc: Opcode, sources=_scalar_sources):
 
 def _reverse_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     if oc.spec.name == "array_scalar":
-        return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False)" + ARRAY_LINE]
+        return ["array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, False, live)" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
     terms = _diff_terms(oc)
@@ -173,7 +173,7 @@ def _second_order_body(oc: Opcode, at=_SCALAR_TARGETS, sources=_scalar_sources):
     adj[k] += g * d_k;  adjd[k] += gd * d_k + g * (d_kx * xd + d_ky * yd), where xd, yd are the
     operands' tangents (0 for constants); zero factors contribute nothing."""
     if oc.spec.name == "array_scalar":
-        args = "i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, False, plan"
+        args = "i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, False, plan, live"
         return [f"array_second_order({args})" + ARRAY_LINE]
     if not oc.spec.differentiable:
         return None
@@ -717,6 +717,16 @@ def needs_adjoint(r, op, a, code):
     return not (op[r] == ARRAY_ROW and code[a[r]] == ARRAY_CONST)
 
 
+@_helper
+def reach_operands(j, op, a, arr, live):
+    """Mark the blocks of array row j's operand rows as maybe nonzero (see array_reverse)."""
+    rows = OPERANDS[arr[0][j]]
+    if rows & 1 and op[arr[1][j]] == ARRAY_ROW:
+        live[a[arr[1][j]]] = 1
+    if rows & 2 and op[arr[2][j]] == ARRAY_ROW:
+        live[a[arr[2][j]]] = 1
+
+
 @_kernel
 def fill_constants(op, a, consts, vals, arr, vaddr):
     """Write the tape's array data (array_const rows) into a workspace's values: once, when the
@@ -899,15 +909,18 @@ def array_tangent(i, op, a, vals, dot, consts, seeds, arr, vaddr, adot, plan):
 
 
 @_kernel
-def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan):
+def array_second_order(
+    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan, live
+):
     """Forward-over-reverse for array row i: its reverse rule on the adjoints and on their tangents;
     with `consume`, leave its blocks of both zeroed (as array_reverse). A row whose `plan`
-    (kernels.plans) says its adjoint tangents stay zero gets its reverse rule alone."""
-    op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan = borrowed(
-        (op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan)
+    (kernels.plans) says its adjoint tangents stay zero gets its reverse rule alone. `live` as
+    array_reverse's."""
+    op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan, live = borrowed(
+        (op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, plan, live)
     )
     if (plan[a[i]] & PLAN_SECOND) == 0:
-        array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume)
+        array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live)
         return
     consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
@@ -917,6 +930,7 @@ def array_second_order(i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj,
     g, gx, gy = row_blocks(i, op, a, adj, arr, aadj)
     if g.shape[0] == 0:
         return
+    reach_operands(j, op, a, arr, live)
     gd, gxd, gyd = row_blocks(i, op, a, adjd, arr, aadjd)
     _, xd, yd = row_blocks(i, op, a, dot, arr, adot)
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
@@ -949,11 +963,19 @@ def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
 
 
 @_kernel
-def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
+def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
     """Push array row i's adjoint (its block, or its scalar slot) to its operands; with `consume`,
     leave its block zeroed (the elementwise kernels zero each element as they read it). An input
-    row's block is left to its caller, who reads it; array data's is never written, not swept over."""
-    op, a, vals, adj, consts, arr, vaddr, aadj = borrowed((op, a, vals, adj, consts, arr, vaddr, aadj))
+    row's block is left to its caller, who reads it; array data's is never written, not swept over.
+
+    live[j] (one byte per array row j) is nonzero where row j's block may hold a nonzero: the
+    caller sets it for the blocks it seeded (all others zero when the sweep starts), and a row
+    that pushes its adjoint sets it for its operands. A block row whose byte is zero is skipped
+    unread: a pullback of one output column (a Jacobian's row) does not scan the blocks of every
+    row it never reaches."""
+    op, a, vals, adj, consts, arr, vaddr, aadj, live = borrowed(
+        (op, a, vals, adj, consts, arr, vaddr, aadj, live)
+    )
     consume = consume and op[i] == ARRAY_ROW and arr[0][a[i]] != ARRAY_CONST and arr[0][a[i]] != ARRAY_INPUT
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
@@ -964,8 +986,9 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume):
         if consume:
             g[:] = 0.0
         return
-    if not any_nonzero(g):  # nothing to push (a row the seeds do not reach: another column's pullback)
-        return
+    if (op[i] == ARRAY_ROW and live[j] == 0) or not any_nonzero(g):  # nothing to push (a row the
+        return  # seeds do not reach, or reach with zeros: another column's pullback)
+    reach_operands(j, op, a, arr, live)
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         dx = (OPERANDS[c] & 1) != 0 and needs_adjoint(ax[j], op, a, code)
@@ -1015,7 +1038,7 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products. With
     `consume` (array sweeps), as `reverse`: aadj and aadjd are left zero but the input rows' blocks."""
-    arr, vaddr, aadj, aadjd, adot, plan = borrowed((arr, vaddr, aadj, aadjd, adot, plan))  #A
+    arr, vaddr, aadj, aadjd, adot, plan, live = borrowed((arr, vaddr, aadj, aadjd, adot, plan, live))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -1026,7 +1049,8 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
         if g == 0.0 and gd == 0.0:  # always so for an array row: its adjoints are in aadj, aadjd
             if c == ARRAY_ROW:  #A
                 array_second_order(  #A
-                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan  #A
+                    i, op, a, vals, dot, adj, adjd, consts, arr, vaddr, aadj, aadjd, adot, consume, plan,  #A
+                    live,  #A
                 )  #A
             continue
 {second_order_cases}
@@ -1052,7 +1076,7 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
     array row's value block, by address), aadj (the adjoints of the array blocks) and consume
     (zero each array row's block as its rule reads it, but the input rows': aadj is then zero but
     for those, which the caller reads)."""
-    arr, vaddr, aadj = borrowed((arr, vaddr, aadj))  #A
+    arr, vaddr, aadj, live = borrowed((arr, vaddr, aadj, live))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
@@ -1061,7 +1085,7 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
             if c == ARRAY_ROW:  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live)  #A
             continue
 {reverse_cases}
 
@@ -1075,7 +1099,7 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
     row's block of aadj is zeroed as its rule reads it, unless keep[i] (the blocks the caller
     reads afterwards): the caller zeroes those, and aadj is all zeros for the next sweep.
     """
-    arr, vaddr, aadj, keep = borrowed((arr, vaddr, aadj, keep))  #A
+    arr, vaddr, aadj, keep, live = borrowed((arr, vaddr, aadj, keep, live))  #A
     n = op.shape[0]
     code, ax, ay = arr[0], arr[1], arr[2]  #A
     for k in range(n):
@@ -1104,7 +1128,7 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
         g = adj[i]
         if g == 0.0:
             if c == ARRAY_ROW:  #A
-                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, keep[i] == 0)  #A
+                array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, keep[i] == 0, live)  #A
             continue
 {reverse_cases}
     return -1
@@ -1170,6 +1194,7 @@ def workspace_gradient{S}(
         adj[:] = 0.0
         clear_adjoints(arr, aadj, clean)  #A
         adj[out_slot] = 1.0
+        live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A
         reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
     vaddr[:] = own  #A
@@ -1195,6 +1220,7 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
         clear_adjoints(arr, aadj, clean)  #A
         clear_adjoints(arr, aadjd, clean)  #A
         adj[out_slot] = 1.0
+        live = np.zeros(arr[0].shape[0], np.uint8)  #A
         second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2C})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
         input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
@@ -1254,9 +1280,10 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without, and with
     runs marked (then ``_runs``) or without: a tape runs sweeps that never compile the kernels
     it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume",
-                  ARD=", arr, vaddr, aadjd", AK=", arr, vaddr, aadj, keep", AOWN=", arr, own_vaddr, own_adj",
-                  AT=", arr, vaddr, adot, plan", A2C=", arr, vaddr, aadj, aadjd, adot, consume, plan",
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume, live",
+                  ARD=", arr, vaddr, aadjd", AK=", arr, vaddr, aadj, keep, live",
+                  AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot, plan",
+                  A2C=", arr, vaddr, aadj, aadjd, adot, consume, plan, live",
                   AH=", arr, vaddr, aadj, aadjd, adot, plan")
     if not arrays:
         params = dict.fromkeys(params, "")

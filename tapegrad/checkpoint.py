@@ -27,7 +27,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import anomaly, memory
+from . import anomaly, kernels, memory
 from .compiled import CompiledFunction, Variant
 from .functional import value_and_grad as _value_and_grad
 from .tensor import float_array
@@ -61,7 +61,7 @@ class _Replay:
 
     __slots__ = ("variant", "vals", "adj", "aadj", "arena", "forward", "reverse", "fargs", "rargs",
                  "state_in", "n", "inputs_at", "array_args", "out_slots", "out_values", "out_seeds",
-                 "seed_outputs")
+                 "seed_outputs", "seeded")
 
     def __init__(
         self, cf: CompiledFunction, variant: Variant, n: int, params: np.ndarray, out_row: int | None
@@ -81,6 +81,7 @@ class _Replay:
         self.out_slots = variant.out_slots
         self.out_values: np.ndarray | None = None  # views of the result's block and its adjoints
         self.out_seeds: np.ndarray | None = None
+        self.seeded = () if out_row is None else (out_row,)  # the rows whose blocks pull seeds
         if out_row is not None:
             entry = variant.a[out_row]
             start = int(variant.arrays[4][entry])  # the block's offset and size
@@ -126,7 +127,8 @@ class _Replay:
             np.add.at(adj, self.out_slots, lam)
         v, n = self.variant, self.n
         self.inputs_at(v.op, v.a, v.input_slots, adj, pbar, n, True, *self.array_args)  # pbar accumulates on
-        self.reverse(*self.rargs)
+        live = (kernels.live_blocks(v.arrays, v.op, v.a, self.seeded),) if self.array_args else ()
+        self.reverse(*self.rargs, *live)
         self.inputs_at(v.op, v.a, v.input_slots, adj, lam, 0, False, *self.array_args)
         self.inputs_at(v.op, v.a, v.input_slots, adj, pbar, n, False, *self.array_args)
 

@@ -388,8 +388,10 @@ class CompiledFunction(SparseDerivatives):
             self._outputs(variant, adj, 2)[:] = seeds
         else:
             np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
+        seeded = () if variant.array_output is None else (variant.array_output,)
+        live = (kernels.live_blocks(array_args[0], variant.op, variant.a, seeded),) if array_args else ()
         variant.sweep("reverse")(variant.run_op, variant.a, variant.b, vals, variant.consts, adj, 0,
-                                 variant.rows, *array_args, *((consume,) if array_args else ()))
+                                 variant.rows, *array_args, *((consume,) if array_args else ()), *live)
         space.clean = consume
         return adj
 

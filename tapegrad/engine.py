@@ -146,15 +146,20 @@ def _sweep(
         for node in (*tape.retained, *wanted):
             if node._tape is tape:
                 keep[node._slot] = 1
+    seeded = []
     for slot, g in seeds:
         if g.__class__ is np.ndarray:
+            seeded.append(slot)
             start, stop = tape.block(slot)
             aadj[start:stop] += g.reshape(-1)
         else:
             adj[slot] += g
         reached[slot] = 1
     # a tape of scalar rows runs the sweep that never compiles the array kernels
-    array_args = (arrays.arr, arrays.vaddr, aadj, keep) if array_tape else ()
+    array_args = ()
+    if array_tape:
+        live = kernels.live_blocks(arrays.arr, arrays.op, arrays.a, seeded)
+        array_args = (arrays.arr, arrays.vaddr, aadj, keep, live)
     sweep = sweeps.reverse_tracked_arrays if array_tape else sweeps.reverse_tracked
     bad = sweep(
         arrays.op, arrays.a, arrays.b, arrays.vals, arrays.consts, adj, reached,

@@ -206,7 +206,8 @@ class SparseDerivatives:
                 for block in adjoints[:2]:
                     kernels.sweeps().clear_adjoints(arrays[0], block, clean)
             adj[variant.out_slot] = 1.0
-            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints, *plan)
+            live = (kernels.live_blocks(arrays[0], variant.op, variant.a),) if adjoints else ()
+            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints, *plan, *live)
             space.clean = space.clean_d = bool(adjoints)
             compressed[:, c] = self._input_adjoints(variant, adjd, hi, lo, second=True)  # type: ignore[attr-defined]
         if lower:

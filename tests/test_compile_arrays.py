@@ -806,3 +806,59 @@ def test_tolist_of_traced_arrays_follows_the_inputs_or_is_refused():
     W = tg.tensor(np.ones(3), requires_grad=True)
     with pytest.raises(tg.TracingError, match=r"\.tolist\(\)"):  # a traced result's values
         tg.compile(lambda x: sum((W * x).tolist()))(np.ones(3))
+
+
+def test_pullbacks_of_one_output_column_skip_only_rows_it_never_reaches(rng):
+    """A reverse sweep skips, unread, the blocks nothing pushed to (its live bytes): a pullback of one
+    column of stacked errors reaches part of the tape, with zeros through the other columns' rows."""
+    n = 50
+    t = rng.normal(size=(4, n))
+
+    def errors(x):
+        t = x.reshape(4, n)
+        a = tnp.sin(t[0]) * t[1]
+        b = tnp.exp(t[2]) / (1.0 + t[3] ** 2)
+        return tnp.stack([a * b, b + 2.0, 1.0 - t[3] * t[3]], axis=1)
+
+    a = np.sin(t[0]) * t[1]
+    b = np.exp(t[2]) / (1.0 + t[3] ** 2)
+    db3 = -b * 2.0 * t[3] / (1.0 + t[3] ** 2)
+    zero = np.zeros(n)
+    expected = [
+        np.stack([np.cos(t[0]) * t[1] * b, np.sin(t[0]) * b, a * b, a * db3]),
+        np.stack([zero, zero, b, db3]),
+        np.stack([zero, zero, zero, -2.0 * t[3]]),
+    ]
+    seeds = np.zeros((3, n, 3))
+    for j in range(3):
+        seeds[j, :, j] = 1.0
+    cf = tg.compile(errors)
+    for order in ((0, 1, 2), (2, 0, 1), (1, 2, 0)):  # (each sweep leaves the workspace for the next)
+        _, (pulled,) = cf.vjp((t.ravel(),), seeds[list(order)])
+        for k, j in enumerate(order):
+            np.testing.assert_allclose(pulled[k].reshape(4, n), expected[j], rtol=1e-13, atol=1e-15)
+    _, pull = tg.vjp(errors, t.ravel())  # eager, the same sweep
+    for j in range(3):
+        np.testing.assert_allclose(pull(seeds[j])[0].reshape(4, n), expected[j], rtol=1e-13, atol=1e-15)
+
+
+def test_a_seeded_block_that_later_rows_read_is_pulled_back(rng):
+    """An output (or a tensor seeded by backward) that rows after it read: its block is seeded by
+    the caller, not pushed to by any row of the sweep, and must not be skipped."""
+    x = rng.normal(size=6)
+    c = rng.normal(size=6)
+
+    def f(x):
+        y = tnp.sin(x)
+        tnp.sum(y * 3.0)  # a row after the output reads it (its adjoint stays zero)
+        return y
+
+    cf = tg.compile(f)
+    for _ in range(2):
+        np.testing.assert_allclose(cf.vjp((x,), c)[1][0], c * np.cos(x), rtol=1e-14)
+        np.testing.assert_allclose(cf.jacobian(x), np.diag(np.cos(x)), rtol=1e-14)
+    xt = tg.tensor(x, requires_grad=True)
+    y = xt * xt
+    (tnp.sum(y) * 2.0).item()  # a later row reading y, never swept from
+    y.backward(c)
+    np.testing.assert_allclose(xt.grad.numpy(), 2.0 * x * c, rtol=1e-14)

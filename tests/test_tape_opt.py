@@ -69,8 +69,9 @@ def absolute_sweeps(cf: CompiledFunction, x, v) -> Callable[[np.ndarray], tuple[
             b[r], vals[n], dot[n] = n, vals[b[r]], dot[b[r]]
         for blocks in (*space.array_args[2:], *space.tangents[:1]):  # array adjoints, their tangents
             blocks[:] = 0.0
-        # (the array sweeps': keep the blocks, and every row's second-order rule)
-        plan = (False, space.plan(variant, False)) if space.array_args else ()
+        # (the array sweeps': keep the blocks, every row's second-order rule, every block maybe live)
+        live = np.ones(len(variant.arrays[0]), dtype=np.uint8)
+        plan = (False, space.plan(variant, False), live) if space.array_args else ()
         variant.sweep("second_order")(variant.op, variant.a, b, vals, variant.consts, dot, adj, adjd,
                                       r, r + 1, *space.array_args, *space.tangents, *plan)
         if twin:
