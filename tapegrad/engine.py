@@ -156,7 +156,7 @@ def _sweep(
             adj[slot] += g
         reached[slot] = 1
     # a tape of scalar rows runs the sweep that never compiles the array kernels
-    array_args = ()
+    array_args: tuple[Any, ...] = ()
     if array_tape:
         live = kernels.live_blocks(arrays.arr, arrays.op, arrays.a, seeded)
         array_args = (arrays.arr, arrays.vaddr, aadj, keep, live)
