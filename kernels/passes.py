@@ -92,10 +92,11 @@ def value_numbers(key_op, key_a, key_b, key_c, slot_a, slot_b, commutative, elig
 
 
 @compiled()
-def grouped_order(order, level, op, first):
+def grouped_order(order, level, op, first, constant):
     """`order` (rows sorted by level, then opcode) with each group of one level and one opcode
-    sorted by where its rows' first operand rows went (first[r] < 0: none), ties kept in order.
-    Levels are taken in order, so an operand's place is known before its readers are sorted."""
+    sorted by their constant operand (constant[r], a pool index; -1: none), then by where their
+    first operand rows went (first[r] < 0: none), ties kept in order. Levels are taken in order,
+    so an operand's place is known before its readers are sorted."""
     n = order.shape[0]
     out = order.copy()
     place = np.empty(n, dtype=np.int64)
@@ -107,7 +108,7 @@ def grouped_order(order, level, op, first):
         keys = np.empty(h - g, dtype=np.int64)
         for t in range(g, h):
             r = first[order[t]]
-            keys[t - g] = place[r] if r >= 0 else -1
+            keys[t - g] = (constant[order[t]] + 1) * (n + 1) + (place[r] + 1 if r >= 0 else 0)
         for t, k in enumerate(np.argsort(keys, kind="mergesort")):
             out[g + t] = order[g + k]
             place[out[g + t]] = g + t

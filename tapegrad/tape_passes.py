@@ -236,10 +236,12 @@ def _reorder(p: _Program) -> tuple[_Program, bool]:
     p = _compact_pool(p)  # equal constants shared: a run's constant operand then stays in place
     level = kernel_passes.levels(*_operands(p))
     rows = np.arange(len(p.op))
-    # within a level and an opcode, by where the first operand row went: rows of one expression
-    # across a vector then follow each other (0.1 * x[i] before 0.2 * y[i]), not in turns
+    # within a level and an opcode, by constant operand, then by where the first operand row went:
+    # rows of one expression across a vector then follow each other, not in turns (h * k[i] and
+    # 2.0 * k[i]; 0.1 * x[i] and 0.2 * y[i])
     first = np.where(_READS_A[p.op], p.a, np.where(_READS_B[p.op], p.b.astype(np.int64), -1))
-    order = kernel_passes.grouped_order(np.lexsort((rows, p.op, level)), level, p.op, first)
+    constant = np.where(_POOL_A[p.op], p.a, np.where(_POOL_B[p.op] | (_PARAMS[p.op] > 0), p.b, -1))
+    order = kernel_passes.grouped_order(np.lexsort((rows, p.op, level)), level, p.op, first, constant)
     sorted_ = _rebuild(p, order)
     gain = runs.rows_in_runs(sorted_.op, sorted_.a, sorted_.b, unit=True) - runs.rows_in_runs(
         p.op, p.a, p.b, unit=True)
