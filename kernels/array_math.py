@@ -159,14 +159,15 @@ def strided_base(o, imeta, m, nd):
 
 def mapped_add(src, dst, imeta, m, count, gather, assign=False):
     # along the index map's `count` positions p_k: dst[k] += src[p_k] (gather) or dst[p_k] += src[k];
-    # with `assign` (a gather only, which reaches each k once): dst[k] = src[p_k]. The positions
-    # are unsigned where they index: no negative-index checks in the loops (a valid map has none)
+    # with `assign`, = for += (a scatter's map then names each position once: a join's). The
+    # positions are unsigned where they index: no negative-index checks in the loops (a valid map
+    # has none)
     nd = imeta[m]
     if nd == 0:  # one element (a 0-d view: an output element of tg.compile, x[i, j])
         if gather:
             dst[0] = src[imeta[m + 1]] if assign else dst[0] + src[imeta[m + 1]]
         else:
-            dst[imeta[m + 1]] += src[0]
+            dst[imeta[m + 1]] = src[0] if assign else dst[imeta[m + 1]] + src[0]
         return
     if nd < 0:  # explicit positions
         idx = imeta[m + 1 : m + 1 + count]
@@ -174,7 +175,7 @@ def mapped_add(src, dst, imeta, m, count, gather, assign=False):
             if gather:
                 dst[k] = src[idx[k]] if assign else dst[k] + src[idx[k]]
             else:
-                dst[idx[k]] += src[k]
+                dst[idx[k]] = src[k] if assign else dst[idx[k]] + src[k]
         return
     inner, step = imeta[m + 1 + nd], imeta[m + 1 + 2 * nd]
     for o in range(count // max(inner, 1)):
@@ -185,11 +186,14 @@ def mapped_add(src, dst, imeta, m, count, gather, assign=False):
             for t in range(k0, k0 + np.uint64(inner)):
                 dst[t] = v if assign else dst[t] + v
         elif step == 0:  # a run summed into one position (a reduction)
-            dst[base] += run_sum(src, k0, inner)
+            dst[base] = run_sum(src, k0, inner) + (0.0 if assign else dst[base])
         elif gather:
             for t in range(inner):
                 p = src[np.uint64(base + t * step)]
                 dst[k0 + t] = p if assign else dst[k0 + t] + p
+        elif assign:
+            for t in range(inner):
+                dst[np.uint64(base + t * step)] = src[k0 + t]
         else:
             for t in range(inner):
                 dst[np.uint64(base + t * step)] += src[k0 + t]
@@ -225,6 +229,24 @@ def sum_into_forward(x, out, imeta, m):
 
 def sum_into_reverse(g, gx, imeta, m):
     mapped_add(g, gx, imeta, m, gx.shape[0], True)
+
+
+def map_length(imeta, m, count):
+    # the length of the index map at m over `count` elements (strided: nd, offset, shape, strides)
+    nd = imeta[m]
+    return 1 + count if nd < 0 else 2 + 2 * nd
+
+
+def join_forward(x, y, out, imeta, m):
+    mapped_add(x, out, imeta, m, x.shape[0], False, True)
+    mapped_add(y, out, imeta, m + map_length(imeta, m, x.shape[0]), y.shape[0], False, True)
+
+
+def join_reverse(g, gx, gy, dx, dy, imeta, m):
+    if dx:
+        mapped_add(g, gx, imeta, m, gx.shape[0], True)
+    if dy:
+        mapped_add(g, gy, imeta, m + map_length(imeta, m, gx.shape[0]), gy.shape[0], True)
 
 
 def segment_runs(imeta, m, count):

@@ -563,6 +563,13 @@ _ARRAY_KERNELS = {
         "cross_entropy_tangent(xv, xd, zd, imeta, m)",
         "cross_entropy_second_order(g, gd, xv, xd, gx, gxd, imeta, m)",
     ),
+    "join": (
+        "join_forward(xv, yv, zv, imeta, m)",
+        f"join_reverse(g, gx, gy, {_NEEDS}, imeta, m)",
+        "join_forward(xd, yd, zd, imeta, m)",
+        f"join_reverse(g, gx, gy, {_NEEDS}, imeta, m)\n"
+        f"        join_reverse(gd, gxd, gyd, {_NEEDS}, imeta, m)",
+    ),
     # no second-order rule: tapegrad refuses Hessians through a custom op before sweeping
     "custom": (
         "custom_forward(xv, zv, imeta, m)",
@@ -1266,7 +1273,7 @@ def helper_source(module=scalar_math) -> str:
 _INLINE_ARRAY_HELPERS = (
     "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
     "run_exp_sum", "softmax_rows", "sample_weight", "exp_into",
-    "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values",
+    "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values", "map_length",
 )
 _FUSED_ARRAY_HELPERS = ("vexp",)
 

@@ -239,6 +239,8 @@ ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
         "cross_entropy", 1, "x", "n samples, c classes, reduction (0 none, 1 sum, 2 mean), the n targets: "
         "out = the losses logsumexp(x[i]) - x[i, target i], reduced", ("xx",),
     ),
+    # concatenate: each operand's elements land in their places of the result (x's map, then y's)
+    ArrayOpSpec("join", 2, "", "out[px[k]] = x[k], out[py[k]] = y[k]: an index map over each operand"),
 )
 
 BY_NAME: dict[str, OpSpec] = {s.name: s for s in OPS}

@@ -821,22 +821,23 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return False
     entry = imeta[m:] if 0 <= m <= len(imeta) else []
 
-    def positions_within(count: int, bound: int) -> bool:  # the index map at entry
-        if not entry:
+    def positions_within(count: int, bound: int, at: int = 0) -> bool:  # the index map at entry[at]
+        map_ = entry[at:]
+        if not map_:
             return False
-        nd = entry[0]
+        nd = map_[0]
         if nd < 0:
-            idx = entry[1 : 1 + count]
+            idx = map_[1 : 1 + count]
             return len(idx) == count and all(0 <= p < bound for p in idx)
-        if len(entry) < 2 + 2 * nd:
+        if len(map_) < 2 + 2 * nd:
             return False
-        shape, strides = entry[2 : 2 + nd], entry[2 + nd : 2 + 2 * nd]
+        shape, strides = map_[2 : 2 + nd], map_[2 + nd : 2 + 2 * nd]
         if any(e < 0 for e in shape) or math.prod(shape) != count:
             return False
         if count == 0:
             return True
-        low = entry[1] + sum(min(s * (e - 1), 0) for s, e in zip(strides, shape))
-        high = entry[1] + sum(max(s * (e - 1), 0) for s, e in zip(strides, shape))
+        low = map_[1] + sum(min(s * (e - 1), 0) for s, e in zip(strides, shape))
+        high = map_[1] + sum(max(s * (e - 1), 0) for s, e in zip(strides, shape))
         return 0 <= low and high < bound
 
     if c < n_codes:  # elementwise
@@ -885,6 +886,10 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return (samples >= 0 and classes >= 0 and samples * classes == sizes[x] and len(targets) == samples
                 and n == (samples if reduction == 0 else 1) and reduction in (0, 1, 2)
                 and all(0 <= t < classes for t in targets))
+    if name == "join":  # x's elements, then y's, each in their places of the result
+        if sizes[x] + sizes[y] != n or not positions_within(sizes[x], n):
+            return False
+        return positions_within(sizes[y], n, (1 + sizes[x]) if entry[0] < 0 else (2 + 2 * entry[0]))
     if name == "custom":  # operands and result of the sizes its kernels read
         return custom.layout_sizes(entry) == (sizes[x], n)
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output

@@ -167,6 +167,7 @@ _TORCH_NAMES = {
     "logsumexp_into": "Logsumexp",
     "cross_entropy": "NllLoss",
     "pack": "Stack",
+    "join": "Cat",
     "matmul": "Matmul",
 }
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, apply, as_array, pack
+from .array import ArrayTensor, Axis, Tensor, _leaf, _record, _row, _traced, _value, as_array, pack
 from .kernels import ARRAY_CODE
 from .node import Node, current_tape
 from .tape import address
@@ -142,8 +142,9 @@ def reshape(x: Any, shape: int | Sequence[int]) -> Any:
 
 
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis: each lands in its place of the result by a
-    scatter-sum row, and the pieces are added."""
+    """Join tensors along an existing axis: a balanced tree of ``join`` rows, each placing its two
+    operands' elements in their result (k tensors: k - 1 rows; an element is copied about log2 k
+    times, forward and back)."""
     tensors = [as_array(t) for t in tensors]
     values = [np.atleast_1d(_value(t)) for t in tensors]
     if not values:
@@ -158,20 +159,25 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     if tape is None:
         return _leaf(value)
     axis = axis % value.ndim
+    if len(tensors) == 1:  # a copy, as NumPy's
+        return _gather(tensors[0], value, _strided(0, value.shape, _c_strides(value.shape)))
+    parts = list(zip(tensors, values))
+    while len(parts) > 1:
+        parts = [_join(tape, *parts[k], *parts[k + 1], axis) if k + 1 < len(parts) else parts[k]
+                 for k in range(0, len(parts), 2)]
+    return parts[0][0]
+
+
+def _join(tape: Any, x: Any, xv: np.ndarray, y: Any, yv: np.ndarray, axis: int) -> tuple[Any, np.ndarray]:
+    """x and y joined along `axis` (a join row, unless neither is traced), and its value."""
+    value = np.concatenate([xv, yv], axis=axis)
+    if not (_traced(x) or _traced(y)):
+        return value, value
     strides = _c_strides(value.shape)
-    bounds = np.cumsum([0] + [v.shape[axis] for v in values])
-    total = None
-    for t, v, lo in zip(tensors, values, bounds[:-1]):
-        piece = np.zeros(value.shape)
-        index = [slice(None)] * value.ndim
-        index[axis] = slice(lo, lo + v.shape[axis])
-        piece[tuple(index)] = v
-        where = _strided(int(lo) * strides[axis], v.shape, strides)  # v's elements in the result
-        part = (_record(ARRAY_CODE["sum_into"], _row(tape, t), 0, where, piece, tape, t._rg)
-                if _traced(t) else _leaf(piece))
-        total = part if total is None else apply("add", total, part)
-    assert total is not None  # tensors is not empty
-    return total
+    places = (_strided(0, xv.shape, strides), _strided(xv.shape[axis] * strides[axis], yv.shape, strides))
+    rg = (_traced(x) and x._rg) or (_traced(y) and y._rg)
+    out = _record(ARRAY_CODE["join"], _row(tape, x), _row(tape, y), np.concatenate(places), value, tape, rg)
+    return out, value
 
 
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:

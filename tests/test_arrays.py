@@ -1,6 +1,8 @@
 """Array tensors: every array op against torch (float64) and central differences, broadcasting,
 indexing, reductions, the error cases."""
 
+import math
+
 import numpy as np
 import pytest
 from tapegrad.kernels.table import OPS
@@ -239,6 +241,48 @@ def test_shape_op(name, rng):
     f = SHAPE_OPS[name]
     torch_f = (lambda t: t.reshape(4, 6).T) if name == "T" else None
     check(f, [rng.normal(size=(2, 3, 4))], torch_f)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_concatenate_is_a_tree_of_join_rows(k, rng):
+    """k pieces (array data among them): k - 1 join rows (one copy row for a single piece), whose
+    value and gradient match torch's and differences along every axis; replayed, its gradient,
+    tangents and Hessian too."""
+    for axis in (0, 1, -1):
+        shapes = [[2, 3, 4] for _ in range(k)]
+        for j, shape in enumerate(shapes):
+            shape[axis] = 1 + j % 3
+        arrays = [rng.normal(size=shape) for shape in shapes]
+        data = np.full(shapes[-1], 0.5)  # joined with the others: a data row's adjoint is never written
+
+        def pieces(ts, data=data):
+            return [ts[0], data, *ts[1:]] if k > 1 else list(ts)
+
+        f = lambda *ts, axis=axis: tg.concatenate(pieces(ts), axis)  # noqa: E731
+        torch_f = None if torch is None else (
+            lambda *ts, axis=axis, data=data: torch.cat(pieces(ts, torch.tensor(data)), axis))
+        out, _ = check(f, arrays, torch_f, fd=k <= 3)
+        names = [out._tape.op_name(r) for r in range(out._slot + 1)]
+        assert names.count("join") == (k if k > 1 else 0) and names.count("sum_into") == 0
+    sizes = [math.prod(s) for s in shapes]
+    ends = np.cumsum([0, *sizes])
+    W = rng.normal(size=out.shape)
+
+    def loss(x):  # the last axis's pieces, from one flat argument
+        ts = [x[lo:hi].reshape(shape) for lo, hi, shape in zip(ends[:-1], ends[1:], shapes)]
+        return tnp.sum(tnp.sin(tg.concatenate(pieces(ts), axis)) * W)
+
+    cf = tg.compile(loss)
+    x, v = rng.normal(size=ends[-1]), rng.normal(size=ends[-1])
+    xt = tg.tensor(x, requires_grad=True)
+    loss(xt).backward()
+    value, grad = cf.value_and_grad(x)
+    assert value == pytest.approx(loss(tg.tensor(x)).item(), rel=1e-14)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(cf.jvp((x,), (v,))[1], grad @ v, rtol=1e-12, atol=1e-14)
+    eps = 1e-6
+    H = np.stack([(cf.grad(x + eps * e) - cf.grad(x - eps * e)) / (2 * eps) for e in np.eye(len(x))])
+    np.testing.assert_allclose(cf.hessian(x), H, rtol=1e-6, atol=1e-8)
 
 
 def test_broadcast_to_concatenate_stack(rng):

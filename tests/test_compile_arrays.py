@@ -862,3 +862,23 @@ def test_a_seeded_block_that_later_rows_read_is_pulled_back(rng):
     (tnp.sum(y) * 2.0).item()  # a later row reading y, never swept from
     y.backward(c)
     np.testing.assert_allclose(xt.grad.numpy(), 2.0 * x * c, rtol=1e-14)
+
+
+def test_a_loaded_join_row_is_checked(rng, tmp_path):
+    """A join row's two index maps must place each operand inside the result."""
+    cf = tg.compile(lambda x: tnp.sum(tg.concatenate([x[:2], x[1:] * 2.0]) ** 2))
+    x = rng.normal(size=5)
+    expected = cf.value_and_grad(x)
+    path = tmp_path / "join.npz"
+    cf.save(path)
+    assert tg.load(path).value_and_grad(x)[0] == expected[0]
+    data = dict(np.load(path))
+    join = kernels.ARRAY_CODE["join"]
+    entry = int(data["0_arr3"][list(data["0_arr0"]).index(join)])
+    for at, value in ((1, 5), (5, 3)):  # x's map's offset, then y's, one place too far
+        broken = dict(data)
+        broken["0_arr6"] = data["0_arr6"].copy()
+        broken["0_arr6"][entry + at] = value
+        np.savez(tmp_path / "bad.npz", **broken)
+        with pytest.raises(ValueError, match="corrupted"):
+            tg.load(tmp_path / "bad.npz")
