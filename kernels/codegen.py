@@ -868,8 +868,8 @@ def leading_inputs(op, a, input_slots):
 
 @_helper
 def run_length(op, i):
-    """The run length written in op[i : i + 4] (little-endian)."""
-    return np.uint64(op[i] + 256 * (op[i + 1] + 256 * (op[i + 2] + 256 * np.int64(op[i + 3]))))
+    """The run length written in op[i : i + 4] (base-64 digits, little-endian: kernels.runs)."""
+    return np.uint64(op[i] + 64 * (op[i + 1] + 64 * (op[i + 2] + 64 * np.int64(op[i + 3]))))
 
 
 {run_kernels}

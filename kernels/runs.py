@@ -14,8 +14,11 @@ The sweeps of a tape with runs (their names end in ``_runs``) find them in the *
 opcodes: a copy of ``op`` where a run's first row holds RUN, its second row its opcode, the next
 four its length, the next one whether it is a unit run, its last four but one the length again
 and its last row RUN_END (so that a sweep finds the length and the opcode going forward or
-backward). Only the sweeps of a whole replay read the marked opcodes; everything else (listings,
-passes, sparsity, saved files) reads ``op``.
+backward). The length is written in base-64 digits, so that no marker reads as an array row's
+opcode (ARRAY_ROW, ARRAY_SCALAR) to the array kernels, which take the marked opcodes and test
+whether an operand row is an array row: a run is at most MAX_RUN rows (longer ones are split).
+Only the sweeps of a whole replay read the marked opcodes; everything else (listings, passes,
+sparsity, saved files) reads ``op``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import compiled
-from .table import CV, OPCODES, RUN, RUN_END, VC, VV
+from .table import ARRAY_ROW, CV, OPCODES, RUN, RUN_END, VC, VV
 
 MIN_RUN = 16  # rows: the markers take eleven of them
+DIGIT = 64  # the base of the length's four digits: each below every opcode of an array row
+MAX_RUN = DIGIT**4 - 1
+assert DIGIT <= ARRAY_ROW and len(OPCODES) <= RUN, "a run's markers must not read as other opcodes"
 # a tape is marked where runs hold this share of its rows: the sweeps with runs are compiled apart
 # (the first replay of a tape with runs compiles its run kernels, about a minute more)
 MIN_SHARE = 0.25
@@ -101,8 +107,11 @@ def _mark(op, a, b, runnable, step_a, step_b, row_a, row_b, min_run, run, run_en
 
 @compiled()
 def _write(out, s, stop, unit, run, run_end):
-    """Mark rows [s, stop) as a run (a unit run if `unit`)."""
-    r, e = stop - s, stop - 1
-    out[s], out[s + 6], out[e] = run, unit, run_end
-    for k in range(4):
-        out[s + 2 + k] = out[e - 4 + k] = (r >> (8 * k)) & 255
+    """Mark rows [s, stop) as a run (a unit run if `unit`): as runs of MAX_RUN rows at most."""
+    while s < stop:
+        end = stop if stop - s <= MAX_RUN else s + MAX_RUN - MIN_RUN  # (leaves over MIN_RUN rows)
+        r, e = end - s, end - 1
+        out[s], out[s + 6], out[e] = run, unit, run_end
+        for k in range(4):
+            out[s + 2 + k] = out[e - 4 + k] = (r // DIGIT**k) % DIGIT
+        s = end

@@ -34,8 +34,10 @@ from .state import get_tape, set_tape
 from .tape import Tape, address
 from .tensor import float_array, kernel_data
 
-FORMAT_VERSION = 3  # 2: array tables, captured values flattened; 3: array rows may read arguments
-READABLE = (2, 3)  # a version-2 tape reads every argument entry with an input row: valid as 3
+FORMAT_VERSION = 4  # 2: array tables, captured values flattened; 3: array rows may read arguments; 4: join
+# rows (a version-2 tape reads every argument entry with an input row: valid as 3; a version-3 tape
+# has no join rows: valid as 4)
+READABLE = (2, 3, 4)
 Signature = tuple[tuple[int, ...], ...]
 
 

@@ -240,7 +240,8 @@ def _reorder(p: _Program) -> tuple[_Program, bool]:
     # rows of one expression across a vector then follow each other, not in turns (h * k[i] and
     # 2.0 * k[i]; 0.1 * x[i] and 0.2 * y[i])
     first = np.where(_READS_A[p.op], p.a, np.where(_READS_B[p.op], p.b.astype(np.int64), -1))
-    constant = np.where(_POOL_A[p.op], p.a, np.where(_POOL_B[p.op] | (_PARAMS[p.op] > 0), p.b, -1))
+    constant = np.where(_POOL_A[p.op] & (_KIND[p.op] == CV), p.a.astype(np.int64),
+                        np.where(_POOL_B[p.op], p.b.astype(np.int64), -1))
     order = kernel_passes.grouped_order(np.lexsort((rows, p.op, level)), level, p.op, first, constant)
     sorted_ = _rebuild(p, order)
     gain = runs.rows_in_runs(sorted_.op, sorted_.a, sorted_.b, unit=True) - runs.rows_in_runs(

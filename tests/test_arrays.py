@@ -285,6 +285,20 @@ def test_concatenate_is_a_tree_of_join_rows(k, rng):
     np.testing.assert_allclose(cf.hessian(x), H, rtol=1e-6, atol=1e-8)
 
 
+def test_concatenate_a_piece_twice_and_an_empty_piece(rng):
+    x = tg.tensor(rng.normal(size=(2, 3)), requires_grad=True)
+    W = rng.normal(size=(4, 3))
+    y = tg.concatenate([x, np.zeros((0, 3)), x], 0)
+    np.testing.assert_array_equal(y.detach().numpy(), np.concatenate([x.detach().numpy()] * 2))
+    (y * W).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), W[:2] + W[2:], rtol=1e-15)
+    cf = tg.compile(lambda v: tnp.sum(tg.concatenate([v, v[:0], v * 2.0]) ** 2))
+    v = rng.normal(size=5)
+    value, grad = cf.value_and_grad(v)
+    assert value == pytest.approx(5.0 * np.sum(v**2), rel=1e-14)
+    np.testing.assert_allclose(grad, 10.0 * v, rtol=1e-14)
+
+
 def test_broadcast_to_concatenate_stack(rng):
     a, b = rng.normal(size=(2, 3)), rng.normal(size=(1, 3))
     check(lambda x: tg.broadcast_to(x, (4, 2, 3)), [a],

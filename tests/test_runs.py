@@ -6,12 +6,14 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tapegrad.kernels import runs
 from tapegrad.kernels.table import CODE, CV, OPS, RUN, RUN_END, VC, VV
 
 import tapegrad as tg
+import tapegrad.numpy as tnp
 from tapegrad import kernels
 
 from .test_tape_opt import checked
@@ -110,6 +112,42 @@ def test_runs_are_marked_where_one_opcode_repeats():
     # the unit run stops where x[i + 1] is clamped (its last row reads what the row before reads)
     assert marked[m + 6] == 1 and marked[2 * m + 6] == 0 and marked[3 * m + 16] == 0
     assert runs.rows_in_runs(op, a, b) == (m - 1) + m + 20 and runs.rows_in_runs(op, a, b, unit=True) == m - 1
+
+
+def test_run_markers_never_read_as_array_rows():
+    """The array kernels take the marked opcodes and test whether an operand row is an array row:
+    a run's length bytes are base-64 digits, below ARRAY_ROW, and a run longer than MAX_RUN is
+    marked as several (its markers read back its pieces' lengths)."""
+    mul = CODE[("mul", VC)]
+    for length in (16, 72, 73, 328, 4096 + 72, 64**3 + 72):
+        out = np.full(length, mul, dtype=np.uint8)
+        runs._write(out, 0, length, 1, RUN, RUN_END)
+        assert not np.isin(out, (kernels.ARRAY_ROW, kernels.ARRAY_ROW + 1)).any()
+        assert sum(int(out[2 + k]) * 64**k for k in range(4)) == length
+    with patch.object(runs, "MAX_RUN", 40):  # (the uncompiled kernel reads the module's constant)
+        out = np.full(100, mul, dtype=np.uint8)
+        runs._write.py_func(out, 0, 100, 1, RUN, RUN_END)
+    starts = np.flatnonzero(out == RUN)
+    assert starts.tolist() == [0, 24, 48, 72] and np.flatnonzero(out == RUN_END).tolist() == [23, 47, 71, 99]
+    assert [sum(int(out[s + 2 + k]) * 64**k for k in range(4)) for s in starts] == [24, 24, 24, 28]
+
+
+def test_an_array_row_reading_a_scalar_row_in_a_run(rng):
+    """A row of a marked run whose length byte was 72 (ARRAY_ROW) made the array kernels read a
+    scalar operand as an array block: a segmentation fault."""
+    def f(x, w):
+        t = [x[i] * 2.0 for i in range(72)]  # a run of 72 rows: t[2] held its length's low byte
+        return tnp.sum(tnp.asarray(w) * t[2]) + tnp.sum(tnp.sin(tnp.asarray(w)) * t[70])
+
+    cf = tg.compile(f)
+    x, w = rng.normal(size=72), rng.normal(size=3)
+    value, (gx, gw) = cf.value_and_grad(x, w, argnums=(0, 1))
+    assert cf._last.run_op is not cf._last.op  # the tape is marked
+    assert value == pytest.approx(2 * x[2] * w.sum() + 2 * x[70] * np.sin(w).sum(), rel=1e-14)
+    expected = np.zeros(72)
+    expected[2], expected[70] = 2 * w.sum(), 2 * np.sin(w).sum()
+    np.testing.assert_allclose(gx, expected, rtol=1e-14)
+    np.testing.assert_allclose(gw, 2 * x[2] + 2 * x[70] * np.cos(w), rtol=1e-14)
 
 
 def test_a_tape_with_few_runs_is_not_marked():
