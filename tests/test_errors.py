@@ -10,6 +10,7 @@ import pytest
 
 import tapegrad as tg
 import tapegrad.numpy as tnp
+from tapegrad.compiled import FORMAT_VERSION
 from tapegrad.nn import functional as F
 
 
@@ -301,7 +302,7 @@ CORRUPT = [
     (
         "future format version",
         lambda d: d.__setitem__(
-            "header", np.array(str(d["header"]).replace('"version": 3', '"version": 99'))
+            "header", np.array(str(d["header"]).replace(f'"version": {FORMAT_VERSION}', '"version": 99'))
         ),
         r"version",
     ),
