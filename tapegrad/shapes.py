@@ -163,14 +163,17 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
         return _gather(tensors[0], value, _strided(0, value.shape, _c_strides(value.shape)))
     parts = list(zip(tensors, values))
     while len(parts) > 1:
-        parts = [_join(tape, *parts[k], *parts[k + 1], axis) if k + 1 < len(parts) else parts[k]
+        root = value if len(parts) == 2 else None  # (the last join's value: the result's)
+        parts = [_join(tape, *parts[k], *parts[k + 1], axis, root) if k + 1 < len(parts) else parts[k]
                  for k in range(0, len(parts), 2)]
     return parts[0][0]
 
 
-def _join(tape: Any, x: Any, xv: np.ndarray, y: Any, yv: np.ndarray, axis: int) -> tuple[Any, np.ndarray]:
-    """x and y joined along `axis` (a join row, unless neither is traced), and its value."""
-    value = np.concatenate([xv, yv], axis=axis)
+def _join(tape: Any, x: Any, xv: np.ndarray, y: Any, yv: np.ndarray, axis: int,
+          value: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+    """x and y joined along `axis` (a join row, unless neither is traced), and its value (`value`
+    if given)."""
+    value = np.concatenate([xv, yv], axis=axis) if value is None else value
     if not (_traced(x) or _traced(y)):
         return value, value
     strides = _c_strides(value.shape)
