@@ -813,6 +813,17 @@ def _array_rows_valid(v: Variant, input_width: int) -> bool:
     return True
 
 
+def _map_positions(map_: list[int], count: int) -> np.ndarray:
+    """The positions an index map names (one checked to lie within its bounds), in order."""
+    nd = map_[0]
+    if nd < 0:
+        return np.asarray(map_[1 : 1 + count], dtype=np.int64)
+    positions = np.full((), map_[1], dtype=np.int64)
+    for extent, stride in zip(map_[2 : 2 + nd], map_[2 + nd : 2 + 2 * nd]):
+        positions = np.add.outer(positions, np.arange(extent, dtype=np.int64) * stride)
+    return positions.ravel()
+
+
 def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imeta: list[int],
                        n_consts: int, input_width: int, n_codes: int) -> bool:
     """One array row: code c at row i, operands x, y, side-table entry at m (see kernels.table);
@@ -888,10 +899,13 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
         return (samples >= 0 and classes >= 0 and samples * classes == sizes[x] and len(targets) == samples
                 and n == (samples if reduction == 0 else 1) and reduction in (0, 1, 2)
                 and all(0 <= t < classes for t in targets))
-    if name == "join":  # x's elements, then y's, each in their places of the result
-        if sizes[x] + sizes[y] != n or not positions_within(sizes[x], n):
+    if name == "join":  # x's elements, then y's, each in their places of the result, which they fill
+        at_y = (1 + sizes[x]) if entry and entry[0] < 0 else (2 + 2 * entry[0]) if entry else 0
+        within = positions_within(sizes[x], n) and positions_within(sizes[y], n, at_y)
+        if sizes[x] + sizes[y] != n or not within:
             return False
-        return positions_within(sizes[y], n, (1 + sizes[x]) if entry[0] < 0 else (2 + 2 * entry[0]))
+        places = np.concatenate([_map_positions(entry, sizes[x]), _map_positions(entry[at_y:], sizes[y])])
+        return len(np.unique(places)) == n  # (else some element of the result would be left unwritten)
     if name == "custom":  # operands and result of the sizes its kernels read
         return custom.layout_sizes(entry) == (sizes[x], n)
     return positions_within(sizes[x], n)  # the reductions: over the input, into the output

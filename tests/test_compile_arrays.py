@@ -875,7 +875,8 @@ def test_a_loaded_join_row_is_checked(rng, tmp_path):
     data = dict(np.load(path))
     join = kernels.ARRAY_CODE["join"]
     entry = int(data["0_arr3"][list(data["0_arr0"]).index(join)])
-    for at, value in ((1, 5), (5, 3)):  # x's map's offset, then y's, one place too far
+    for at, value in ((1, 5), (5, 3), (5, 1)):  # x's map's offset, then y's, one place too far; y's
+        # overlapping x's (inside the result, but leaving its last element unwritten)
         broken = dict(data)
         broken["0_arr6"] = data["0_arr6"].copy()
         broken["0_arr6"][entry + at] = value
