@@ -813,7 +813,29 @@ def _array_rows_valid(v: Variant, input_width: int) -> bool:
     return True
 
 
-def _map_positions(map_: list[int], count: int) -> np.ndarray:
+class _Entry(Sequence[int]):
+    """The side table from one entry on (imeta[start:]) without copying it: a loaded tape's rows
+    are checked one by one, and a copy of the rest of the table per row took time quadratic in
+    the tape (32 s for 2000 gathers). An open-ended slice is another _Entry, a bounded one a list."""
+
+    def __init__(self, items: list[int], start: int) -> None:
+        self.items, self.start = items, start
+
+    def __len__(self) -> int:
+        return max(len(self.items) - self.start, 0)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(len(self))
+            if key.stop is None and step == 1:
+                return _Entry(self.items, self.start + lo)
+            return self.items[self.start + lo : self.start + hi : step]
+        if not 0 <= key < len(self):
+            raise IndexError(key)
+        return self.items[self.start + key]
+
+
+def _map_positions(map_: Sequence[int], count: int) -> np.ndarray:
     """The positions an index map names (one checked to lie within its bounds), in order."""
     nd = map_[0]
     if nd < 0:
@@ -832,7 +854,7 @@ def _array_entry_valid(c: int, i: int, x: int, y: int, m: int, sizes: dict, imet
     mask = int(kernels.OPERAND_MASK[c]) if c < len(kernels.OPERAND_MASK) else -1
     if mask < 0 or any(r >= i for r, bit in ((x, 1), (y, 2)) if mask & bit):
         return False
-    entry = imeta[m:] if 0 <= m <= len(imeta) else []
+    entry = _Entry(imeta, m if 0 <= m <= len(imeta) else len(imeta))
 
     def positions_within(count: int, bound: int, at: int = 0) -> bool:  # the index map at entry[at]
         map_ = entry[at:]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,7 +251,7 @@ def relink(arrays: tuple, names: dict[str, str], path: str) -> None:
         imeta[m : m + 4] = [*op.addresses(tuple(ranks), layout[p]), op.id]
 
 
-def layout_sizes(entry: list[int]) -> tuple[int, int] | None:
+def layout_sizes(entry: Sequence[int]) -> tuple[int, int] | None:
     """(operands' total size, result size) of a custom entry's layout (entry: from its address
     slots on), or None when it is malformed."""
     if len(entry) < 5 or entry[4] < 1:

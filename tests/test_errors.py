@@ -10,7 +10,7 @@ import pytest
 
 import tapegrad as tg
 import tapegrad.numpy as tnp
-from tapegrad.compiled import FORMAT_VERSION
+from tapegrad.compiled import FORMAT_VERSION, _Entry
 from tapegrad.nn import functional as F
 
 
@@ -362,3 +362,18 @@ def test_nan_and_inf_inputs_follow_ieee():
     value, grad = tg.compile(lambda x: tnp.exp(tnp.asarray(x)).sum()).value_and_grad(np.array([np.inf, 0.0]))
     assert value == math.inf and grad[0] == math.inf and grad[1] == 1.0
     _still_correct()
+
+
+def test_loading_reads_the_side_table_in_place():
+    """Loading checks each array row against the side table from its entry on: without copying
+    the rest of the table per row (quadratic in the tape), read as the list slice would be."""
+    items = list(range(100, 120))
+    for start in (0, 7, 20):
+        entry, copy = _Entry(items, start), items[start:]
+        assert len(entry) == len(copy) and bool(entry) == bool(copy)
+        assert [entry[k] for k in range(len(copy))] == copy
+        for lo, hi in ((0, 3), (2, 9), (5, 50)):
+            assert entry[lo:hi] == copy[lo:hi] and entry[:hi] == copy[:hi]
+            assert list(entry[lo:]) == copy[lo:] and list(entry[lo:][1:4]) == copy[lo:][1:4]
+        with pytest.raises(IndexError):
+            entry[len(copy)]
