@@ -21,7 +21,7 @@ from .kernels.pyeval import array_function
 from .kernels.table import BY_NAME, CV, OPS, VC, VV
 from .node import KEEP_TRACED, Node, current_tape, slot_on
 from .recorder import APPLY, register_arrays
-from .state import get_tape
+from .state import get_tape, tape_ref
 from .tensor import Tensor
 
 Axis = int | Sequence[int] | None
@@ -473,8 +473,8 @@ def _apply(op: _Op, x: Any, y: Any, params: tuple) -> Tensor:
         return ArrayTensor._leaf(np.asarray(z != 0.0))
     tape = None
     if (xt or yt) and (op.differentiable or _tracing(x) or _tracing(y)):  # a replay needs them all
-        tape = get_tape()
-        if tape.closed:
+        tape = tape_ref()()
+        if tape is None or tape.closed:
             tape = current_tape(x, y)
     if tape is None:
         if op.integer and all(np.asarray(v).dtype.kind in "iub" for v in (xv, yv)[: op.arity]):

@@ -30,7 +30,7 @@ from . import anomaly, arguments, custom, kernels
 from .array import ArrayTensor
 from .node import Node, slot_on
 from .sparse import SparseDerivatives
-from .state import get_tape, set_tape
+from .state import restore_tape, set_tape, tape_ref
 from .tape import Tape, address
 from .tensor import float_array, kernel_data
 
@@ -144,7 +144,7 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
     """Record `f` at the flat arguments `flat` on a fresh tape (then run the tape `passes`)."""
     tape = Tape()
     tape.tracing = True
-    previous = get_tape()
+    previous = tape_ref()
     set_tape(tape)
     try:
         args = arguments.traced(tape, signature, flat)
@@ -152,7 +152,7 @@ def record(f: Callable[..., Any], signature: Signature, flat: np.ndarray,
         out_slots, out_shape = _output_slots(tape, out)
         arg_rows = arguments.input_rows(args)
     finally:
-        set_tape(previous)
+        restore_tape(previous)
     arrays = tape.freeze()
     reading = set(arg_rows)
     captured = [(node, slot) for node, slot in zip(tape.inputs, tape.input_slots) if slot not in reading]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .state import PAUSED, TAPE_ROWS_LIMIT, get_tape, set_tape
+from .state import PAUSED, TAPE_ROWS_LIMIT, get_tape, restore_tape, set_tape, tape_ref
 from .tape import GUARD, Tape
 
 if TYPE_CHECKING:  # the op methods and operators install_ops adds at runtime (tapegrad.stubs)
@@ -27,7 +27,7 @@ class Node(_OpMethods):
     _v: Any
     _tape: Tape | None  # tape of the row that produced this node; None for leaves
     _slot: int
-    _reg: tuple[Tape, int] | None  # (tape, slot) where this node was last registered as an input
+    _reg: tuple[int, int] | None  # (tape serial, slot) where this node was last registered as an input
     _rg: bool  # requires grad
     _grad: Any
 
@@ -125,7 +125,7 @@ def slot_on(tape: Tape, node: Node) -> int:
     if node._tape is tape:
         return node._slot
     reg = node._reg
-    if reg is not None and reg[0] is tape:
+    if reg is not None and reg[0] == tape.serial:
         return reg[1]
     return node._register(tape)
 
@@ -177,10 +177,10 @@ class recording:
     previous tape is current again afterwards)."""
 
     def __enter__(self) -> Tape:
-        self._prev = get_tape()
+        self._prev = tape_ref()
         self.tape = Tape()
         set_tape(self.tape)
         return self.tape
 
     def __exit__(self, *exc: object) -> None:
-        set_tape(self._prev)
+        restore_tape(self._prev)

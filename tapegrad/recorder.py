@@ -23,7 +23,7 @@ from .kernels import CODE
 from .kernels.pyeval import MATH_ERRORS, arguments, forward_functions
 from .kernels.table import CV, OPS, VC, VV, OpSpec
 from .node import Node, as_number, current_tape
-from .state import TAPE_ROWS_LIMIT, get_tape
+from .state import TAPE_ROWS_LIMIT, tape_ref
 
 COMPARISONS = frozenset(s.name for s in OPS if s.boolean)
 
@@ -32,7 +32,7 @@ _SLOT = """\
                 {s} = {v}._slot
             else:
                 reg = {v}._reg
-                {s} = reg[1] if reg is not None and reg[0] is tape else tape.add_input({v})
+                {s} = reg[1] if reg is not None and reg[0] == tape.serial else tape.add_input({v})
 """
 
 _TAIL = """\
@@ -64,8 +64,8 @@ def record_{name}(x{params}):
     except MATH_ERRORS:
         z = ieee(xv{params})
     if x._rg or x._tape is not None:
-        tape = get_tape()
-        if tape.closed:
+        tape = tape_ref()()
+        if tape is None or tape.closed:
             tape = current_tape(x)
         if tape is not None:
 {slot_a}\
@@ -112,8 +112,8 @@ def record_{name}({args}):
     except MATH_ERRORS:
         z = ieee(xv, yv)
     if xt or yt:
-        tape = get_tape()
-        if tape.closed:
+        tape = tape_ref()()
+        if tape is None or tape.closed:
             tape = current_tape(x, y)
         if tape is not None:
             if not yt:
@@ -215,7 +215,7 @@ def _compile(spec: OpSpec, reflected: bool = False) -> Callable[..., Any]:
     fast, ieee = forward_functions(spec)
     namespace = dict(fast.__globals__)  # the formula's math functions and helpers
     namespace.update(
-        Node=Node, as_number=as_number, current_tape=current_tape, get_tape=get_tape,
+        Node=Node, as_number=as_number, current_tape=current_tape, tape_ref=tape_ref,
         MATH_ERRORS=MATH_ERRORS, ieee=ieee, plain=_plain(spec), new=object.__new__,
         LIMIT=TAPE_ROWS_LIMIT, full=tape_full, tensor=_make_tensor, NDARRAY=np.ndarray,
         record_array=None, is_array=lambda v: isinstance(v, (np.ndarray, list, tuple)) and np.ndim(v) > 0,

@@ -1,15 +1,20 @@
 """Recording state: whether gradients are recorded, and the tape being recorded.
 
-The state is one :class:`contextvars.ContextVar` holding the current tape (a Tape, NONE for
-"start one at the next recorded op", or PAUSED inside ``no_grad``). On CPython each thread has its
-own context, so recording is per thread, and one read (about 10 ns) tells the recorder both
+The state is one :class:`contextvars.ContextVar` holding a weak reference to the current tape (a
+Tape, NONE for "start one at the next recorded op", or PAUSED inside ``no_grad``). On CPython each
+thread has its own context, so recording is per thread, and one read tells the recorder both
 whether to record and where.
+
+The reference is weak so that a tape lives only as long as the tensors recorded on it: a graph
+dropped without a backward (a loss computed for logging, say) frees its saved values at once,
+instead of the thread's next ops adding to the same tape.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -39,9 +44,22 @@ class _NoTape:
 NONE = _NoTape("NONE")
 PAUSED = _NoTape("PAUSED")
 
-_current: contextvars.ContextVar[Any] = contextvars.ContextVar("tapegrad_tape", default=NONE)
-get_tape = _current.get
-set_tape = _current.set
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "tapegrad_tape", default=weakref.ref(NONE)  # noqa: B039 (a reference to a constant: never mutated)
+)
+tape_ref = _current.get  # the recorder's read: tape_ref()() is the tape, or None once it is gone
+restore_tape = _current.set  # (with a reference tape_ref returned)
+
+
+def get_tape() -> Any:
+    """The thread's current tape: a Tape, or NONE or PAUSED."""
+    tape = _current.get()()
+    return NONE if tape is None else tape
+
+
+def set_tape(tape: Any) -> None:
+    """Make `tape` (a Tape, NONE or PAUSED) the thread's current tape."""
+    _current.set(weakref.ref(tape))
 
 
 def is_grad_enabled() -> bool:
@@ -57,18 +75,21 @@ class set_grad_enabled:
         self._prev: list[Any] = []
 
     def __enter__(self) -> None:
-        prev = get_tape()
-        self._prev.append(prev)
+        self._prev.append(tape_ref())  # (weakly: the block's graphs may be dropped in it)
         if not self.mode:
             set_tape(PAUSED)
-        elif prev is PAUSED:
+        elif get_tape() is PAUSED:
             set_tape(NONE)
 
     def __exit__(self, *exc: object) -> None:
         prev = self._prev.pop()
+        tape = prev()
         # a tape that a backward closed inside the block is not resumed (a full one is: it takes
         # the rest of the graph recorded on it)
-        set_tape(NONE if (prev is not PAUSED and prev.closed and not prev.full) else prev)
+        if tape is None or (tape is not PAUSED and tape.closed and not tape.full):
+            set_tape(NONE)
+        else:
+            restore_tape(prev)
 
     def __call__(self, func: F) -> F:
         mode = self.mode

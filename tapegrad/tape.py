@@ -243,7 +243,7 @@ class Tape:
             self.input_width += 1
         self.inputs.append(node)
         self.input_slots.append(slot)
-        node._reg = (self, slot)
+        node._reg = (self.serial, slot)  # (not the tape: a leaf must not keep it alive)
         return slot
 
     def check_versions(self, reached: np.ndarray) -> None:

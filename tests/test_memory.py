@@ -64,6 +64,35 @@ def test_loop_without_backward_does_not_hold_one_tape():
     assert len(tapes) == 2  # the thread moved on to a fresh tape once the first was full
 
 
+@pytest.mark.parametrize("kind", ["array", "scalar", "Value"])
+def test_a_graph_dropped_without_backward_frees_its_tape_at_once(kind):
+    """The thread holds its tape weakly and a leaf names its tapes by serial: when the last tensor
+    recorded on a tape goes (a loss computed for logging), the tape and its saved values go with
+    it, without a garbage collection, even while the leaves it read live on."""
+    import weakref
+
+    x = np.linspace(-1.0, 1.0, 1000) if kind == "array" else 0.5
+    w = tg.Value(x) if kind == "Value" else tg.tensor(x, requires_grad=True)
+    gc.disable()
+    try:
+        serials = set()
+        for _ in range(3):
+            with tg.enable_grad():  # (a block does not hold the tape it began on either)
+                y = tg.tanh(w * 3.0) ** 2
+                tape = weakref.ref(y.tape)
+                serials.add(y.tape.serial)
+                saved = [weakref.ref(v) for v in y.tape.block_vals if isinstance(v, np.ndarray)]
+                y = None
+            assert tape() is None and all(ref() is None for ref in saved)
+        assert len(serials) == 3 and (kind != "array" or saved)
+        z = tg.tanh(w * 3.0)
+        (z.sum() if kind == "array" else z).backward()
+        grad = w.grad if kind == "Value" else w.grad.numpy() if kind == "array" else w.grad.item()
+        np.testing.assert_allclose(grad, 3.0 * (1.0 - np.tanh(3.0 * np.asarray(x)) ** 2), rtol=1e-14)
+    finally:
+        gc.enable()
+
+
 def _serials_alive(make_graph, graphs: int) -> tuple[int, int]:
     """Record `graphs` graphs without a backward, dropping each: how many tapes they went to, and
     how many of those are still alive. Each graph must sit on one tape."""
