@@ -19,9 +19,11 @@ def value_block(r, op, a, vals, asize, vaddr):
 
 
 def adjoint_block(r, op, a, adj, aoff, asize, aadj):
+    # the adjoints of row r: its block, at offset aoff[j] from aadj's start (outside aadj for an
+    # input row whose block is its entries of a gradient: alias_adjoints), else its scalar slot
     if op[r] == ARRAY_ROW:
         j = a[r]
-        return aadj[aoff[j] : aoff[j] + asize[j]]
+        return carray(as_pointer(np.int64(aadj.ctypes.data) + 8 * aoff[j]), asize[j])
     return adj[r : r + 1]
 
 

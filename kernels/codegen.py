@@ -760,6 +760,26 @@ def alias_inputs(arr, vaddr, inputs, alias):
 
 
 @_helper
+def alias_adjoints(op, a, input_slots, arr, aadj, grad, alias):
+    """A copy of the adjoint blocks' offsets (arr[4], a workspace's own), to restore when the
+    sweeps are done; with `alias`, the block of each array_input row that input_adjoints reads for
+    entries of `grad` is now those entries (its offset from aadj's start lies outside aadj), and
+    grad's array entries are zeroed: the reverse sweep accumulates the gradient in place."""
+    own = arr[4].copy()
+    if alias:
+        code, ax, aoff, asize = arr[0], arr[1], arr[4], arr[5]
+        base = (np.int64(grad.ctypes.data) - np.int64(aadj.ctypes.data)) // 8
+        for j in range(code.shape[0]):
+            k = np.int64(ax[j])
+            if code[j] == ARRAY_INPUT and 0 < asize[j] and k + asize[j] <= grad.shape[0]:
+                s = input_slots[k]
+                if op[s] == ARRAY_ROW and a[s] == j:
+                    aoff[j] = base + k
+                    grad[k : k + asize[j]] = 0.0
+    return own
+
+
+@_helper
 def copy_input(zv, inputs, start, address):
     """An array_input row's forward: its entries of `inputs` into its block, unless the block is
     those entries (alias_inputs)."""
@@ -770,11 +790,13 @@ def copy_input(zv, inputs, start, address):
 @_helper
 def clear_adjoints(arr, aadj, inputs_only):
     """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those);
-    with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero)."""
+    with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero).
+    Blocks outside aadj (a gradient's entries, alias_adjoints) are their owner's to zero."""
     code, aoff, asize = arr[0], arr[4], arr[5]
     for j in range(code.shape[0]):
         if code[j] == ARRAY_INPUT or (code[j] != ARRAY_CONST and not inputs_only):
-            aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
+            if 0 <= aoff[j] and aoff[j] + asize[j] <= aadj.shape[0]:
+                aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
 
 
 @_kernel
@@ -1157,10 +1179,10 @@ def input_adjoints{S}(op, a, input_slots, adj, values, lo, add{AR}):
             if not 0 <= e < arr[5][j]:  # not an entry it reads (no valid tape has this)  #A
                 return np.int64(k)  #A
             run = min(arr[5][j] - e, values.shape[0] - t)  #A
-            block = aadj[arr[4][j] + e : arr[4][j] + e + run]  #A
+            block = carray(as_pointer(np.int64(aadj.ctypes.data) + 8 * (arr[4][j] + e)), run)  #A
             if add:  #A
                 block += values[t : t + run]  #A
-            else:  #A
+            elif block.ctypes.data != values[t:].ctypes.data:  # (else: the block is these entries)  #A
                 values[t : t + run] = block  #A
             t += run  #A
             continue  #A
@@ -1189,9 +1211,10 @@ def workspace_gradient{S}(
 ):
     """`gradient`, in a workspace whose adjoint blocks a consuming sweep may leave zero: `clean`
     says aadj is zero but for the input rows' blocks (only those are zeroed first), `consume`
-    leaves it so (see `reverse`) and has the array_input rows read `inputs` in place (their blocks
+    leaves it so (see `reverse`), has the array_input rows read `inputs` in place (their blocks
     of values are not written: nothing reads this workspace's values after a consuming call but
-    the next call). A failing guard leaves aadj as it was."""
+    the next call) and accumulate their adjoints in `grad` in place (their blocks in aadj are not
+    touched: arr[4] must be the workspace's own). A failing guard leaves aadj as it was."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -1199,11 +1222,13 @@ def workspace_gradient{S}(
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed < 0:
         adj[:] = 0.0
+        own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, consume)  #A
         clear_adjoints(arr, aadj, clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A
         reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
+        arr[4][:] = own_offsets  #A
     vaddr[:] = own  #A
     return failed
 
@@ -1247,6 +1272,7 @@ def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, g
         arena = np.empty(aadj.shape[0])  # this thread's array values, and adjoints  #A
         own_adj = np.empty(aadj.shape[0])  #A
         own_vaddr = vaddr.copy()  #A
+        own_arr = (arr[0], arr[1], arr[2], arr[3], arr[4].copy(), arr[5], arr[6])  # (offsets: aliased)  #A
         for j in range(vaddr.shape[0]):  #A
             if vaddr[j] != 0:  #A
                 own_vaddr[j] = arena.ctypes.data + 8 * arr[4][j]  #A
@@ -1289,7 +1315,7 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
     params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume, live",
                   ARD=", arr, vaddr, aadjd", AK=", arr, vaddr, aadj, keep, live",
-                  AOWN=", arr, own_vaddr, own_adj", AT=", arr, vaddr, adot, plan",
+                  AOWN=", own_arr, own_vaddr, own_adj", AT=", arr, vaddr, adot, plan",
                   A2C=", arr, vaddr, aadj, aadjd, adot, consume, plan, live",
                   AH=", arr, vaddr, aadj, aadjd, adot, plan")
     if not arrays:

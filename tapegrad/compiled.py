@@ -220,7 +220,9 @@ class Workspace:
             scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
             vaddr = address(self.arena) + 8 * variant.arrays[4]
             vaddr[scalar] = 0
-            self.array_args = (variant.arrays, vaddr, np.empty(variant.array_slots))
+            # its own adjoint offsets: the gradient sweep points those of input rows at its result
+            arrays = (*variant.arrays[:4], variant.arrays[4].copy(), *variant.arrays[5:])
+            self.array_args = (arrays, vaddr, np.empty(variant.array_slots))
             self.tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
             kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, self.vals,
                                             *self.array_args[:2])
