@@ -759,23 +759,23 @@ def alias_inputs(arr, vaddr, inputs, alias):
     return own
 
 
-@_helper
-def alias_adjoints(op, a, input_slots, arr, aadj, grad, alias):
-    """A copy of the adjoint blocks' offsets (arr[4], a workspace's own), to restore when the
-    sweeps are done; with `alias`, the block of each array_input row that input_adjoints reads for
-    entries of `grad` is now those entries (its offset from aadj's start lies outside aadj), and
-    grad's array entries are zeroed: the reverse sweep accumulates the gradient in place."""
+@_kernel
+def alias_adjoints(op, a, input_slots, arr, aadj, grad, lo, alias):
+    """A copy of the adjoint blocks' offsets (arr[4], a workspace's own), to restore after the
+    sweep and input_adjoints; with `alias`, the block of each array_input row that input_adjoints
+    reads for input entries [lo, lo + len(grad)) is now its entries of `grad` (an offset from
+    aadj's start outside aadj), zeroed: the reverse sweep accumulates the gradient in place."""
     own = arr[4].copy()
     if alias:
         code, ax, aoff, asize = arr[0], arr[1], arr[4], arr[5]
-        base = (np.int64(grad.ctypes.data) - np.int64(aadj.ctypes.data)) // 8
+        base = (np.int64(grad.ctypes.data) - np.int64(aadj.ctypes.data)) // 8 - lo
         for j in range(code.shape[0]):
             k = np.int64(ax[j])
-            if code[j] == ARRAY_INPUT and 0 < asize[j] and k + asize[j] <= grad.shape[0]:
+            if code[j] == ARRAY_INPUT and 0 < asize[j] and lo <= k and k + asize[j] <= lo + grad.shape[0]:
                 s = input_slots[k]
                 if op[s] == ARRAY_ROW and a[s] == j:
                     aoff[j] = base + k
-                    grad[k : k + asize[j]] = 0.0
+                    grad[k - lo : k - lo + asize[j]] = 0.0
     return own
 
 
@@ -1222,7 +1222,7 @@ def workspace_gradient{S}(
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed < 0:
         adj[:] = 0.0
-        own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, consume)  #A
+        own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, 0, consume)  #A
         clear_adjoints(arr, aadj, clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A

@@ -402,10 +402,24 @@ class CompiledFunction(SparseDerivatives):
     def _pullbacks(self, variant: Variant, vals: np.ndarray, seeds: Iterable[np.ndarray], out: np.ndarray,
                    start: int = 0) -> np.ndarray:
         """out[k] = the adjoints of input entries [start, start + out.shape[1]) from a reverse
-        sweep seeded with the k-th of `seeds` (the output entries' adjoints), at the values `vals`."""
+        sweep seeded with the k-th of `seeds` (the output entries' adjoints), at the values `vals`.
+        Array inputs' adjoints accumulate in out[k] in place (alias_adjoints), but for an input
+        row the output is (its block holds the seeds) and in anomaly mode (which checks blocks)."""
+        space = self._space(variant, keeps_clean=True)
+        row = variant.array_output
+        alias = variant.has_arrays and not anomaly.is_anomaly_enabled() and not (
+            row is not None and variant.arrays[0][variant.a[row]] == kernels.ARRAY_CODE["array_input"])
         for k, seed in enumerate(seeds):
-            self._input_adjoints(variant, self._pull(variant, vals, seed), start + out.shape[1], start,
-                                 out=out[k])
+            if alias:
+                arrays, _, aadj = space.array_args
+                own = kernels.sweeps().alias_adjoints(
+                    variant.op, variant.a, variant.input_slots, arrays, aadj, out[k], start, True)
+            try:
+                self._input_adjoints(variant, self._pull(variant, vals, seed), start + out.shape[1], start,
+                                     out=out[k])
+            finally:
+                if alias:
+                    arrays[4][:] = own
         return out
 
     def __call__(self, *args: Any) -> Any:

@@ -967,3 +967,24 @@ def test_value_and_grad_accumulates_array_gradients_in_the_result(rng):
             xs = np.stack([x, 2 * x, -x])
             _, grads = g_only.batch_value_and_grad(xs)
             np.testing.assert_allclose(grads, [expected(p, s, y)[0] for p in xs], rtol=1e-13)
+
+
+def test_pullbacks_accumulate_in_their_rows_of_the_result(rng):
+    """vjp and jacobian pull each cotangent back into its own row of the result in place: rows do
+    not leak into one another, and an output that is an argument itself (its block holds the
+    seeds) is pulled back through the copy path."""
+    x, y = rng.normal(size=(4, 5)), rng.normal(size=5)
+    cots = rng.normal(size=(3, 4, 5))
+    cases = [(lambda x, y: tnp.sin(x) * y, lambda c: (c * np.cos(x) * y, (c * np.sin(x)).sum(0))),
+             (lambda x, y: x, lambda c: (c, np.zeros(5))),
+             (lambda x, y: x.reshape(4, 5) + 0.0 * tnp.sum(y), lambda c: (c, np.zeros(5)))]
+    for f, expected in cases:
+        cf = tg.compile(f)
+        for _ in range(2):
+            _, (gx, gy) = cf.vjp((x, y), cots)
+            for k, c in enumerate(cots):
+                np.testing.assert_allclose(gx[k], expected(c)[0], rtol=1e-14, atol=1e-15)
+                np.testing.assert_allclose(gy[k], expected(c)[1], rtol=1e-14, atol=1e-15)
+        J = cf.jacobian(x, y)
+        np.testing.assert_allclose(J[..., :20].reshape(4, 5, 4, 5).sum((0, 1)),
+                                   expected(np.ones((4, 5)))[0], rtol=1e-13, atol=1e-14)
