@@ -164,7 +164,7 @@ def _ba_peer(w: Workload, torch_like: bool) -> harness.System:
             e = ba.errors(v, torch, pb.feat)
             blocks = []
             for j in range(3):
-                (g,) = torch.autograd.grad(e[:, j].sum(), v, retain_graph=j < 2)
+                (g,) = torch.autograd.grad(e[j].sum(), v, retain_graph=j < 2)
                 blocks.append(g.numpy())
             return pb.jacobian_values(blocks)
 
@@ -175,7 +175,7 @@ def _ba_peer(w: Workload, torch_like: bool) -> harness.System:
     @jax.jit
     def blocks(v):
         e, pull = jax.vjp(lambda t: ba.errors(t, jnp, pb.feat), v)
-        return [pull(jnp.broadcast_to(jnp.asarray(s), e.shape))[0] for s in seeds]
+        return [pull(jnp.broadcast_to(jnp.asarray(s)[:, None], e.shape))[0] for s in seeds]
 
     v = jnp.asarray(pb.v)
     # (timed up to the CSR values, as torch's and tapegrad's are)

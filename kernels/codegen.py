@@ -726,8 +726,9 @@ def needs_adjoint(r, op, a, code):
 
 @_helper
 def reach_operands(j, op, a, arr, live):
-    """Mark the blocks of array row j's operand rows as maybe nonzero (see array_reverse)."""
-    rows = OPERANDS[arr[0][j]]
+    """Mark the blocks of array row j's operand rows that its rule pushes to as maybe nonzero (see
+    array_reverse; a where's condition, say, gets nothing)."""
+    rows = PUSHES[arr[0][j]]
     if rows & 1 and op[arr[1][j]] == ARRAY_ROW:
         live[a[arr[1][j]]] = 1
     if rows & 2 and op[arr[2][j]] == ARRAY_ROW:
@@ -897,8 +898,10 @@ def run_length(op, i):
 {run_kernels}
 
 
-# per code: bit 1: operand x is a row, bit 2: y is; broadcasting elementwise rows (vv)
+# per code: bit 1: operand x is a row, bit 2: y is; bits of the operand rows its reverse rule may
+# push a nonzero to; broadcasting elementwise rows (vv)
 OPERANDS = {operands}
+PUSHES = {pushes}
 BROADCASTS = {broadcasts}
 
 
@@ -1368,6 +1371,14 @@ def generate(cache: bool) -> str:
         operands=_code_table(
             lambda o: (
                 (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
+                if isinstance(o, Opcode)
+                else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
+            )
+        ),
+        pushes=_code_table(
+            lambda o: (
+                (1 if o.reads_a and o.spec.dx != "0.0" else 0)
+                | (2 if o.reads_b and o.spec.dy != "0.0" else 0)
                 if isinstance(o, Opcode)
                 else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
             )
