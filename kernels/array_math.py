@@ -313,6 +313,73 @@ def run_extreme(x, k0, n, sign):
     return np.nan if nan else float_of_bits(best ^ ((best >> 63) & ones))
 
 
+def small_angles(x, start, n):
+    # whether |x[k]| < 1e5 for every k in [start, start + n) (NaN: not): the range where vsin
+    # and vcos hold (a count, which vectorizes, rather than an early exit)
+    count = 0
+    for k in range(np.uint64(start), np.uint64(start + n)):
+        count += abs(x[k]) < 1e5
+    return count == n
+
+
+def reduce_quarter(x):
+    # x = q pi/2 + (rh + rl) with |rh| <= pi/4 (about), for |x| < 1e5: q = x 2/pi rounded; pi/2
+    # in three parts of 33 bits (q times each is exact for |q| < 2^20) and a tail (fdlibm's
+    # split), the remainder as a double-double by error-free sums (Knuth's two-sum), so that it
+    # keeps its relative accuracy where x is within a few ulps of a multiple of pi/2
+    qf = (x * 0.63661977236758134308 + 6755399441055744.0) - 6755399441055744.0
+    a = x - qf * 1.57079632673412561417e00
+    b = -(qf * 6.07710050630396597660e-11)
+    s = a + b
+    v = s - a
+    low = ((a - (s - v)) + (b - v) - qf * 2.02226624871116645580e-21) - qf * 8.47842766036889956997e-32
+    rh = s + low
+    w = rh - s
+    return rh, (s - (rh - w)) + (low - w), np.int64(qf)
+
+
+def sin_kernel(x, y):
+    # sin(x + y) for |x| <= pi/4, |y| tiny: x + x^3 S(x^2), its error term y cos(x) to first order
+    # (the minimax coefficients of fdlibm's __kernel_sin)
+    z = x * x
+    r = (8.33333333332248946124e-03 + z * (-1.98412698298579493134e-04 + z * 2.75573137070700676789e-06)
+         + z * z * z * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10))
+    v = z * x
+    return x - ((z * (0.5 * y - v * r) - y) + v * 1.66666666666666324348e-01)
+
+
+def cos_kernel(x, y):
+    # cos(x + y) for |x| <= pi/4: 1 - x^2/2 + x^4 C(x^2), summed so that 1 - x^2/2 loses nothing,
+    # and -x y (fdlibm's __kernel_cos coefficients)
+    z = x * x
+    w = z * z
+    high = -2.75573143513906633035e-07 + z * (2.08757232129817482790e-09 - z * 1.13596475577881948265e-11)
+    r = z * (4.16666666666666019037e-02 + z * (-1.38888888888741095749e-03 + z * 2.48015872894767294178e-05))
+    r += w * w * high
+    hz = 0.5 * z
+    w = 1.0 - hz
+    return w + (((1.0 - w) - hz) + (z * r - x * y))
+
+
+def vsin(x):
+    # sin(x) within 1 ulp of libm's for |x| < 1e5 (small_angles: the kernels check a run first,
+    # and call libm's for any other), in arithmetic only, so that a loop of it vectorizes: both
+    # kernels, the quadrant's picked by selects
+    rh, rl, q = reduce_quarter(x)
+    s, c = sin_kernel(rh, rl), cos_kernel(rh, rl)
+    v = c if q & 1 else s
+    v = -v if q & 2 else v
+    return v if x != 0.0 else x  # (sin(-0.0) is -0.0)
+
+
+def vcos(x):
+    # cos(x) as vsin's sin(x)
+    rh, rl, q = reduce_quarter(x)
+    s, c = sin_kernel(rh, rl), cos_kernel(rh, rl)
+    v = s if q & 1 else c
+    return -v if (q + 1) & 2 else v
+
+
 def vexp(x):
     # exp(x) within 1 ulp of libm's, in arithmetic only, so that a loop of it vectorizes (libm's
     # exp is a call per element): x = k ln 2 + r with |r| <= ln(2)/2 (ln 2 in two parts, Cody and

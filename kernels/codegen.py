@@ -336,12 +336,32 @@ _ELEMENTWISE_KERNELS = (
 )
 
 
+_TRIG = re.compile(r"\b(sin|cos)\(")
+
+
+def _angles_versioned(body_for, length: str):
+    """`body_for` with, for an op whose formulas call sin or cos, a copy of the loop calling
+    array_math's vsin and vcos (which vectorize) where the `length` elements of x from bx are
+    within their range, and the loop calling libm's for any other."""
+
+    def body(oc: Opcode):
+        lines = body_for(oc)
+        if lines is None or not any(_TRIG.search(ln) for ln in lines):
+            return lines
+        fast = ["    " + _TRIG.sub(r"v\1(", ln) for ln in lines]
+        return [f"if small_angles(xv, bx, {length}):", *fast, "else:", *("    " + ln for ln in lines)]
+
+    return body
+
+
 def _elementwise_kernels() -> str:
     """The four elementwise array kernels: one loop over the innermost runs of a row, one
-    branch per opcode inside. Their formulas call array_math.vexp for exp, which vectorizes."""
+    branch per opcode inside. Their formulas call array_math.vexp for exp, and vsin, vcos for
+    sin, cos (where the arguments are in their range), which vectorize."""
     kernels = []
     for name, params, doc, block, body in _ELEMENTWISE_KERNELS:
-        cases = _branches(_versioned(body), " " * (12 if name == "reverse" else 8))
+        length = "run" if name == "reverse" else "inner"
+        cases = _branches(_angles_versioned(_versioned(body), length), " " * (12 if name == "reverse" else 8))
         kernels.append((_ELEMENTWISE_REVERSE if name == "reverse" else _ELEMENTWISE).format(
             name=name, params=params, doc=doc, block=block, cases=re.sub(r"\bexp\(", "vexp(", cases)
         ))
@@ -1302,9 +1322,9 @@ def helper_source(module=scalar_math) -> str:
 _INLINE_ARRAY_HELPERS = (
     "broadcast_base", "strided_base", "attains", "run_sum", "run_extreme", "run_ties", "any_nonzero",
     "run_exp_sum", "softmax_rows", "sample_weight", "exp_into",
-    "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values", "map_length",
+    "run_exps", "value_block", "adjoint_block", "row_blocks", "row_values", "map_length", "small_angles",
 )
-_FUSED_ARRAY_HELPERS = ("vexp",)
+_FUSED_ARRAY_HELPERS = ("vexp", "vsin", "vcos", "reduce_quarter", "sin_kernel", "cos_kernel")
 
 
 ARRAY_LINE = "  #A"  # marks the lines of SWEEPS that only tapes with array rows need
