@@ -1041,6 +1041,10 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
     if (op[i] == ARRAY_ROW and live[j] == 0) or not any_nonzero(g):  # nothing to push (a row the
         return  # seeds do not reach, or reach with zeros: another column's pullback)
     reach_operands(j, op, a, arr, live)
+    if c < ARRAY_ROW and PUSHES[c] == 0:  # a comparison, stop_gradient: no rule, but zero it
+        if consume:
+            g[:] = 0.0
+        return
     zv, xv, yv = row_values(i, op, a, vals, arr, vaddr)
     if c < ARRAY_ROW:
         dx = (OPERANDS[c] & 1) != 0 and needs_adjoint(ax[j], op, a, code)
@@ -1237,7 +1241,7 @@ def workspace_gradient{S}(
     leaves it so (see `reverse`), has the array_input rows read `inputs` in place (their blocks
     of values are not written: nothing reads this workspace's values after a consuming call but
     the next call) and accumulate their adjoints in `grad` in place (their blocks in aadj are not
-    touched: arr[4] must be the workspace's own). A failing guard leaves aadj as it was."""
+    touched: arr[4] must then be the workspace's own). A failing guard leaves aadj as it was."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -1251,7 +1255,8 @@ def workspace_gradient{S}(
         live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A
         reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
-        arr[4][:] = own_offsets  #A
+        if consume:  #A
+            arr[4][:] = own_offsets  #A
     vaddr[:] = own  #A
     return failed
 
@@ -1395,14 +1400,7 @@ def generate(cache: bool) -> str:
                 else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
             )
         ),
-        pushes=_code_table(
-            lambda o: (
-                (1 if o.reads_a and o.spec.dx != "0.0" else 0)
-                | (2 if o.reads_b and o.spec.dy != "0.0" else 0)
-                if isinstance(o, Opcode)
-                else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
-            )
-        ),
+        pushes=_code_table(lambda o: o.pushes),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),

@@ -210,6 +210,11 @@ class ArrayOpSpec:
         """Whether the reverse rule reads values saved in the forward pass."""
         return bool(self.reads)
 
+    @property
+    def pushes(self) -> int:
+        """The operand rows its reverse rule pushes adjoints to: bit 1 x, bit 2 y."""
+        return (1 if self.arity >= 1 else 0) | (2 if self.arity == 2 else 0)
+
 
 ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
     ArrayOpSpec("array_input", 0, "", "leaf data: inputs[x : x + size] of the tape's input vector"),
@@ -265,6 +270,13 @@ class Opcode:
     @property
     def reads_b(self) -> bool:
         return self.kind in (VV, CV)
+
+    @property
+    def pushes(self) -> int:
+        """The operand rows its reverse rule may push a nonzero adjoint to: bit 1 a, bit 2 b (a
+        partial written 0.0, as a where's condition's, pushes nothing)."""
+        a, b = self.reads_a and self.spec.dx != "0.0", self.reads_b and self.spec.dy != "0.0"
+        return int(a) | (int(b) << 1)
 
 
 def _assign_opcodes() -> tuple[Opcode, ...]:

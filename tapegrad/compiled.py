@@ -206,23 +206,34 @@ class Workspace:
 
     `clean`, `clean_d`: the adjoint blocks, and their tangents', are zero but the input rows' (a
     consuming sweep left them so; the next one zeroes only those first). Every use of the
-    workspace but the consuming sweeps' clears them (:meth:`CompiledFunction._space`)."""
+    workspace but the consuming sweeps' clears them (:meth:`CompiledFunction._space`).
+
+    `consuming`: the array table the consuming reverse sweeps take, whose adjoint offsets put the
+    blocks never live at once in one `scratch` (kernels.adjoint_plan; zero between sweeps, as they
+    leave it); every other sweep takes the table of array_args, a block per row."""
 
     __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean",
-                 "clean_d", "plans")
+                 "clean_d", "plans", "consuming", "scratch")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
         self.arena = np.empty(variant.array_slots)
         self.array_args: tuple = ()
         self.tangents: tuple = ()
+        self.consuming: tuple = ()
+        self.scratch: np.ndarray | None = None
         if variant.has_arrays:  # each array row's block in the arena (a 0-d result: its scalar slot)
             scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
             vaddr = address(self.arena) + 8 * variant.arrays[4]
             vaddr[scalar] = 0
-            # its own adjoint offsets: the gradient sweep points those of input rows at its result
-            arrays = (*variant.arrays[:4], variant.arrays[4].copy(), *variant.arrays[5:])
-            self.array_args = (arrays, vaddr, np.empty(variant.array_slots))
+            aadj = np.empty(variant.array_slots)
+            self.array_args = (variant.arrays, vaddr, aadj)
+            seeded = () if variant.array_output is None else (variant.array_output,)
+            shared, length = kernels.adjoint_plan(variant.op, variant.a, variant.arrays, seeded)
+            self.scratch = np.zeros(length)
+            offsets = variant.arrays[4].copy()  # (its own: the sweeps point those of inputs at results)
+            offsets[shared >= 0] = (address(self.scratch) - address(aadj)) // 8 + shared[shared >= 0]
+            self.consuming = (*variant.arrays[:4], offsets, *variant.arrays[5:])
             self.tangents = (np.empty(variant.array_slots), np.empty(variant.array_slots))  # adjd, dot
             kernels.sweeps().fill_constants(variant.op, variant.a, variant.consts, self.vals,
                                             *self.array_args[:2])
@@ -386,8 +397,10 @@ class CompiledFunction(SparseDerivatives):
         adj, array_args = space.adj, space.array_args
         adj[:] = 0.0
         consume = not anomaly.is_anomaly_enabled()
-        if array_args:
+        if array_args:  # (by the blocks' own offsets: the blocks in the scratch are zero)
             kernels.sweeps().clear_adjoints(array_args[0], array_args[2], space.clean)
+            if consume:
+                array_args = (space.consuming, *array_args[1:])
         if variant.array_output is not None:
             self._outputs(variant, adj, 2)[:] = seeds
         else:
@@ -411,7 +424,7 @@ class CompiledFunction(SparseDerivatives):
             row is not None and variant.arrays[0][variant.a[row]] == kernels.ARRAY_CODE["array_input"])
         for k, seed in enumerate(seeds):
             if alias:
-                arrays, _, aadj = space.array_args
+                arrays, aadj = space.consuming, space.array_args[2]
                 own = kernels.sweeps().alias_adjoints(
                     variant.op, variant.a, variant.input_slots, arrays, aadj, out[k], start, True)
             try:
@@ -440,8 +453,14 @@ class CompiledFunction(SparseDerivatives):
                 grad = np.empty(len(flat))
                 inputs = variant.inputs(flat)
                 consume = not anomaly.is_anomaly_enabled()  # (which checks every adjoint block)
+                array_args = space.array_args
+                if consume and array_args:  # the scratch's table, with every block of aadj zeroed first
+                    if not space.clean:  # (by their own offsets: the sweep clears those of inputs alone)
+                        kernels.sweeps().clear_adjoints(array_args[0], array_args[2], False)
+                        space.clean = True
+                    array_args = (space.consuming, *array_args[1:])
                 failed = self._in_place(variant, space.gradient, *space.head, inputs, *space.tail, grad,
-                                        space.clean, consume, *space.array_args)
+                                        space.clean, consume, *array_args)
                 if failed < 0:
                     space.clean = consume
                     self._counts["calls"] += 1
@@ -469,9 +488,10 @@ class CompiledFunction(SparseDerivatives):
         tangents, after a second-order sweep), wherever the rows reading them keep them (in `out`)."""
         out = np.empty(stop - start) if out is None else out
         space = self._space(variant, keeps_clean=True)
-        array_args = ()
-        if variant.has_arrays:
-            array_args = (*space.array_args[:2], space.tangents[0] if second else space.array_args[2])
+        array_args: tuple = ()
+        if variant.has_arrays:  # (input rows' offsets: their own in either table, or aliased in this one)
+            blocks = space.tangents[0] if second else space.array_args[2]
+            array_args = (space.consuming, space.array_args[1], blocks)
         variant.sweep("input_adjoints")(variant.op, variant.a, variant.input_slots, adj, out, start, False,
                                         *array_args)
         return out

@@ -1023,3 +1023,48 @@ def test_replayed_sin_and_cos_are_within_an_ulp_of_libm(rng):
             np.testing.assert_array_equal(values(special), ref(special))
             pulled = tg.compile(lambda t, f=f: f(t) * 1.0).vjp((special,), np.ones(7))[1][0]
             np.testing.assert_array_equal(pulled, dref(special))
+
+
+def test_blocks_that_share_the_scratch_are_never_live_at_once(rng):
+    """kernels.adjoint_plan: a block is live from the first row (last to first) that pushes to it
+    (0-d reductions included) until its own row; blocks whose lives overlap must not overlap in
+    the scratch, inputs and the seeded output keep their own, and the sweeps that use the plan
+    give the gradients the blocks of their own give (vjp of an array output, value_and_grad)."""
+    W = tg.tensor(rng.normal(size=(6, 5)), requires_grad=True)
+
+    def f(x):
+        u = tg.sin(W @ x)  # read by a 0-d reduction alone, the last row
+        h = tg.tanh(W @ x)
+        gate = tg.where(h > 0.0, h, 0.2 * h)
+        s = tnp.logsumexp(gate, 0) + tnp.max(h) * tnp.sum(tg.sin(x) * x)
+        return gate * s + (h.detach() * tnp.exp(h)) + tnp.mean(gate * gate) + tnp.max(u)
+
+    cf = tg.compile(f)
+    x = rng.normal(size=5)
+    cf(x)
+    v = cf._last
+    code, ax, ay, size = v.arrays[0], v.arrays[1], v.arrays[2], v.arrays[5]
+    offsets, length = kernels.adjoint_plan(v.op, v.a, v.arrays, (v.array_output,))
+    rows = np.flatnonzero((v.op == kernels.ARRAY_ROW) | (v.op == kernels.ARRAY_ROW + 1))
+    born = {}
+    for i in rows[::-1]:  # a block is born at its first pusher, dies at its own row
+        j = v.a[i]
+        for bit, operand in ((1, ax[j]), (2, ay[j])):
+            if kernels.PUSHES[code[j]] & bit and v.op[operand] == kernels.ARRAY_ROW:
+                born.setdefault(v.a[operand], i)
+    own = [v.a[i] for i in rows if v.op[i] == kernels.ARRAY_ROW]
+    assert offsets[v.a[v.array_output]] == -1 and all(offsets[j] == -1 for j in range(len(code))
+                                                      if code[j] == kernels.ARRAY_CODE["array_input"])
+    lives = {j: (int(np.flatnonzero(v.a == j)[0]), born.get(j, np.flatnonzero(v.a == j)[0])) for j in own
+             if offsets[j] >= 0}
+    assert lives and max(offsets[j] + size[j] for j in lives) <= length < sum(size[j] for j in lives)
+    for j in lives:
+        for k in lives:
+            if j < k and not (lives[j][1] < lives[k][0] or lives[k][1] < lives[j][0]):  # alive together
+                assert offsets[j] + size[j] <= offsets[k] or offsets[k] + size[k] <= offsets[j], (j, k)
+    loss = tg.compile(lambda x: tnp.sum(f(x) * f(x)))
+    for _ in range(3):
+        x = rng.normal(size=5)
+        cot = rng.normal(size=6)
+        np.testing.assert_allclose(cf.vjp((x,), cot)[1][0], tg.vjp(f, x)[1](cot)[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(loss.grad(x), tg.grad(lambda x: tnp.sum(f(x) * f(x)))(x), rtol=1e-12)
