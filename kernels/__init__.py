@@ -19,11 +19,7 @@ _module: types.ModuleType | None = None
 
 # Per-code facts the tracked reverse sweep reads (opcodes, then the codes of ARRAY_OPS): which
 # operands are rows, whether the reverse rule reads saved values.
-OPERAND_MASK = np.array(
-    [int(o.reads_a) | (int(o.reads_b) << 1) for o in OPCODES]
-    + [(1 if s.arity >= 1 else 0) | (2 if s.arity == 2 else 0) for s in ARRAY_OPS],
-    dtype=np.uint8,
-)
+OPERAND_MASK = np.array([o.operands for o in OPCODES] + [s.operands for s in ARRAY_OPS], dtype=np.uint8)
 
 
 # Per code: the operand rows its reverse rule may push a nonzero adjoint to (bit 1 x, bit 2 y).

@@ -1393,13 +1393,7 @@ def generate(cache: bool) -> str:
         run_kernels=_run_kernels(),
         helpers=helpers.strip(),
         array_helpers=array_helpers.strip(),
-        operands=_code_table(
-            lambda o: (
-                (1 if o.reads_a else 0) | (2 if o.reads_b else 0)
-                if isinstance(o, Opcode)
-                else (1 if o.arity >= 1 else 0) | (2 if o.arity == 2 else 0)
-            )
-        ),
+        operands=_code_table(lambda o: o.operands),
         pushes=_code_table(lambda o: o.pushes),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
         array_forward_cases=_array_kernel_branches(0),

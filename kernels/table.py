@@ -211,9 +211,14 @@ class ArrayOpSpec:
         return bool(self.reads)
 
     @property
-    def pushes(self) -> int:
-        """The operand rows its reverse rule pushes adjoints to: bit 1 x, bit 2 y."""
+    def operands(self) -> int:
+        """Which operands are rows: bit 1 x, bit 2 y."""
         return (1 if self.arity >= 1 else 0) | (2 if self.arity == 2 else 0)
+
+    @property
+    def pushes(self) -> int:
+        """The operand rows its reverse rule pushes adjoints to: every one."""
+        return self.operands
 
 
 ARRAY_OPS: tuple[ArrayOpSpec, ...] = (
@@ -270,6 +275,11 @@ class Opcode:
     @property
     def reads_b(self) -> bool:
         return self.kind in (VV, CV)
+
+    @property
+    def operands(self) -> int:
+        """Which operands are rows: bit 1 a, bit 2 b."""
+        return int(self.reads_a) | (int(self.reads_b) << 1)
 
     @property
     def pushes(self) -> int:
