@@ -6,8 +6,8 @@ Written once in plain Python over flat float64 blocks (C order) and the tape's i
 to the adjoint blocks ``gx``/``gy`` of its operands; ``dx``/``dy`` say whether they need it.
 """
 
-# ruff: noqa: F821  (np, carray, as_pointer, call_kernel, data_of, dgemm, float_of_bits, OPERANDS:
-# bound by the compiling namespace)
+# ruff: noqa: F821  (np, carray, as_pointer, bits_of_float, call_kernel, data_of, dgemm, float_of_bits,
+# OPERANDS: bound by the compiling namespace)
 
 
 def value_block(r, op, a, vals, asize, vaddr):
@@ -300,12 +300,11 @@ def run_extreme(x, k0, n, sign):
     # a maximum. NaN is found by a compare in the same loop.
     ones = np.int64(0x7FFFFFFFFFFFFFFF)
     flip = np.int64(0) if sign > 0.0 else np.int64(-1)
-    bits = x.view(np.int64)
     start = np.int64(-4503599627370496) if sign > 0.0 else np.int64(0x7FF0000000000000)  # -inf, inf
     best = (start ^ ((start >> 63) & ones)) ^ flip
     nan = False
     for k in range(np.uint64(k0), np.uint64(k0 + n)):  # (unsigned: no negative-index checks)
-        b = bits[k]
+        b = bits_of_float(x[k])
         key = (b ^ ((b >> 63) & ones)) ^ flip
         best = key if key > best else best
         nan |= x[k] != x[k]

@@ -665,6 +665,18 @@ def float_of_bits(typingctx, bits):
 
 
 @intrinsic
+def bits_of_float(typingctx, value):
+    """The IEEE bits of the float64 `value`, as an int64 (reading an array's elements this way
+    costs nothing; a ``view(np.int64)`` of the array cost 25 ns a call)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+@intrinsic
 def data_of(typingctx, array):
     """A pointer to the first element of a contiguous array."""
     sig = types.CPointer(array.dtype)(array)
