@@ -882,10 +882,15 @@ def unpack_blocks(blocks):
 
 
 @_kernel
-def subtract_scaled(p, g, scale):
-    """p -= scale * g, in one pass (an optimizer's step: NumPy takes two, and a temporary)."""
-    for k in range(p.shape[0]):
-        p[k] -= scale * g[k]
+def subtract_scaled(table, scale):
+    """p -= scale * g for each (address of p, address of g, size) in `table`, float64 blocks the
+    caller keeps alive: an optimizer's step over its parameters in one call and one pass each
+    (NumPy takes two passes and a temporary; a call per parameter cost 2 us on an MLP's six)."""
+    for j in range(table.shape[0] // 3):
+        size = table[3 * j + 2]
+        p, g = carray(as_pointer(table[3 * j]), size), carray(as_pointer(table[3 * j + 1]), size)
+        for k in range(size):
+            p[k] -= scale * g[k]
 
 
 @_kernel

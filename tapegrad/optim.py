@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .tape import address
 from .tensor import Tensor
+
+_FLOAT64 = np.dtype(np.float64)
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -35,20 +38,24 @@ class Optimizer:
                 yield k, p, p.grad._v
 
     @staticmethod
-    def _update(p: Any, scale: float, g: np.ndarray | float) -> None:
-        """p -= scale * g, in place for arrays (their version counts it: a graph recorded before
-        the step refuses a backward, as torch does): one pass of a kernel over C-ordered float64
-        data of the same shape (NumPy otherwise)."""
-        v = p._v
-        if isinstance(v, np.ndarray):
-            if v.dtype == np.float64 and v.flags.c_contiguous and np.shape(g) == v.shape:
-                g = np.ascontiguousarray(g, dtype=np.float64)
-                kernels.sweeps().subtract_scaled(v.reshape(-1), g.reshape(-1), float(scale))
+    def _update(scale: float, steps: list[tuple[Any, np.ndarray | float]]) -> None:
+        """p -= scale * g for each (p, g), in place for arrays (their version counts it: a graph
+        recorded before the step refuses a backward, as torch does). C-ordered float64 arrays of
+        the same shape are updated by one kernel call for all (NumPy updates the others)."""
+        table: list[int] = []
+        for p, g in steps:
+            v = p._v
+            if v.__class__ is not np.ndarray:
+                p._v = float(v - scale * g)
+                continue
+            if (g.__class__ is np.ndarray and v.dtype == _FLOAT64 == g.dtype and v.shape == g.shape
+                    and v.flags.c_contiguous and g.flags.c_contiguous):
+                table += (address(v), address(g), v.size)  # (`steps` keeps both alive)
             else:
                 v -= scale * g
             p._version = getattr(p, "_version", 0) + 1
-        else:
-            p._v = float(v - scale * g)
+        if table:
+            kernels.sweeps().subtract_scaled(np.array(table, dtype=np.int64), float(scale))
 
 
 class SGD(Optimizer):
@@ -62,6 +69,7 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Update every parameter that has a .grad, in place."""
+        steps = []
         for k, p, g in self._grads():
             if self.weight_decay:
                 g = g + self.weight_decay * p._v
@@ -70,7 +78,8 @@ class SGD(Optimizer):
                 v = np.copy(g) if v is None else self.momentum * v + g  # not p.grad's own array
                 self.velocity[k] = v
                 g = g + self.momentum * v if self.nesterov else v
-            self._update(p, self.lr, g)
+            steps.append((p, g))
+        self._update(self.lr, steps)
 
 
 class Adam(Optimizer):
@@ -92,6 +101,7 @@ class Adam(Optimizer):
         """Update every parameter that has a .grad, in place."""
         self.steps += 1
         b1, b2 = self.betas
+        steps = []
         for k, p, g in self._grads():
             if self.weight_decay:
                 g = g + self.weight_decay * p._v
@@ -101,4 +111,5 @@ class Adam(Optimizer):
             self.state[k] = [m, v]
             m_hat = m / (1.0 - b1**self.steps)
             v_hat = v / (1.0 - b2**self.steps)
-            self._update(p, self.lr, m_hat / (np.sqrt(v_hat) + self.eps))
+            steps.append((p, m_hat / (np.sqrt(v_hat) + self.eps)))
+        self._update(self.lr, steps)

@@ -184,15 +184,20 @@ def test_sgd_momentum_with_accumulated_gradients_matches_torch():
 
 
 def test_sgd_steps_match_numpy_for_set_and_broadcast_gradients(rng):
-    """A step is p -= lr * g in one kernel pass for a gradient of p's shape (any dtype or layout:
-    here integers, transposed); NumPy's in-place update, with its broadcasting, for another shape."""
-    w0, s0 = rng.normal(size=(3, 4)), rng.normal(size=(2, 3))
-    w, s = tg.tensor(w0, requires_grad=True), tg.tensor(s0, requires_grad=True)
-    gw = np.arange(12).reshape(4, 3).T
-    w.grad, s.grad = tg.tensor(gw), tg.tensor(np.array([1.0, 2.0, 3.0]))
-    tg.optim.SGD([w, s], lr=0.25).step()
-    np.testing.assert_array_equal(w.detach().numpy(), w0 - 0.25 * gw)
-    np.testing.assert_array_equal(s.detach().numpy(), s0 - 0.25 * np.array([1.0, 2.0, 3.0]))
+    """A step is p -= lr * g: one kernel call for all the float64 gradients of their parameters'
+    shapes (here u, v and the scalar-shaped t), NumPy's in-place update for others (integers,
+    transposed, or broadcasting: w and s), a float update for scalar tensors (q)."""
+    w0, s0, u0, v0, t0 = (rng.normal(size=n) for n in [(3, 4), (2, 3), (5,), (2, 2, 2), (1,)])
+    w, s, u, v, t = (tg.tensor(x, requires_grad=True) for x in (w0, s0, u0, v0, t0))
+    q = tg.tensor(1.5, requires_grad=True)
+    gw, gs, gu, gv, gt = np.arange(12).reshape(4, 3).T, np.array([1.0, 2.0, 3.0]), *(
+        rng.normal(size=n) for n in [(5,), (2, 2, 2), (1,)])
+    for p, g in zip((w, s, u, v, t, q), (gw, gs, gu, gv, gt, 2.0)):
+        p.grad = tg.tensor(g)
+    tg.optim.SGD([w, u, s, v, q, t], lr=0.25).step()
+    for p, p0, g in zip((w, s, u, v, t), (w0, s0, u0, v0, t0), (gw, gs, gu, gv, gt)):
+        np.testing.assert_array_equal(p.detach().numpy(), p0 - 0.25 * g)
+    assert q.item() == 1.0
 
 
 def test_linear_with_no_input_features():
