@@ -865,7 +865,7 @@ def unpack_rows(rows, pool, const_a, const_b):
     return op, a, b, vals, consts
 
 
-@_kernel
+@_helper
 def unpack_blocks(blocks):
     """A recording tape's array table (code, x, y, meta, offset, size per array row, interleaved)
     as the columns the sweeps take (see kernels.array_table), in one call."""
@@ -879,6 +879,12 @@ def unpack_blocks(blocks):
         code[j], x[j], y[j] = np.uint8(b[0]), np.uint32(b[1]), np.uint32(b[2])
         meta[j], off[j], size[j] = b[3], b[4], b[5]
     return code, x, y, meta, off, size
+
+
+@_kernel
+def unpack_tape(rows, pool, const_a, const_b, blocks):
+    """unpack_rows, then unpack_blocks: an array tape's in one call."""
+    return unpack_rows(rows, pool, const_a, const_b) + unpack_blocks(blocks)
 
 
 @_kernel

@@ -82,24 +82,26 @@ def propagate(
                 g = _adjoint(adj, taken, at, node, node._slot)
                 found[id(node)] = found[id(node)] + g if id(node) in found else g
         slots = np.array(tape.input_slots, dtype=np.int64)
-        hit = np.flatnonzero(reached[slots])
-        inputs = tape.inputs
-        for k, g in zip(hit.tolist(), adj[slots[hit]].tolist()):
-            node = inputs[k]
-            reach(node, _adjoint(adj, taken, at, node, slots[k]) if node._v.__class__ is np.ndarray else g)
+        hits, grads = reached[slots].tolist(), adj[slots].tolist()
+        for node, slot, hit, g in zip(tape.inputs, tape.input_slots, hits, grads):
+            if hit:
+                reach(node, _adjoint(adj, taken, at, node, slot) if node._v.__class__ is np.ndarray else g)
     return found
 
 
 def _adjoint(adj: np.ndarray, taken: np.ndarray, at: np.ndarray, node: Node, slot: int) -> Any:
     """The adjoint at `slot`, where `node` is read: a float, or an array of its shape: a view of
-    the blocks taken out of the arena when it is most of them, else a copy (a small gradient
-    does not keep the others' memory alive)."""
+    the blocks taken out of the arena when they are few (up to _SHARED elements) or it is most of
+    them, else a copy (a small gradient does not keep the others' memory alive)."""
     v = node._v
     if v.__class__ is np.ndarray:
         start = at[slot]
         block = taken[start : start + v.size].reshape(v.shape)
-        return block if 2 * v.size > len(taken) else block.copy()
+        return block if len(taken) <= _SHARED or 2 * v.size > len(taken) else block.copy()
     return float(adj[slot])
+
+
+_SHARED = 1 << 15  # (256 KB)
 
 
 class _Arena(threading.local):

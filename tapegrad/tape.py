@@ -252,7 +252,7 @@ class Tape:
         values are gone, as in torch. Only the inputs the sweep reached are checked."""
         slots = self.input_slots
         for (node, version), k in zip(self.versions, self.versioned):
-            if reached[slots[k]] and getattr(node, "_version", 0) != version:
+            if getattr(node, "_version", 0) != version and reached[slots[k]]:
                 self.closed, self.full = True, False  # the thread's next graph starts on a fresh tape
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by an "
@@ -278,14 +278,16 @@ class Tape:
             return cached
         memory.check_sweep(len(self.rows) >> 2, self.array_slots)
         sweeps = kernels.sweeps()
-        op, a, b, vals, consts = sweeps.unpack_rows(
-            np.array(self.rows, dtype=np.float64), np.array(self.consts, dtype=np.float64), _CONST_A, _CONST_B
-        )
+        rows, pool = np.array(self.rows, dtype=np.float64), np.array(self.consts, dtype=np.float64)
         if self.blocks:
+            op, a, b, vals, consts, *columns = sweeps.unpack_tape(
+                rows, pool, _CONST_A, _CONST_B, np.array(self.blocks, dtype=np.int64)
+            )
             imeta = np.concatenate(self.imeta, dtype=np.int64) if self.imeta else kernels.NO_ARRAYS[6]
-            arr = (*sweeps.unpack_blocks(np.array(self.blocks, dtype=np.int64)), imeta)
+            arr = (*columns, imeta)
             vaddr = np.array(self.vaddrs, dtype=np.int64)
         else:
+            op, a, b, vals, consts = sweeps.unpack_rows(rows, pool, _CONST_A, _CONST_B)
             arr, vaddr = kernels.NO_ARRAYS, kernels.NO_ADDRESSES
         arrays = TapeArrays(op=op, a=a, b=b, vals=vals, consts=consts, arr=arr, vaddr=vaddr,
                             array_slots=self.array_slots)
