@@ -1,5 +1,6 @@
 """tg.compile of functions with array ops: replayed array rows against eager recording."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -990,6 +991,11 @@ def test_pullbacks_accumulate_in_their_rows_of_the_result(rng):
         J = cf.jacobian(x, y)
         np.testing.assert_allclose(J[..., :20].reshape(4, 5, 4, 5).sum((0, 1)),
                                    expected(np.ones((4, 5)))[0], rtol=1e-13, atol=1e-14)
+        for anomaly in (True, False, True):  # (anomaly mode's sweeps leave every block to clear)
+            with tg.detect_anomaly() if anomaly else contextlib.nullcontext():
+                _, (gx, gy) = cf.vjp((x, y), cots[0])
+            np.testing.assert_allclose(gx, expected(cots[0])[0], rtol=1e-14, atol=1e-15)
+            np.testing.assert_allclose(gy, expected(cots[0])[1], rtol=1e-14, atol=1e-15)
 
 
 def test_replayed_sin_and_cos_are_within_an_ulp_of_libm(rng):
