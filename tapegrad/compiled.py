@@ -91,6 +91,13 @@ class Variant(NamedTuple):
 
 
 
+def _output_is_input(variant: Variant) -> bool:
+    """Whether the output is an array_input row (the function returns its argument): that row's
+    blocks then hold the output's values and seeds, not the argument's nor the gradient's."""
+    row = variant.array_output
+    return row is not None and variant.arrays[0][variant.a[row]] == kernels.ARRAY_CODE["array_input"]
+
+
 def _flatten_args(args: Sequence[Any]) -> tuple[Signature, np.ndarray]:
     if len(args) == 1:  # the common case, without the loop
         arg = args[0]
@@ -210,10 +217,13 @@ class Workspace:
 
     `consuming`: the array table the consuming reverse sweeps take, whose adjoint offsets put the
     blocks never live at once in one `scratch` (kernels.adjoint_plan; zero between sweeps, as they
-    leave it); every other sweep takes the table of array_args, a block per row."""
+    leave it); every other sweep takes the table of array_args, a block per row.
+
+    `own_addresses`: the value blocks' own addresses, while those of the array inputs point at the
+    caller's arguments (:meth:`CompiledFunction._replay` with `in_place`), else None."""
 
     __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean",
-                 "clean_d", "plans", "consuming", "scratch")
+                 "clean_d", "plans", "consuming", "scratch", "own_addresses")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
@@ -222,6 +232,7 @@ class Workspace:
         self.tangents: tuple = ()
         self.consuming: tuple = ()
         self.scratch: np.ndarray | None = None
+        self.own_addresses: np.ndarray | None = None  # while the array inputs' blocks are the arguments
         if variant.has_arrays:  # each array row's block in the arena (a 0-d result: its scalar slot)
             scalar = variant.a[variant.op == kernels.ARRAY_ROW + 1]
             vaddr = address(self.arena) + 8 * variant.arrays[4]
@@ -299,8 +310,11 @@ class CompiledFunction(SparseDerivatives):
             self._workspaces.spaces.pop(id(variant), None)
             raise
 
-    def _replay(self, args: Sequence[Any]) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
-        """The variant whose guards hold at `args`, its values there, and the flat inputs."""
+    def _replay(self, args: Sequence[Any], in_place: bool = False
+                ) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
+        """The variant whose guards hold at `args`, its values there, and the flat inputs. With
+        `in_place`, the array inputs' value blocks are the arguments themselves (not copied), until
+        the caller's :meth:`_own_blocks`: for a caller that keeps them alive and unchanged."""
         signature, flat = _flatten_args(args)
         self._counts["calls"] += 1
         variants = self._variants.get(signature)
@@ -308,17 +322,36 @@ class CompiledFunction(SparseDerivatives):
             inputs = variant.inputs(flat)
             space = self._space(variant, keeps_clean=True)
             vals = space.vals
-            failed = variant.sweep("forward")(
-                variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
-                *space.array_args[:2],
-            )
-            if failed < 0:
+            if space.own_addresses is not None:  # (an in-place call interrupted before it ended)
+                self._own_blocks(variant)
+            if in_place and variant.has_arrays and not _output_is_input(variant):
+                # (anomaly mode checks the values in the workspace: not there)
+                alias = not anomaly.is_anomaly_enabled()
+                space.own_addresses = kernels.sweeps().alias_inputs(*space.array_args[:2], inputs, alias)
+            try:
+                failed = variant.sweep("forward")(
+                    variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
+                    *space.array_args[:2],
+                )
+            except BaseException:
+                self._own_blocks(variant)
+                raise
+            if failed >= 0:
+                self._own_blocks(variant)
+            else:
                 with self._lock:
                     if variants is not None and key in variants:
                         variants.move_to_end(key, last=False)
                 self._last = variant
                 return variant, vals, inputs, flat
         return self._record(signature, flat)
+
+    def _own_blocks(self, variant: Variant) -> None:
+        """The array inputs' value blocks back to the workspace's own (after `_replay(in_place)`)."""
+        space = self._space(variant, keeps_clean=True)
+        if space.own_addresses is not None:
+            space.array_args[1][:] = space.own_addresses
+            space.own_addresses = None
 
     def _record(self, signature: Signature, flat: np.ndarray):
         if self.f is None:
@@ -423,9 +456,7 @@ class CompiledFunction(SparseDerivatives):
         Array inputs' adjoints accumulate in out[k] in place (alias_adjoints), but for an input
         row the output is (its block holds the seeds) and in anomaly mode (which checks blocks)."""
         space = self._space(variant, keeps_clean=True)
-        row = variant.array_output
-        alias = variant.has_arrays and not anomaly.is_anomaly_enabled() and not (
-            row is not None and variant.arrays[0][variant.a[row]] == kernels.ARRAY_CODE["array_input"])
+        alias = variant.has_arrays and not (anomaly.is_anomaly_enabled() or _output_is_input(variant))
         for k, seed in enumerate(seeds):
             if alias:
                 arrays, aadj = space.consuming, space.array_args[2]
@@ -611,17 +642,20 @@ class CompiledFunction(SparseDerivatives):
         `cotangent` has the output's shape, or is a stack of k of them (a leading axis): then one
         forward replay serves k reverse sweeps, and each argument's pullback has that axis too
         (k rows of a Jacobian, say)."""
-        variant, vals, _, flat = self._replay(args)
-        cot = np.asarray(cotangent, dtype=np.float64)
-        expected = () if variant.out_shape is None else variant.out_shape
-        if cot.shape != expected and cot.shape[1:] != expected:
-            raise ValueError(
-                f"vjp: cotangent has shape {cot.shape}, the output has shape {expected} (a stack of "
-                f"cotangents: shape (k, *{expected}))"
-            )
-        out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
-        seeds = cot.reshape(-1, len(variant.out_slots))
-        pulled = self._pullbacks(variant, vals, seeds, np.empty((len(seeds), len(flat))))
+        variant, vals, inputs, flat = self._replay(args, in_place=True)  # (inputs: kept alive)
+        try:
+            cot = np.asarray(cotangent, dtype=np.float64)
+            expected = () if variant.out_shape is None else variant.out_shape
+            if cot.shape != expected and cot.shape[1:] != expected:
+                raise ValueError(
+                    f"vjp: cotangent has shape {cot.shape}, the output has shape {expected} (a stack of "
+                    f"cotangents: shape (k, *{expected}))"
+                )
+            out = self._shape_output(variant, self._outputs(variant, vals, 0).copy())
+            seeds = cot.reshape(-1, len(variant.out_slots))
+            pulled = self._pullbacks(variant, vals, seeds, np.empty((len(seeds), len(flat))))
+        finally:
+            self._own_blocks(variant)
         return out, self._split(pulled[0] if cot.shape == expected else pulled, args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
@@ -657,19 +691,22 @@ class CompiledFunction(SparseDerivatives):
     def jacobian(self, *args: Any, argnums: int = 0) -> np.ndarray:
         """d f / d args[argnums] as an array of shape (output shape + argument shape): reverse
         sweeps per output element or tangent sweeps per input element, whichever are fewer."""
-        variant, vals, inputs, flat = self._replay(args)
-        offsets = np.cumsum([0] + [math.prod(np.shape(a._v if isinstance(a, Node) else a)) for a in args])
-        lo, hi = offsets[argnums], offsets[argnums + 1]
-        m, n = len(variant.out_slots), hi - lo
-        jac = np.empty((m, n))
-        if m <= n or not custom.has_rule(variant.arrays, "jvp"):
-            self._pullbacks(variant, vals, (np.eye(1, m, r)[0] for r in range(m)), jac, lo)
-        else:
-            seeds = np.zeros(len(inputs))
-            for c in range(n):
-                seeds[:] = 0.0
-                seeds[lo + c] = 1.0
-                jac[:, c] = self._outputs(variant, self._tangent(variant, vals, seeds), 1)
+        variant, vals, inputs, flat = self._replay(args, in_place=True)
+        try:
+            offsets = np.cumsum([0] + [math.prod(np.shape(a._v if isinstance(a, Node) else a)) for a in args])
+            lo, hi = offsets[argnums], offsets[argnums + 1]
+            m, n = len(variant.out_slots), hi - lo
+            jac = np.empty((m, n))
+            if m <= n or not custom.has_rule(variant.arrays, "jvp"):
+                self._pullbacks(variant, vals, (np.eye(1, m, r)[0] for r in range(m)), jac, lo)
+            else:
+                seeds = np.zeros(len(inputs))
+                for c in range(n):
+                    seeds[:] = 0.0
+                    seeds[lo + c] = 1.0
+                    jac[:, c] = self._outputs(variant, self._tangent(variant, vals, seeds), 1)
+        finally:
+            self._own_blocks(variant)
         arg = args[argnums]
         arg_shape = np.shape(arg._v if isinstance(arg, Node) else arg)
         out_shape = () if variant.out_shape is None else variant.out_shape

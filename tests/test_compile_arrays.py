@@ -998,6 +998,30 @@ def test_pullbacks_accumulate_in_their_rows_of_the_result(rng):
             np.testing.assert_allclose(gy, expected(cots[0])[1], rtol=1e-14, atol=1e-15)
 
 
+def test_vjp_and_jacobian_read_array_arguments_in_place_and_leave_them_alone(rng):
+    """vjp and jacobian replay with the array inputs' value blocks pointing at the arguments (no
+    copy) and point them back after: a later replay at other arguments copies those into the
+    workspace, never into the earlier arguments. Captured tensors (their values joined to the
+    arguments) and an output that is the argument itself take the same path."""
+    W = tg.tensor(rng.normal(size=5))
+    cases = [(lambda x: tnp.sin(x) * x, lambda x, c: c * (np.cos(x) * x + np.sin(x))),
+             (lambda x: x * W, lambda x, c: c * W.detach().numpy()),
+             (lambda x: x, lambda x, c: c)]
+    for f, pullback in cases:
+        cf = tg.compile(f)
+        x1, x2, cot = rng.normal(size=5), rng.normal(size=5), rng.normal(size=5)
+        kept = x1.copy()
+        for _ in range(2):
+            out, (g,) = cf.vjp((x1,), cot)
+            np.testing.assert_allclose(out, f(tg.tensor(x1)).detach().numpy(), rtol=1e-15)
+            np.testing.assert_allclose(g, pullback(x1, cot), rtol=1e-14)
+            np.testing.assert_allclose(cf.jacobian(x1) @ cot, pullback(x1, cot), rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(cf(x2), f(tg.tensor(x2)).detach().numpy(), rtol=1e-15)
+            np.testing.assert_array_equal(x1, kept)
+            np.testing.assert_allclose(cf.vjp((x2,), cot)[1][0], pullback(x2, cot), rtol=1e-14)
+            np.testing.assert_allclose(cf(x1), f(tg.tensor(x1)).detach().numpy(), rtol=1e-15)
+
+
 def test_replayed_sin_and_cos_are_within_an_ulp_of_libm(rng):
     """The array kernels' sin and cos (vsin, vcos: a reduction by pi/2 in three parts and fdlibm's
     polynomials, which vectorize) against NumPy's, forward and in the reverse rules: at random
