@@ -254,6 +254,12 @@ class Workspace:
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
+    def own_blocks(self) -> None:
+        """The array inputs' value blocks back to the workspace's own (after an in-place replay)."""
+        if self.own_addresses is not None:
+            self.array_args[1][:] = self.own_addresses
+            self.own_addresses = None
+
     def plan(self, variant: Variant, second: bool) -> np.ndarray:
         """The array sweeps' `plan` (kernels.plans): which rows the tangent and second-order sweeps
         of a Hessian-vector product compute (`second`), or every row (a jvp's tangents)."""
@@ -314,7 +320,7 @@ class CompiledFunction(SparseDerivatives):
                 ) -> tuple[Variant, np.ndarray, np.ndarray, np.ndarray]:
         """The variant whose guards hold at `args`, its values there, and the flat inputs. With
         `in_place`, the array inputs' value blocks are the arguments themselves (not copied), until
-        the caller's :meth:`_own_blocks`: for a caller that keeps them alive and unchanged."""
+        the caller's ``Workspace.own_blocks``: for a caller that keeps them alive and unchanged."""
         signature, flat = _flatten_args(args)
         self._counts["calls"] += 1
         variants = self._variants.get(signature)
@@ -322,22 +328,20 @@ class CompiledFunction(SparseDerivatives):
             inputs = variant.inputs(flat)
             space = self._space(variant, keeps_clean=True)
             vals = space.vals
-            if space.own_addresses is not None:  # (an in-place call interrupted before it ended)
-                self._own_blocks(variant)
-            if in_place and variant.has_arrays and not _output_is_input(variant):
-                # (anomaly mode checks the values in the workspace: not there)
-                alias = not anomaly.is_anomaly_enabled()
-                space.own_addresses = kernels.sweeps().alias_inputs(*space.array_args[:2], inputs, alias)
+            space.own_blocks()  # (after an in-place call interrupted before it ended)
+            if in_place and variant.has_arrays and not (  # (anomaly mode checks the workspace's values)
+                    _output_is_input(variant) or anomaly.is_anomaly_enabled()):
+                space.own_addresses = kernels.sweeps().alias_inputs(*space.array_args[:2], inputs, True)
             try:
                 failed = variant.sweep("forward")(
                     variant.run_op, variant.a, variant.b, vals, variant.consts, inputs, 0, variant.rows,
                     *space.array_args[:2],
                 )
             except BaseException:
-                self._own_blocks(variant)
+                space.own_blocks()
                 raise
             if failed >= 0:
-                self._own_blocks(variant)
+                space.own_blocks()
             else:
                 with self._lock:
                     if variants is not None and key in variants:
@@ -345,13 +349,6 @@ class CompiledFunction(SparseDerivatives):
                 self._last = variant
                 return variant, vals, inputs, flat
         return self._record(signature, flat)
-
-    def _own_blocks(self, variant: Variant) -> None:
-        """The array inputs' value blocks back to the workspace's own (after `_replay(in_place)`)."""
-        space = self._space(variant, keeps_clean=True)
-        if space.own_addresses is not None:
-            space.array_args[1][:] = space.own_addresses
-            space.own_addresses = None
 
     def _record(self, signature: Signature, flat: np.ndarray):
         if self.f is None:
@@ -655,7 +652,7 @@ class CompiledFunction(SparseDerivatives):
             seeds = cot.reshape(-1, len(variant.out_slots))
             pulled = self._pullbacks(variant, vals, seeds, np.empty((len(seeds), len(flat))))
         finally:
-            self._own_blocks(variant)
+            self._space(variant, keeps_clean=True).own_blocks()
         return out, self._split(pulled[0] if cot.shape == expected else pulled, args, tuple(range(len(args))))
 
     def jvp(self, args: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
@@ -706,7 +703,7 @@ class CompiledFunction(SparseDerivatives):
                     seeds[lo + c] = 1.0
                     jac[:, c] = self._outputs(variant, self._tangent(variant, vals, seeds), 1)
         finally:
-            self._own_blocks(variant)
+            self._space(variant, keeps_clean=True).own_blocks()
         arg = args[argnums]
         arg_shape = np.shape(arg._v if isinstance(arg, Node) else arg)
         out_shape = () if variant.out_shape is None else variant.out_shape
