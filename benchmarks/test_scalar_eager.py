@@ -136,9 +136,9 @@ def test_reverse_sweep(benchmark, report_ns_per_row, big_tape):
         adj[t.out] = 1.0
 
     seed()
-    reverse(op, a, b, vals, consts, adj, 0, t.rows)  # compile (or load) before timing
+    reverse(op, a, b, vals, consts, adj, 0, t.rows, False)  # compile (or load) before timing
     benchmark.pedantic(
-        reverse, args=(op, a, b, vals, consts, adj, 0, t.rows), setup=seed, rounds=30, warmup_rounds=1
+        reverse, args=(op, a, b, vals, consts, adj, 0, t.rows, False), setup=seed, rounds=30, warmup_rounds=1
     )
     report_ns_per_row(t.rows)
     grad = np.empty_like(t.x)

@@ -469,18 +469,19 @@ def _run_case(oc: Opcode, backward: bool, skip: list[str], body_for, unit: tuple
     return [f"if {condition}:"] + ["    " + ln for ln in loop] + ["else:"] + ["    " + ln for ln in rows]
 
 
-# name, parameters, docstring, backward, lines skipping a row with nothing to push, body, the
-# unit loop's (loads, guard of a live row) or None, whether a chain is carried in a register
+# name, parameters, docstring, the adjoints a consuming sweep zeroes, backward, lines skipping a
+# row with nothing to push, body, the unit loop's (loads, guard of a live row) or None, whether a
+# chain is carried in a register
 _RUN_KERNELS: tuple[tuple, ...] = (
-    ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", False, [], _forward_body, ([], None),
-     True),
-    ("reverse", "op, a, b, vals, consts, adj", "Push the adjoints of a run's rows, last row first.", True,
-     ["g = adj[k]", "if g == 0.0:", "    continue"],
+    ("forward", "op, a, b, vals, consts", "Compute the rows of a run.", (), False, [], _forward_body,
+     ([], None), True),
+    ("reverse", "op, a, b, vals, consts, adj, consume", "Push the adjoints of a run's rows, last row first.",
+     ("adj",), True, ["g = adj[k]", "if g == 0.0:", "    continue"],
      lambda oc, src: _reverse_body(oc, _RUN_TARGETS, src), (["g = adj[k]"], "g != 0.0"), True),
-    ("tangent", "op, a, b, vals, consts, dot", "The tangents of a run's rows.", False, [],
+    ("tangent", "op, a, b, vals, consts, dot", "The tangents of a run's rows.", (), False, [],
      lambda oc, src: _tangent_body(oc, _RUN_TARGETS, src), ([], None), False),
-    ("second_order", "op, a, b, vals, consts, dot, adj, adjd",
-     "Forward-over-reverse on a run's rows, last row first.", True,
+    ("second_order", "op, a, b, vals, consts, dot, adj, adjd, consume",
+     "Forward-over-reverse on a run's rows, last row first.", ("adj", "adjd"), True,
      ["g = adj[k]", "gd = adjd[k]", "if g == 0.0 and gd == 0.0:", "    continue"],
      lambda oc, src: _second_order_body(oc, _RUN_TARGETS, src),
      (["g = adj[k]", "gd = adjd[k]"], "(g != 0.0 or gd != 0.0)"), False),
@@ -495,6 +496,7 @@ def run_{name}({params}, i):
     c, r, unit = op[s + one], run_length(op, s + np.uint64(2)), op[s + np.uint64(6)] != 0
     x0, y0 = np.uint64(a[s]), np.uint64(b[s])
 {cases}
+{cleared}
     return r
 """
 
@@ -502,9 +504,12 @@ def run_{name}({params}, i):
 def _run_kernels() -> str:
     """The four run kernels: one branch per opcode, each a loop over the run's rows."""
     out = []
-    for name, params, doc, *rule in _RUN_KERNELS:
+    for name, params, doc, cleared, *rule in _RUN_KERNELS:
         cases = _branches(lambda oc, rule=tuple(rule): _run_case(oc, *rule), "    ")
-        out.append(_RUN_KERNEL.format(name=name, params=params, doc=doc, cases=cases))
+        # a consuming sweep zeroes the run's adjoints once read (a run has no input rows)
+        zeroed = "".join(f"\n        {store}[s : s + r] = 0.0" for store in cleared)
+        cleared = f"    if consume:{zeroed}" if cleared else ""
+        out.append(_RUN_KERNEL.format(name=name, params=params, doc=doc, cases=cases, cleared=cleared))
     return "\n\n".join(out)
 
 
@@ -821,6 +826,17 @@ def copy_input(zv, inputs, start, address):
 
 
 @_helper
+def clear_rows(adj, input_slots, inputs_only):
+    """Zero the rows' adjoints; with `inputs_only`, the input rows' alone (a consuming sweep left
+    the others zero)."""
+    if inputs_only:
+        for k in range(input_slots.shape[0]):
+            adj[input_slots[k]] = 0.0
+    else:
+        adj[:] = 0.0
+
+
+@_helper
 def clear_adjoints(arr, aadj, inputs_only):
     """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those);
     with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero).
@@ -1103,6 +1119,7 @@ SWEEPS = '''\
 @_kernel
 def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
     """Tangent (forward-mode) sweep over rows [start, stop) at the values in `vals`."""
+    op, a, b, vals, consts, seeds, dot = borrowed((op, a, b, vals, consts, seeds, dot))
     arr, vaddr, adot, plan = borrowed((arr, vaddr, adot, plan))  #A
 {ROWS_UP}
         c = op[i]
@@ -1113,15 +1130,16 @@ def tangent{S}(op, a, b, vals, consts, seeds, dot, start, stop{AT}):
 
 
 @_kernel
-def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
+def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop, consume{A2C}):
     """Reverse sweep of the adjoints `adj` and of their tangents `adjd` along `dot` (the tangents
     of the values, from `tangent`): forward-over-reverse, for Hessian-vector products. With
-    `consume` (array sweeps), as `reverse`: aadj and aadjd are left zero but the input rows' blocks."""
+    `consume`, as `reverse`: adj, adjd, aadj and aadjd are left zero but for the input rows."""
+    op, a, b, vals, consts, dot, adj, adjd = borrowed((op, a, b, vals, consts, dot, adj, adjd))
     arr, vaddr, aadj, aadjd, adot, plan, live = borrowed((arr, vaddr, aadj, aadjd, adot, plan, live))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
-            i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, i) - np.uint64(1)  #R
+            i -= run_second_order(op, a, b, vals, consts, dot, adj, adjd, consume, i) - np.uint64(1)  #R
             continue  #R
         g = adj[i]
         gd = adjd[i]
@@ -1133,11 +1151,15 @@ def second_order{S}(op, a, b, vals, consts, dot, adj, adjd, start, stop{A2C}):
                 )  #A
             continue
 {second_order_cases}
+        if consume and c != INPUT:
+            adj[i] = 0.0
+            adjd[i] = 0.0
 
 
 @_kernel
 def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
+    op, a, b, vals, consts, inputs = borrowed((op, a, b, vals, consts, inputs))
     arr, vaddr = borrowed((arr, vaddr))  #A
 {ROWS_UP}
         c = op[i]
@@ -1149,17 +1171,19 @@ def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
 
 
 @_kernel
-def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
-    """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. The
+def reverse{S}(op, a, b, vals, consts, adj, start, stop, consume{ARC}):
+    """Reverse sweep over rows [start, stop): push each row's adjoint to its operands. With
+    `consume`, zero each row's adjoint once its rule has read it, but the input rows' (which the
+    caller reads): adj is then zero but for those, and the next sweep need clear only them. The
     array part (sweeps for tapes with array rows): arr (the tape's array table), vaddr (each
-    array row's value block, by address), aadj (the adjoints of the array blocks) and consume
-    (zero each array row's block as its rule reads it, but the input rows': aadj is then zero but
-    for those, which the caller reads)."""
+    array row's value block, by address), aadj (the adjoints of the array blocks, consumed
+    alike: a block as its rule reads it)."""
+    op, a, b, vals, consts, adj = borrowed((op, a, b, vals, consts, adj))
     arr, vaddr, aadj, live = borrowed((arr, vaddr, aadj, live))  #A
 {ROWS_DOWN}
         c = op[i]
         if c == RUN_END:  #R
-            i -= run_reverse(op, a, b, vals, consts, adj, i) - np.uint64(1)  #R
+            i -= run_reverse(op, a, b, vals, consts, adj, consume, i) - np.uint64(1)  #R
             continue  #R
         g = adj[i]
         if g == 0.0:  # always so for an array row: its adjoints are the block's, in aadj
@@ -1167,6 +1191,8 @@ def reverse{S}(op, a, b, vals, consts, adj, start, stop{ARC}):
                 array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live)  #A
             continue
 {reverse_cases}
+        if consume and c != INPUT:
+            adj[i] = 0.0
 
 
 @_kernel
@@ -1178,6 +1204,7 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
     row's block of aadj is zeroed as its rule reads it, unless keep[i] (the blocks the caller
     reads afterwards): the caller zeroes those, and aadj is all zeros for the next sweep.
     """
+    op, a, b, vals, consts, adj, reached, freed = borrowed((op, a, b, vals, consts, adj, reached, freed))
     arr, vaddr, aadj, keep, live = borrowed((arr, vaddr, aadj, keep, live))  #A
     n = op.shape[0]
     code, ax, ay = arr[0], arr[1], arr[2]  #A
@@ -1259,9 +1286,9 @@ def gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad
 def workspace_gradient{S}(
     op, a, b, consts, inputs, input_slots, out_slot, vals, adj, grad, clean, consume{AR}
 ):
-    """`gradient`, in a workspace whose adjoint blocks a consuming sweep may leave zero: `clean`
-    says aadj is zero but for the input rows' blocks (only those are zeroed first), `consume`
-    leaves it so (see `reverse`), has the array_input rows read `inputs` in place (their blocks
+    """`gradient`, in a workspace whose adjoints a consuming sweep may leave zero: `clean` says
+    adj and aadj are zero but for the input rows' (only those are zeroed first), `consume`
+    leaves them so (see `reverse`), has the array_input rows read `inputs` in place (their blocks
     of values are not written: nothing reads this workspace's values after a consuming call but
     the next call) and accumulate their adjoints in `grad` in place (their blocks in aadj are not
     touched: arr[4] must then be the workspace's own). A failing guard leaves aadj as it was."""
@@ -1271,12 +1298,12 @@ def workspace_gradient{S}(
     own = alias_inputs(arr, vaddr, inputs, consume)  #A
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed < 0:
-        adj[:] = 0.0
+        clear_rows(adj, input_slots, clean)
         own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, 0, consume)  #A
         clear_adjoints(arr, aadj, clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A
-        reverse{S}(op, a, b, vals, consts, adj, lead, n{ARC})
+        reverse{S}(op, a, b, vals, consts, adj, lead, n, consume{ARC})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
         if consume:  #A
             arr[4][:] = own_offsets  #A
@@ -1288,7 +1315,7 @@ def workspace_gradient{S}(
 def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, adj, adjd, grad, hv, clean,
            consume{AH}):
     """Replay at `inputs`; grad = d out / d inputs and hv = (d2 out / d inputs2) @ seeds.
-    `clean` and `consume` as `workspace_gradient`'s, for both aadj and aadjd. Returns -1, or the
+    `clean` and `consume` as `workspace_gradient`'s, for adj and adjd alike. Returns -1, or the
     row of the first guard that fails at these inputs (aadj and aadjd are then as they were)."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
@@ -1298,13 +1325,13 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     if failed < 0:
         dot[:lead] = seeds[:lead]
         tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
-        adj[:] = 0.0
-        adjd[:] = 0.0
+        clear_rows(adj, input_slots, clean)
+        clear_rows(adjd, input_slots, clean)
         clear_adjoints(arr, aadj, clean)  #A
         clear_adjoints(arr, aadjd, clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  #A
-        second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n{A2C})
+        second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n, consume{A2C})
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
         input_adjoints{S}(op, a, input_slots, adjd, hv, 0, False{ARD})
     vaddr[:] = own  #A
@@ -1328,7 +1355,7 @@ def batch_gradient{S}(op, a, b, consts, inputs, input_slots, out_slot, values, g
             if vaddr[j] != 0:  #A
                 own_vaddr[j] = arena.ctypes.data + 8 * arr[4][j]  #A
         fill_constants(op, a, consts, vals, arr, own_vaddr)  #A
-        clean = False  # own_adj is zero but for the input rows' blocks (after a consuming sweep)
+        clean = False  # adj and own_adj are zero but for the input rows' (after a consuming sweep)
         for r in range(t, points, threads):
             failed[r] = workspace_gradient{S}(
                 op, a, b, consts, inputs[r], input_slots, out_slot, vals, adj, grads[r], clean, True{AOWN}
@@ -1364,10 +1391,10 @@ def _sweeps(arrays: bool, runs: bool, cases: dict[str, str]) -> str:
     """The sweeps, for tapes with array rows (names ending in ``_arrays``) or without, and with
     runs marked (then ``_runs``) or without: a tape runs sweeps that never compile the kernels
     it has no rows for (the array kernels, the run kernels: each takes a minute or more)."""
-    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, consume, live",
+    params = dict(AF=", arr, vaddr", AR=", arr, vaddr, aadj", ARC=", arr, vaddr, aadj, live",
                   ARD=", arr, vaddr, aadjd", AK=", arr, vaddr, aadj, keep, live",
                   AOWN=", own_arr, own_vaddr, own_adj", AT=", arr, vaddr, adot, plan",
-                  A2C=", arr, vaddr, aadj, aadjd, adot, consume, plan, live",
+                  A2C=", arr, vaddr, aadj, aadjd, adot, plan, live",
                   AH=", arr, vaddr, aadj, aadjd, adot, plan")
     if not arrays:
         params = dict.fromkeys(params, "")

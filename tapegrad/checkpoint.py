@@ -75,8 +75,8 @@ class _Replay:
         self.state_in = inputs[:n]
         self.forward, self.reverse = variant.sweep("forward"), variant.sweep("reverse")
         self.fargs = (v.run_op, v.a, v.b, vals, v.consts, inputs, 0, v.rows, *array_args[:2])
-        consume = (False,) if array_args else ()  # (the array sweeps': keep the blocks, read below)
-        self.rargs = (v.run_op, v.a, v.b, vals, v.consts, adj, 0, v.rows, *array_args, *consume)
+        # not consuming: keep the adjoints, read below
+        self.rargs = (v.run_op, v.a, v.b, vals, v.consts, adj, 0, v.rows, False, *array_args)
         self.n, self.inputs_at, self.array_args = n, variant.sweep("input_adjoints"), array_args
         self.out_slots = variant.out_slots
         self.out_values: np.ndarray | None = None  # views of the result's block and its adjoints

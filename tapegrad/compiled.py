@@ -209,11 +209,13 @@ class Workspace:
     adjoints of the rows; the array part of the sweeps' arguments (none for a tape of scalar rows:
     the array table, the addresses of the array blocks' values in the arena, their adjoints); the
     arena (the tape's array data written there once, here); the array blocks' tangents of adjoints
-    and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient.
+    and tangents (forward mode); the gradient sweep and its arguments but the inputs and gradient;
+    the rows' tangents and tangents of adjoints (:meth:`second`).
 
-    `clean`, `clean_d`: the adjoint blocks, and their tangents', are zero but the input rows' (a
-    consuming sweep left them so; the next one zeroes only those first). Every use of the
-    workspace but the consuming sweeps' clears them (:meth:`CompiledFunction._space`).
+    `clean`, `clean_d`: the adjoints (adj and the blocks), and their tangents, are zero but the
+    input rows' (a consuming sweep left them so; the next one zeroes only those first: zeroing
+    every row's took a sixth of a replayed gradient). Every use of the workspace but the
+    consuming sweeps' clears them (:meth:`CompiledFunction._space`).
 
     `consuming`: the array table the consuming reverse sweeps take, whose adjoint offsets put the
     blocks never live at once in one `scratch` (kernels.adjoint_plan; zero between sweeps, as they
@@ -223,7 +225,7 @@ class Workspace:
     caller's arguments (:meth:`CompiledFunction._replay` with `in_place`), else None."""
 
     __slots__ = ("vals", "adj", "array_args", "arena", "tangents", "gradient", "head", "tail", "clean",
-                 "clean_d", "plans", "consuming", "scratch", "own_addresses")
+                 "clean_d", "plans", "consuming", "scratch", "own_addresses", "rows_d")
 
     def __init__(self, variant: Variant) -> None:
         self.vals, self.adj = np.empty(variant.rows), np.empty(variant.rows)
@@ -251,6 +253,7 @@ class Workspace:
         self.gradient = variant.sweep("workspace_gradient")
         self.clean = self.clean_d = False
         self.plans: tuple[np.ndarray, ...] = ()
+        self.rows_d: tuple[np.ndarray, ...] = ()
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
@@ -259,6 +262,19 @@ class Workspace:
         if self.own_addresses is not None:
             self.array_args[1][:] = self.own_addresses
             self.own_addresses = None
+
+    def second(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' tangents and tangents of adjoints (made on first use: second-order sweeps)."""
+        if not self.rows_d:
+            self.rows_d = (np.empty(len(self.vals)), np.zeros(len(self.vals)))
+        return self.rows_d  # type: ignore[return-value]  # (two arrays)
+
+    def clear(self) -> None:
+        """Zero every adjoint (adj, and the blocks by their own offsets): the workspace is clean."""
+        self.adj[:] = 0.0
+        if self.array_args:
+            kernels.sweeps().clear_adjoints(self.array_args[0], self.array_args[2], False)
+        self.clean = True
 
     def plan(self, variant: Variant, second: bool) -> np.ndarray:
         """The array sweeps' `plan` (kernels.plans): which rows the tangent and second-order sweeps
@@ -427,7 +443,10 @@ class CompiledFunction(SparseDerivatives):
         the input rows' blocks at zeros of the caller's (alias_adjoints)."""
         space = self._space(variant, keeps_clean=True)
         adj, array_args = space.adj, space.array_args
-        adj[:] = 0.0
+        if space.clean:
+            adj[variant.input_slots] = 0.0
+        else:
+            adj[:] = 0.0
         consume = not anomaly.is_anomaly_enabled()
         if array_args:  # (by the blocks' own offsets: the blocks in the scratch are zero)
             if not (consume and space.clean and aliased):  # (else only the input rows' own blocks
@@ -442,7 +461,7 @@ class CompiledFunction(SparseDerivatives):
         seeded = () if variant.array_output is None else (variant.array_output,)
         live = (kernels.live_blocks(array_args[0], variant.op, variant.a, seeded),) if array_args else ()
         variant.sweep("reverse")(variant.run_op, variant.a, variant.b, vals, variant.consts, adj, 0,
-                                 variant.rows, *array_args, *((consume,) if array_args else ()), *live)
+                                 variant.rows, consume, *array_args, *live)
         space.clean = consume
         return adj
 
@@ -486,10 +505,9 @@ class CompiledFunction(SparseDerivatives):
                 inputs = variant.inputs(flat)
                 consume = not anomaly.is_anomaly_enabled()  # (which checks every adjoint block)
                 array_args = space.array_args
-                if consume and array_args:  # the scratch's table, with every block of aadj zeroed first
-                    if not space.clean:  # (by their own offsets: the sweep clears those of inputs alone)
-                        kernels.sweeps().clear_adjoints(array_args[0], array_args[2], False)
-                        space.clean = True
+                if consume and not space.clean:  # every adjoint zeroed first (blocks: by their own
+                    space.clear()  # offsets, the sweep clears those of inputs alone)
+                if consume and array_args:  # the scratch's table
                     array_args = (space.consuming, *array_args[1:])
                 failed = self._in_place(variant, space.gradient, *space.head, inputs, *space.tail, grad,
                                         space.clean, consume, *array_args)
@@ -553,12 +571,13 @@ class CompiledFunction(SparseDerivatives):
             inputs = variant.inputs(flat)
             seeds = np.zeros(len(inputs))
             seeds[: len(flat)] = direction.ravel()
-            n, k = variant.rows, len(flat)
+            k = len(flat)
             space = self._space(variant, keeps_clean=True)
             grad, hv = np.empty(k), np.empty(k)
+            dot, adjd = space.second()
             failed = self._in_place(
                 variant, variant.sweep("hvp"), variant.run_op, variant.a, variant.b, variant.consts, inputs,
-                seeds, variant.input_slots, variant.out_slot, space.vals, np.empty(n), space.adj, np.empty(n),
+                seeds, variant.input_slots, variant.out_slot, space.vals, dot, space.adj, adjd,
                 grad, hv, space.clean and space.clean_d, True, *space.array_args, *space.tangents,
                 *((space.plan(variant, True),) if variant.has_arrays else ()),
             )

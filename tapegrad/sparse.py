@@ -189,26 +189,25 @@ class SparseDerivatives:
         custom.require(variant.arrays, "second order", "sparse_hessian")
         space = self._space(variant, keeps_clean=True)  # type: ignore[attr-defined]
         arrays = space.array_args[:2]
-        # aadj, aadjd, adot, and consume: zero the blocks as they are read (see Workspace.clean)
-        adjoints = (space.array_args[2], *space.tangents, True) if variant.has_arrays else ()
+        adjoints = (space.array_args[2], *space.tangents) if variant.has_arrays else ()  # aadj, aadjd, adot
         plan = (space.plan(variant, True),) if variant.has_arrays else ()
         n = variant.rows
         rows = (variant.run_op, variant.a, variant.b, vals, variant.consts)
-        seeds, dot, adj, adjd = np.zeros(len(inputs)), np.empty(n), np.empty(n), np.empty(n)
+        seeds, adj, (dot, adjd) = np.zeros(len(inputs)), space.adj, space.second()
         compressed = np.empty((hi - lo, pattern.n_colors))
         for c in range(pattern.n_colors):
             seeds[lo:hi] = pattern.colors == c
-            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:3], *plan)
-            adj[:] = 0.0
-            adjd[:] = 0.0
-            if adjoints:
-                clean = space.clean and space.clean_d
-                for block in adjoints[:2]:
-                    kernels.sweeps().clear_adjoints(arrays[0], block, clean)
+            variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:], *plan)
+            clean = space.clean and space.clean_d
+            for rows_adjoints in (adj, adjd):
+                kernels.sweeps().clear_rows(rows_adjoints, variant.input_slots, clean)
+            for block in adjoints[:2]:
+                kernels.sweeps().clear_adjoints(arrays[0], block, clean)
             adj[variant.out_slot] = 1.0
             live = (kernels.live_blocks(arrays[0], variant.op, variant.a),) if adjoints else ()
-            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, *arrays, *adjoints, *plan, *live)
-            space.clean = space.clean_d = bool(adjoints)
+            # consuming: every adjoint zeroed as it is read (see Workspace.clean)
+            variant.sweep("second_order")(*rows, dot, adj, adjd, 0, n, True, *arrays, *adjoints, *plan, *live)
+            space.clean = space.clean_d = True
             compressed[:, c] = self._input_adjoints(variant, adjd, hi, lo, second=True)  # type: ignore[attr-defined]
         if lower:
             pattern = pattern.lower()

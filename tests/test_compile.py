@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from tapegrad.kernels import runs
 
 import tapegrad as tg
 
@@ -286,6 +287,41 @@ def test_hvp_and_hessian_of_rosenbrock(rng):
     assert cf.stats()["recordings"] == 1  # forward-over-reverse on the recorded tape
     with pytest.raises(ValueError, match="shape"):
         cf.hvp(x, v[:3])
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_sweeps_that_consume_the_rows_adjoints_stay_right_whatever_ran_before(rng, optimize):
+    """value_and_grad, vjp, jacobian, hvp and sparse Hessians sweep back consuming every row's
+    adjoint (and its tangent) as they read it: only the input rows keep theirs, zeroed before the
+    next such sweep, not the whole tape's. Interleaved, and with sweeps that do not consume
+    (anomaly mode checks every adjoint), every derivative is, to the bit, that of a function
+    compiled afresh; with optimize=True most rows are runs (their loops consume too)."""
+    cf = tg.compile(rosen, optimize=optimize)
+    calls = [
+        lambda cf, x: cf.value_and_grad(x)[1],
+        lambda cf, x: cf.vjp((x,), np.array([1.0, -2.0]))[1][0],  # two cotangents: two sweeps
+        lambda cf, x: cf.jacobian(x),
+        lambda cf, x: cf.grad_and_hvp(x, np.linspace(-1.0, 1.0, len(x))),
+        lambda cf, x: cf.sparse_hessian(x).toarray(),
+    ]
+
+    def unread(tangents: bool = False) -> float:  # the largest |adjoint| of a row but an input row
+        v, space = cf._last, cf._space(cf._last, keeps_clean=True)
+        stores = (space.adj, *space.second()[1:])[: 1 + tangents]
+        return max(np.abs(np.delete(store, v.input_slots)).max() for store in stores)
+
+    for x in (rng.uniform(-1, 1, 60), rng.uniform(-1, 1, 60)):
+        for k in [0, 1, 0, 2, 3, 0, 4, 1, 3, 0, 0]:
+            expected = calls[k](tg.compile(rosen, optimize=optimize), x)
+            np.testing.assert_array_equal(calls[k](cf, x), expected)
+            assert unread(tangents=k >= 3) == 0.0
+        if optimize:
+            assert runs.rows_in_runs(cf._last.op, cf._last.a, cf._last.b) > len(cf._last.op) / 2
+        with tg.detect_anomaly():  # checks every adjoint after the sweep: they are kept
+            np.testing.assert_array_equal(calls[0](cf, x), calls[0](tg.compile(rosen, optimize=optimize), x))
+            assert unread() > 0.0
+        for k in (3, 0):  # (an hvp after it: its tangents of adjoints were clean, its adjoints not)
+            np.testing.assert_array_equal(calls[k](cf, x), calls[k](tg.compile(rosen, optimize=optimize), x))
 
 
 def test_hessian_of_a_scalar_function_with_a_branch():

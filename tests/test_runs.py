@@ -68,7 +68,8 @@ def same(x: np.ndarray, y: np.ndarray) -> bool:
 @given(blocked_tapes(), st.floats(-1.5, 1.5), st.integers(0, 2**32 - 1))
 def test_runs_sweep_as_the_rows_one_by_one(tape, start, seed):
     """Forward, reverse, tangent and second-order sweeps over the marked opcodes give the plain
-    sweeps' values, adjoints and tangents to the bit (infinities and NaN included)."""
+    sweeps' values, adjoints and tangents to the bit (infinities and NaN included); consuming
+    sweeps give the input rows' adjoints and leave every other row's zero."""
     op, a, b, consts = tape
     with patch.object(runs, "MIN_SHARE", 0.0):  # every run marked, however few
         marked = runs.marked(op, a, b)
@@ -86,10 +87,15 @@ def test_runs_sweep_as_the_rows_one_by_one(tape, start, seed):
             getattr(S, sweep + suffix) for sweep in ("forward", "reverse", "tangent", "second_order"))
         assert forward(ops, a, b, vals, consts, inputs, 0, n) == -1
         tangent(ops, a, b, vals, consts, seeds, dot, 0, n)
-        grad = adj.copy()
-        reverse(ops, a, b, vals, consts, grad, 0, n)
-        second_order(ops, a, b, vals, consts, dot, adj, adjd, 0, n)
+        grad, consumed = adj.copy(), [adj.copy(), adj.copy(), adjd.copy()]
+        reverse(ops, a, b, vals, consts, grad, 0, n, False)
+        second_order(ops, a, b, vals, consts, dot, adj, adjd, 0, n, False)
         out[name] = [vals, dot, grad, adj, adjd]
+        # consuming: the same adjoints of the input rows, every other row's left zero
+        reverse(ops, a, b, vals, consts, consumed[0], 0, n, True)
+        second_order(ops, a, b, vals, consts, dot, *consumed[1:], 0, n, True)
+        for kept, left in zip((grad, adj, adjd), consumed):
+            assert same(left[:INPUTS], kept[:INPUTS]) and not left[INPUTS:].any()
     for plain, ran in zip(out["plain"], out["runs"]):
         assert same(plain, ran)
 

@@ -69,11 +69,11 @@ def absolute_sweeps(cf: CompiledFunction, x, v) -> Callable[[np.ndarray], tuple[
             b[r], vals[n], dot[n] = n, vals[b[r]], dot[b[r]]
         for blocks in (*space.array_args[2:], *space.tangents[:1]):  # array adjoints, their tangents
             blocks[:] = 0.0
-        # (the array sweeps': keep the blocks, every row's second-order rule, every block maybe live)
+        # (not consuming: keep the adjoints; every row's second-order rule, every block maybe live)
         live = np.ones(len(variant.arrays[0]), dtype=np.uint8)
-        plan = (False, space.plan(variant, False), live) if space.array_args else ()
+        plan = (space.plan(variant, False), live) if space.array_args else ()
         variant.sweep("second_order")(variant.op, variant.a, b, vals, variant.consts, dot, adj, adjd,
-                                      r, r + 1, *space.array_args, *space.tangents, *plan)
+                                      r, r + 1, False, *space.array_args, *space.tangents, *plan)
         if twin:
             o = variant.a[r]
             adj[o], adjd[o] = abs(adj[o]) + abs(adj[n]), abs(adjd[o]) + abs(adjd[n])
