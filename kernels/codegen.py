@@ -826,17 +826,6 @@ def copy_input(zv, inputs, start, address):
 
 
 @_helper
-def clear_rows(adj, input_slots, inputs_only):
-    """Zero the rows' adjoints; with `inputs_only`, the input rows' alone (a consuming sweep left
-    the others zero)."""
-    if inputs_only:
-        for k in range(input_slots.shape[0]):
-            adj[input_slots[k]] = 0.0
-    else:
-        adj[:] = 0.0
-
-
-@_helper
 def clear_adjoints(arr, aadj, inputs_only):
     """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those);
     with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero).
@@ -1241,6 +1230,23 @@ def reverse_tracked{S}(op, a, b, vals, consts, adj, reached, freed, saves, opera
 
 
 @_kernel
+def clear_rows{S}(op, a, input_slots, adj, inputs_only{AR}):
+    """Zero the rows' adjoints; with `inputs_only`, the input rows' alone (a consuming sweep left
+    the others zero): one per scalar input, none for an array input's entries (its row's is 0)."""
+    if not inputs_only:
+        adj[:] = 0.0
+        return
+    k = 0
+    while k < input_slots.shape[0]:
+        s = input_slots[k]
+        if op[s] == ARRAY_ROW:  # past the entries the array row reads  #A
+            k = max(k + 1, np.int64(arr[1][a[s]]) + np.int64(arr[5][a[s]]))  #A
+            continue  #A
+        adj[s] = 0.0
+        k += 1
+
+
+@_kernel
 def input_adjoints{S}(op, a, input_slots, adj, values, lo, add{AR}):
     """values[t] = the adjoint of input entry k = lo + t (with `add`: add values[t] to it instead),
     from the row reading it, input_slots[k]: an input row, or an array row reading entries
@@ -1298,7 +1304,7 @@ def workspace_gradient{S}(
     own = alias_inputs(arr, vaddr, inputs, consume)  #A
     failed = forward{S}(op, a, b, vals, consts, inputs, lead, n{AF})
     if failed < 0:
-        clear_rows(adj, input_slots, clean)
+        clear_rows{S}(op, a, input_slots, adj, clean{AR})
         own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, 0, consume)  #A
         clear_adjoints(arr, aadj, clean)  #A
         adj[out_slot] = 1.0
@@ -1325,8 +1331,8 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
     if failed < 0:
         dot[:lead] = seeds[:lead]
         tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
-        clear_rows(adj, input_slots, clean)
-        clear_rows(adjd, input_slots, clean)
+        clear_rows{S}(op, a, input_slots, adj, clean{AR})
+        clear_rows{S}(op, a, input_slots, adjd, clean{AR})
         clear_adjoints(arr, aadj, clean)  #A
         clear_adjoints(arr, aadjd, clean)  #A
         adj[out_slot] = 1.0

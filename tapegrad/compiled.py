@@ -443,10 +443,7 @@ class CompiledFunction(SparseDerivatives):
         the input rows' blocks at zeros of the caller's (alias_adjoints)."""
         space = self._space(variant, keeps_clean=True)
         adj, array_args = space.adj, space.array_args
-        if space.clean:
-            adj[variant.input_slots] = 0.0
-        else:
-            adj[:] = 0.0
+        variant.sweep("clear_rows")(variant.op, variant.a, variant.input_slots, adj, space.clean, *array_args)
         consume = not anomaly.is_anomaly_enabled()
         if array_args:  # (by the blocks' own offsets: the blocks in the scratch are zero)
             if not (consume and space.clean and aliased):  # (else only the input rows' own blocks

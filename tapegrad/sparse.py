@@ -200,7 +200,8 @@ class SparseDerivatives:
             variant.sweep("tangent")(*rows, seeds, dot, 0, n, *arrays, *adjoints[2:], *plan)
             clean = space.clean and space.clean_d
             for rows_adjoints in (adj, adjd):
-                kernels.sweeps().clear_rows(rows_adjoints, variant.input_slots, clean)
+                variant.sweep("clear_rows")(variant.op, variant.a, variant.input_slots, rows_adjoints, clean,
+                                            *space.array_args)
             for block in adjoints[:2]:
                 kernels.sweeps().clear_adjoints(arrays[0], block, clean)
             adj[variant.out_slot] = 1.0
