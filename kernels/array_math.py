@@ -106,18 +106,28 @@ def matmul_forward(x, y, out, imeta, m, beta=0.0):
 
 
 def matmul_reverse(g, x, y, gx, gy, dx, dy, imeta, m):
+    # gy sums over the rows of x: where x holds more than REREAD_BYTES and g, gy are small next to
+    # it (x @ v, x a large matrix), it sums them in chunks of rows, last chunk first, so that the
+    # rows the forward read last are read again while still in cache (llsq's V @ x, a 4 MB V:
+    # 316 -> 237 us forward and back; kmeans' (10^4, 17) @ (17, 100) ran 5% slower so)
     batch, rows, inner, cols = imeta[m], imeta[m + 1], imeta[m + 2], imeta[m + 3]
     sx, sy, ty = imeta[m + 4], imeta[m + 5], imeta[m + 6]
     arguments = gemm_arguments()
+    chunk = rows
+    if 8 * rows * inner > REREAD_BYTES and 16 * cols <= inner:
+        chunk = max(1, REREAD_CHUNK // (8 * (inner + cols)))
     for t in range(batch):
         gb = g[t * rows * cols :]
         if dx:  # gx += g @ y.T (y's block: cols x inner when ty, else inner x cols)
             gemm(gx[t * sx :], gb, y[t * sy :], rows, cols, inner, False, not ty, 1.0, arguments)
         if dy:
-            if ty:  # gy (cols x inner) += g.T @ x
-                gemm(gy[t * sy :], gb, x[t * sx :], cols, rows, inner, True, False, 1.0, arguments)
-            else:  # gy (inner x cols) += x.T @ g
-                gemm(gy[t * sy :], x[t * sx :], gb, inner, rows, cols, True, False, 1.0, arguments)
+            for r0 in range((rows - 1) // chunk * chunk, -1, -chunk):
+                r = min(chunk, rows - r0)
+                xr, gr = x[t * sx + r0 * inner :], gb[r0 * cols :]
+                if ty:  # gy (cols x inner) += g.T @ x
+                    gemm(gy[t * sy :], gr, xr, cols, r, inner, True, False, 1.0, arguments)
+                else:  # gy (inner x cols) += x.T @ g
+                    gemm(gy[t * sy :], xr, gr, inner, r, cols, True, False, 1.0, arguments)
 
 
 def pack_forward(vals, out, imeta, m):

@@ -634,6 +634,7 @@ CACHE = {cache}
 ARRAY_ROW = {array_row}
 INPUT = {input}
 CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
+REREAD_BYTES, REREAD_CHUNK = 1 << 20, 1 << 19  # array_math.matmul_reverse: a larger x in chunks
 ARRAY_CONST = {array_const}
 ARRAY_INPUT = {array_input}
 PACK = {pack}

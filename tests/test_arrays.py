@@ -154,6 +154,28 @@ def test_matmul(shapes, rng):
     check(lambda a, b: a @ b, [rng.normal(size=s) for s in shapes])
 
 
+@pytest.mark.parametrize("batch", [None, 2])
+@pytest.mark.parametrize("transposed", [False, True], ids=["v", "w.T"])
+def test_a_tall_matrix_times_a_vector_sums_its_gradient_in_chunks(rng, batch, transposed):
+    """The gradient of a vector multiplied by a matrix of more than a megabyte (whose rows the
+    reverse sums in chunks, last first: array_math.matmul_reverse), eager and replayed, batched
+    and as a linear layer's x @ w.T: the matrix's and the vector's against NumPy's."""
+    lead = () if batch is None else (batch,)
+    V, s = rng.normal(size=(*lead, 2100, 64)), rng.normal(size=(*lead, 2100, 2))
+    w = rng.normal(size=(2, 64) if transposed else (64, 2))
+
+    def f(V, w):
+        r = V @ (w.T if transposed else w) - tg.tensor(s)
+        return (r * r).sum() / 2.0
+
+    r = V @ (w.T if transposed else w) - s
+    gw = np.einsum("ri,rc->ci" if transposed else "ri,rc->ic", V.reshape(-1, 64), r.reshape(-1, 2))
+    expected = (r @ (w if transposed else w.T), gw)
+    for grads in (tg.grad(f, argnums=(0, 1))(V, w), tg.compile(f).grad(V, w, argnums=(0, 1))):
+        for got, want in zip(grads, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
 def test_dot_and_outer(rng):
     x, y = rng.normal(size=3), rng.normal(size=3)
     check(tg.dot, [x, y], torch.dot if torch else None)
