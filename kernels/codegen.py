@@ -126,7 +126,7 @@ _ARRAY_TARGETS = {"xd": "xd[ix]", "yd": "yd[iy]", "zd": "zd[k]", "a": "gx[ix]", 
 def _forward_body(oc: Opcode, sources=_scalar_sources):
     name = oc.spec.name
     if name in ("array", "array_scalar"):
-        return ["array_forward(i, op, a, vals, consts, inputs, arr, vaddr)" + ARRAY_LINE]
+        return ["done = array_forward(i, stop, op, a, vals, consts, inputs, arr, vaddr, done)" + ARRAY_LINE]
     if name == "input":
         return ["vals[i] = inputs[a[i]]"]
     if name == "const":
@@ -634,6 +634,7 @@ CACHE = {cache}
 ARRAY_ROW = {array_row}
 INPUT = {input}
 CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
+TILE = 2048  # elements per tile of a segment of elementwise rows (array_forward)
 REREAD_BYTES, REREAD_CHUNK = 1 << 20, 1 << 19  # array_math.matmul_reverse: a larger x in chunks
 ARRAY_CONST = {array_const}
 ARRAY_INPUT = {array_input}
@@ -1026,10 +1027,56 @@ def array_second_order(
         gd[:] = 0.0
 
 
+@_helper
+def tiled_size(r, op, a, arr):
+    """The elements of array row r if its forward may run tile by tile: an elementwise row of at
+    least two tiles whose row operands are array rows of as many elements (none broadcast); else 0."""
+    if op[r] != ARRAY_ROW:
+        return 0
+    code, ax, ay, asize = arr[0], arr[1], arr[2], arr[5]
+    j = a[r]
+    n = asize[j]
+    if code[j] >= ARRAY_ROW or n < 2 * TILE:
+        return 0
+    rows = OPERANDS[code[j]]
+    if (rows & 1 and (op[ax[j]] != ARRAY_ROW or asize[a[ax[j]]] != n)) or (
+            rows & 2 and (op[ay[j]] != ARRAY_ROW or asize[a[ay[j]]] != n)):
+        return 0
+    return n
+
+
 @_kernel
-def array_forward(i, op, a, vals, consts, inputs, arr, vaddr):
-    """Compute array row i: its block, or its scalar slot when its result is 0-d."""
+def array_forward(i, stop, op, a, vals, consts, inputs, arr, vaddr, done):
+    """Compute array row i (its block, or its scalar slot when its result is 0-d); returns the
+    last row computed. Row i and the rows after it (before `stop`) of as many elements by
+    tiled_size are a segment, computed TILE elements of every row at a time: a row then reads its
+    operands' elements from cache, not from memory. A row up to `done` was computed so already."""
+    if np.int64(i) <= done:
+        return done
     op, a, vals, consts, inputs, arr, vaddr = borrowed((op, a, vals, consts, inputs, arr, vaddr))
+    n = tiled_size(i, op, a, arr)
+    e = np.int64(i)
+    while n > 0 and e + 1 < stop and tiled_size(e + 1, op, a, arr) == n:
+        e += 1
+    if e == i:
+        row_forward(i, op, a, vals, consts, inputs, arr, vaddr)
+        return e
+    code, ax, ay = arr[0], arr[1], arr[2]
+    entry = np.ones(4, dtype=np.int64)  # a vv row's imeta entry for one tile: 1-d, strides 1
+    for lo in range(0, n, TILE):
+        hi = min(lo + TILE, n)
+        entry[1] = hi - lo
+        for r in range(np.int64(i), e + 1):
+            j = a[r]
+            zv, xv, yv = row_values(r, op, a, vals, arr, vaddr)
+            elementwise_forward(code[j], xv[lo:hi], yv[lo:hi], zv[lo:hi], consts, ax[j], ay[j], entry,
+                                np.int64(0))
+    return e
+
+
+@_helper
+def row_forward(i, op, a, vals, consts, inputs, arr, vaddr):
+    """Compute array row i alone."""
     code, ax, ay, ameta, aoff, asize, imeta = arr
     j = a[i]
     c = code[j]
@@ -1151,6 +1198,7 @@ def forward{S}(op, a, b, vals, consts, inputs, start, stop{AF}):
     """Replay rows [start, stop): write each row's value. Returns the first failing guard row, or -1."""
     op, a, b, vals, consts, inputs = borrowed((op, a, b, vals, consts, inputs))
     arr, vaddr = borrowed((arr, vaddr))  #A
+    done = np.int64(-1)  # the last row of a segment of array rows computed tile by tile  #A
 {ROWS_UP}
         c = op[i]
 {forward_cases}

@@ -526,6 +526,34 @@ def test_sweeps_that_consume_the_adjoints_stay_right_whatever_ran_before(rng):
             np.testing.assert_allclose(calls[k](x), expected[k](x), rtol=1e-10, atol=1e-12)
 
 
+def test_a_chain_of_elementwise_rows_replays_tile_by_tile(rng):
+    """A forward replay computes consecutive elementwise array rows of as many elements tile by
+    tile (kernels: array_forward): values to the bit NumPy's for + - * / with tiles ending inside
+    the arrays; values and derivatives the eager ones' around a reduction and a broadcast row that
+    split the segments, with the arrays two tiles and more long and shorter (one row at a time)."""
+    tile = kernels.sweeps().TILE
+
+    def arithmetic(x):
+        u = (x * x - 1.5) / (x * 0.5 + 3.0)
+        return 0.5 - u * x + x / 3.0
+
+    def f(v):
+        x, y = v[: len(v) // 2], v[len(v) // 2 :]
+        u = tnp.exp(x * 0.25) * y - tnp.sin(y)
+        w = u * (tnp.sum(u) / len(x))  # a reduction, then a vector times a 0-d row
+        return tnp.sum(tnp.sqrt(w * w + 1.0) * x)
+
+    for n in (2 * tile + tile // 2 + 7, tile + 3):
+        x = rng.normal(size=n)
+        np.testing.assert_array_equal(tg.compile(lambda x: arithmetic(tnp.asarray(x)))(x), arithmetic(x))
+        v = rng.normal(size=2 * n)
+        cf = tg.compile(lambda v: f(tnp.asarray(v)))
+        value, grad = cf.value_and_grad(v)
+        expected = tg.value_and_grad(lambda v: f(tnp.asarray(v)))(v)
+        assert value == pytest.approx(expected[0], rel=1e-12)
+        np.testing.assert_allclose(grad, expected[1], rtol=1e-11, atol=1e-12)
+
+
 def test_one_call_sweeps_read_array_arguments_where_they_are(rng):
     """value_and_grad and grad_and_hvp read an array argument in place, not copied into the
     workspace (a view into a larger array included, and beside a 0-d argument), and leave it
