@@ -253,7 +253,7 @@ class Workspace:
         self.gradient = variant.sweep("workspace_gradient")
         self.clean = self.clean_d = False
         self.plans: tuple[np.ndarray, ...] = ()
-        self.rows_d: tuple[np.ndarray, ...] = ()
+        self.rows_d: tuple[np.ndarray, np.ndarray] | None = None
         self.head = (variant.run_op, variant.a, variant.b, variant.consts)
         self.tail = (variant.input_slots, variant.out_slot, self.vals, self.adj)
 
@@ -265,9 +265,9 @@ class Workspace:
 
     def second(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows' tangents and tangents of adjoints (made on first use: second-order sweeps)."""
-        if not self.rows_d:
+        if self.rows_d is None:
             self.rows_d = (np.empty(len(self.vals)), np.zeros(len(self.vals)))
-        return self.rows_d  # type: ignore[return-value]  # (two arrays)
+        return self.rows_d
 
     def clear(self) -> None:
         """Zero every adjoint (adj, and the blocks by their own offsets): the workspace is clean."""
