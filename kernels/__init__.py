@@ -12,7 +12,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, BY_NAME, CODE, OPCODES, OPS, Opcode, OpSpec, _names
+from .table import (
+    ARRAY_CODE,
+    ARRAY_OPS,
+    ARRAY_ROW,
+    BY_NAME,
+    CODE,
+    OPCODES,
+    OPS,
+    REACHED,
+    Opcode,
+    OpSpec,
+    _names,
+)
 
 _lock = threading.Lock()
 _module: types.ModuleType | None = None
@@ -139,15 +151,19 @@ def array_table(code=(), x=(), y=(), meta=(), off=(), size=(), imeta=()) -> tupl
 
 
 def live_blocks(
-    arr: tuple[np.ndarray, ...], op: np.ndarray, a: np.ndarray, seeded: Iterable[int] = ()
+    arr: tuple[np.ndarray, ...], op: np.ndarray, a: np.ndarray, seeded: Iterable[int] = (),
+    stale: bool = False,
 ) -> np.ndarray:
     """The `live` bytes a reverse sweep takes (see the sweeps' array_reverse): one per array row,
-    set for the rows among `seeded` (tape rows) whose adjoint blocks the caller wrote; every other
-    block must be zero when the sweep starts."""
+    REACHED for the rows among `seeded` (tape rows) whose adjoint blocks the caller wrote; with
+    `stale`, STALE for the input rows' (the caller zeroes them after the sweep: zero_stale, and
+    need not before); every other block must be zero when the sweep starts."""
     live = np.zeros(len(arr[0]), dtype=np.uint8)
+    if stale:
+        sweeps().mark_stale(arr, live)
     for row in seeded:
         if op[row] == ARRAY_ROW:
-            live[a[row]] = 1
+            live[a[row]] = REACHED
     return live
 
 

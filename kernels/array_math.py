@@ -718,21 +718,31 @@ def segment_exp_sums(x, centre, weights, out, seg, inner, across):
             out[s] += run_exp_sum(x, k0, inner, centre[s], weights, chunk)
 
 
-def logsumexp_into_reverse(g, x, z, gx, imeta, m):
-    # gx[k] += g[s] softmax(x)[k] = g[s] exp(x[k] - z[s]) (a zero g[s]: nothing)
+def logsumexp_into_reverse(g, x, z, gx, imeta, m, fresh):
+    # gx[k] += g[s] softmax(x)[k] = g[s] exp(x[k] - z[s]) (a zero g[s]: nothing); `fresh`: gx[k]
+    # is assigned, the exps computed in place a chunk at a time
     seg, inner, across = segment_runs(imeta, m, x.shape[0])
-    chunk = np.empty(0 if across else min(inner, 512))
+    chunk = np.empty(0 if across or fresh else min(inner, CHUNK))
     for o in range(seg.shape[0]):
         s, k0 = np.uint64(seg[o]), np.uint64(o * inner)
         if across:
             for t in range(np.uint64(inner)):
                 gs = g[s + t]
-                gx[k0 + t] += gs * vexp(x[k0 + t] - z[s + t]) if gs != 0.0 else 0.0
+                push = gs * vexp(x[k0 + t] - z[s + t]) if gs != 0.0 else 0.0
+                gx[k0 + t] = push if fresh else gx[k0 + t] + push
+        elif fresh and g[s] == 0.0:
+            gx[k0 : k0 + np.uint64(inner)] = 0.0
+        elif fresh:
+            for c0 in range(0, inner, CHUNK):
+                size, base = min(CHUNK, inner - c0), k0 + np.uint64(c0)
+                run_exps(x, base, size, z[s], gx[base:])
+                if g[s] != 1.0:
+                    for t in range(np.uint64(size)):
+                        gx[base + t] *= g[s]
         elif g[s] != 0.0:
-            for c0 in range(0, inner, chunk.shape[0]):
-                size = min(chunk.shape[0], inner - c0)
-                run_exps(x, k0 + c0, size, z[s], chunk)
-                base = k0 + np.uint64(c0)
+            for c0 in range(0, inner, CHUNK):
+                size, base = min(CHUNK, inner - c0), k0 + np.uint64(c0)
+                run_exps(x, base, size, z[s], chunk)
                 for t in range(np.uint64(size)):
                     gx[base + t] += g[s] * chunk[t]
 

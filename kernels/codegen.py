@@ -17,7 +17,22 @@ import inspect
 import re
 
 from . import array_math, scalar_math
-from .table import ARRAY_CODE, ARRAY_OPS, ARRAY_ROW, CODE, CV, OPCODES, RUN, RUN_END, VC, VV, Opcode
+from .table import (
+    ARRAY_CODE,
+    ARRAY_OPS,
+    ARRAY_ROW,
+    CODE,
+    CV,
+    OPCODES,
+    REACHED,
+    RUN,
+    RUN_END,
+    STALE,
+    VC,
+    VV,
+    ArrayOpSpec,
+    Opcode,
+)
 
 MATH_NAMES = (
     "exp log log1p expm1 sqrt sin cos tan asin acos atan sinh cosh tanh erf fabs atan2 pow isnan"
@@ -578,7 +593,7 @@ _ARRAY_KERNELS = {
     ),
     "logsumexp_into": (
         "logsumexp_into_forward(xv, zv, imeta, m)",
-        "logsumexp_into_reverse(g, xv, zv, gx, imeta, m)",
+        "logsumexp_into_reverse(g, xv, zv, gx, imeta, m, fresh_x)",
         "logsumexp_into_tangent(xv, zv, xd, zd, imeta, m)",
         "logsumexp_into_second_order(g, gd, xv, zv, xd, gx, gxd, imeta, m)",
     ),
@@ -603,6 +618,13 @@ _ARRAY_KERNELS = {
         "custom_reverse(g, xv, zv, gx, imeta, m)\n        custom_reverse(gd, xv, zv, gxd, imeta, m)",
     ),
 }
+
+
+def _assigns(o: Opcode | ArrayOpSpec) -> bool:
+    """Whether code o's reverse rule assigns a block it pushes to first (its call takes fresh_x or
+    fresh_y: see array_reverse)."""
+    calls = _ARRAY_KERNELS.get(o.name) if isinstance(o, ArrayOpSpec) else None
+    return calls is not None and "fresh_" in (calls[1] or "")
 
 
 def _array_kernel_branches(which: int) -> str:
@@ -633,7 +655,7 @@ from math import {math_names}
 CACHE = {cache}
 ARRAY_ROW = {array_row}
 INPUT = {input}
-CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs
+CHUNK = 512  # elements per chunk of the elementwise reverse kernel's runs, of logsumexp's exps
 TILE = 2048  # elements per tile of a segment of elementwise rows (array_forward)
 REREAD_BYTES, REREAD_CHUNK = 1 << 20, 1 << 19  # array_math.matmul_reverse: a larger x in chunks
 ARRAY_CONST = {array_const}
@@ -641,6 +663,7 @@ ARRAY_INPUT = {array_input}
 PACK = {pack}
 PLAN_TANGENT, PLAN_SECOND = {plan_flags}  # kernels.plans
 RUN, RUN_END = {run}, {run_end}
+REACHED, STALE = {live_bytes}  # kernels.table
 _kernel = njit(cache=CACHE, nogil=True, error_model="numpy")
 _parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 _helper = njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
@@ -769,9 +792,42 @@ def reach_operands(j, op, a, arr, live):
     array_reverse; a where's condition, say, gets nothing)."""
     rows = PUSHES[arr[0][j]]
     if rows & 1 and op[arr[1][j]] == ARRAY_ROW:
-        live[a[arr[1][j]]] = 1
+        live[a[arr[1][j]]] = REACHED
     if rows & 2 and op[arr[2][j]] == ARRAY_ROW:
-        live[a[arr[2][j]]] = 1
+        live[a[arr[2][j]]] = REACHED
+
+
+@_helper
+def first_pushes(j, op, a, arr, aadj, live, assigns):
+    """Whether array row j's rule is the first to push to the block of its operand x, of y (before
+    reach_operands): such a block holds zeros, or for a STALE one values to overwrite. A rule that
+    `assigns` where it is first overwrites the block; for the others the stale ones are zeroed."""
+    code, ax, ay, aoff, asize = arr[0], arr[1], arr[2], arr[4], arr[5]
+    rows = PUSHES[code[j]]
+    fx = rows & 1 != 0 and op[ax[j]] == ARRAY_ROW and live[a[ax[j]]] != REACHED
+    fy = rows & 2 != 0 and op[ay[j]] == ARRAY_ROW and live[a[ay[j]]] != REACHED and ay[j] != ax[j]
+    if not assigns:
+        for first, r in ((fx, ax[j]), (fy, ay[j])):
+            if first and live[a[r]] == STALE:
+                carray(as_pointer(np.int64(aadj.ctypes.data) + 8 * aoff[a[r]]), asize[a[r]])[:] = 0.0
+    return fx, fy
+
+
+@_kernel
+def zero_stale(arr, aadj, live):
+    """Zero the blocks a reverse sweep left STALE (no rule pushed to them): the input rows' blocks
+    the caller reads as their adjoints."""
+    for j in range(live.shape[0]):
+        if live[j] == STALE:
+            carray(as_pointer(np.int64(aadj.ctypes.data) + 8 * arr[4][j]), arr[5][j])[:] = 0.0
+
+
+@_helper
+def mark_stale(arr, live):
+    """Mark the input rows' blocks STALE: a consuming sweep, which needs them zeroed first no more."""
+    for j in range(live.shape[0]):
+        if arr[0][j] == ARRAY_INPUT and arr[5][j] > 0:
+            live[j] = STALE
 
 
 @_kernel
@@ -804,7 +860,8 @@ def alias_adjoints(op, a, input_slots, arr, aadj, grad, lo, alias):
     """A copy of the adjoint blocks' offsets (arr[4], a workspace's own), to restore after the
     sweep and input_adjoints; with `alias`, the block of each array_input row that input_adjoints
     reads for input entries [lo, lo + len(grad)) is now its entries of `grad` (an offset from
-    aadj's start outside aadj), zeroed: the reverse sweep accumulates the gradient in place."""
+    aadj's start outside aadj): the reverse sweep, its blocks marked STALE, writes the gradient
+    there in place."""
     own = arr[4].copy()
     if alias:
         code, ax, aoff, asize = arr[0], arr[1], arr[4], arr[5]
@@ -815,7 +872,6 @@ def alias_adjoints(op, a, input_slots, arr, aadj, grad, lo, alias):
                 s = input_slots[k]
                 if op[s] == ARRAY_ROW and a[s] == j:
                     aoff[j] = base + k
-                    grad[k - lo : k - lo + asize[j]] = 0.0
     return own
 
 
@@ -828,13 +884,14 @@ def copy_input(zv, inputs, start, address):
 
 
 @_helper
-def clear_adjoints(arr, aadj, inputs_only):
-    """Zero the adjoint blocks of the array rows but array data's (no reverse rule writes those);
-    with `inputs_only`, those of the input rows alone (a consuming sweep left the others zero).
+def clear_adjoints(arr, aadj, inputs, others):
+    """Zero the adjoint blocks of the input rows (unless a sweep takes them STALE), of the others
+    (unless a consuming sweep left them zero), but array data's (no reverse rule writes those).
     Blocks outside aadj (a gradient's entries, alias_adjoints) are their owner's to zero."""
     code, aoff, asize = arr[0], arr[4], arr[5]
     for j in range(code.shape[0]):
-        if code[j] == ARRAY_INPUT or (code[j] != ARRAY_CONST and not inputs_only):
+        data = code[j] == ARRAY_INPUT or code[j] == ARRAY_CONST
+        if (inputs and code[j] == ARRAY_INPUT) or (others and not data):
             if 0 <= aoff[j] and aoff[j] + asize[j] <= aadj.shape[0]:
                 aadj[aoff[j] : aoff[j] + asize[j]] = 0.0
 
@@ -949,9 +1006,11 @@ def run_length(op, i):
 
 
 # per code: bit 1: operand x is a row, bit 2: y is; bits of the operand rows its reverse rule may
-# push a nonzero to; broadcasting elementwise rows (vv)
+# push a nonzero to; whether that rule assigns a block it pushes to first (array_reverse);
+# broadcasting elementwise rows (vv)
 OPERANDS = {operands}
 PUSHES = {pushes}
+ASSIGNS = {assigns}
 BROADCASTS = {broadcasts}
 
 
@@ -1100,7 +1159,8 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
     caller sets it for the blocks it seeded (all others zero when the sweep starts), and a row
     that pushes its adjoint sets it for its operands. A block row whose byte is zero is skipped
     unread: a pullback of one output column (a Jacobian's row) does not scan the blocks of every
-    row it never reaches."""
+    row it never reaches. A rule that ASSIGNS writes the block of an operand it pushes to first
+    (fresh_x, fresh_y) rather than adding to it: no zeroing before, no reading (see first_pushes)."""
     op, a, vals, adj, consts, arr, vaddr, aadj, live = borrowed(
         (op, a, vals, adj, consts, arr, vaddr, aadj, live)
     )
@@ -1116,6 +1176,7 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
         return
     if (op[i] == ARRAY_ROW and live[j] == 0) or not any_nonzero(g):  # nothing to push (a row the
         return  # seeds do not reach, or reach with zeros: another column's pullback)
+    fresh_x, fresh_y = first_pushes(j, op, a, arr, aadj, live, ASSIGNS[c] != 0)
     reach_operands(j, op, a, arr, live)
     if c < ARRAY_ROW and PUSHES[c] == 0:  # a comparison, stop_gradient: no rule, but zero it
         if consume:
@@ -1345,8 +1406,9 @@ def workspace_gradient{S}(
     adj and aadj are zero but for the input rows' (only those are zeroed first), `consume`
     leaves them so (see `reverse`), has the array_input rows read `inputs` in place (their blocks
     of values are not written: nothing reads this workspace's values after a consuming call but
-    the next call) and accumulate their adjoints in `grad` in place (their blocks in aadj are not
-    touched: arr[4] must then be the workspace's own). A failing guard leaves aadj as it was."""
+    the next call) and write their adjoints in `grad` in place, taken STALE (their blocks in aadj
+    are not touched: arr[4] must then be the workspace's own). A failing guard leaves aadj as it
+    was."""
     n = op.shape[0]
     lead = leading_inputs(op, a, input_slots)
     vals[:lead] = inputs[:lead]
@@ -1355,10 +1417,13 @@ def workspace_gradient{S}(
     if failed < 0:
         clear_rows{S}(op, a, input_slots, adj, clean{AR})
         own_offsets = alias_adjoints(op, a, input_slots, arr, aadj, grad, 0, consume)  #A
-        clear_adjoints(arr, aadj, clean)  #A
+        clear_adjoints(arr, aadj, not consume, not clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  # (no block seeded)  #A
+        if consume:  #A
+            mark_stale(arr, live)  #A
         reverse{S}(op, a, b, vals, consts, adj, lead, n, consume{ARC})
+        zero_stale(arr, aadj, live)  #A
         input_adjoints{S}(op, a, input_slots, adj, grad, 0, False{AR})
         if consume:  #A
             arr[4][:] = own_offsets  #A
@@ -1382,8 +1447,8 @@ def hvp{S}(op, a, b, consts, inputs, seeds, input_slots, out_slot, vals, dot, ad
         tangent{S}(op, a, b, vals, consts, seeds, dot, lead, n{AT})
         clear_rows{S}(op, a, input_slots, adj, clean{AR})
         clear_rows{S}(op, a, input_slots, adjd, clean{AR})
-        clear_adjoints(arr, aadj, clean)  #A
-        clear_adjoints(arr, aadjd, clean)  #A
+        clear_adjoints(arr, aadj, True, not clean)  #A
+        clear_adjoints(arr, aadjd, True, not clean)  #A
         adj[out_slot] = 1.0
         live = np.zeros(arr[0].shape[0], np.uint8)  #A
         second_order{S}(op, a, b, vals, consts, dot, adj, adjd, lead, n, consume{A2C})
@@ -1495,11 +1560,13 @@ def generate(cache: bool) -> str:
         plan_flags=f"{plans.TANGENT}, {plans.SECOND}",
         run=RUN,
         run_end=RUN_END,
+        live_bytes=f"{REACHED}, {STALE}",
         run_kernels=_run_kernels(),
         helpers=helpers.strip(),
         array_helpers=array_helpers.strip(),
         operands=_code_table(lambda o: o.operands),
         pushes=_code_table(lambda o: o.pushes),
+        assigns=_code_table(_assigns),
         broadcasts=_code_table(lambda o: isinstance(o, Opcode) and o.kind == VV),
         array_forward_cases=_array_kernel_branches(0),
         array_reverse_cases=_array_kernel_branches(1),

@@ -308,5 +308,9 @@ ARRAY_ROW = CODE[("array", "")]  # the first of the two opcodes of array rows
 # Markers of a run of one opcode in the opcodes the replay sweeps take (kernels.runs): never
 # recorded, saved or listed; they stand in the first and the last row of the run.
 RUN, RUN_END = 254, 255
+# The bytes of a reverse sweep's `live` (one per array row, see the sweeps' array_reverse): a block
+# that may hold a nonzero adjoint, and an input row's block that holds values nobody pushed in this
+# sweep (its first push assigns or zeroes it; the sweep's caller zeroes it if none comes). 0: zero.
+REACHED, STALE = 1, 2
 # Codes of the array ops that are not elementwise: after the opcodes, in the array table only.
 ARRAY_CODE: dict[str, int] = {s.name: len(OPCODES) + k for k, s in enumerate(ARRAY_OPS)}

@@ -273,7 +273,7 @@ class Workspace:
         """Zero every adjoint (adj, and the blocks by their own offsets): the workspace is clean."""
         self.adj[:] = 0.0
         if self.array_args:
-            kernels.sweeps().clear_adjoints(self.array_args[0], self.array_args[2], False)
+            kernels.sweeps().clear_adjoints(self.array_args[0], self.array_args[2], True, True)
         self.clean = True
 
     def plan(self, variant: Variant, second: bool) -> np.ndarray:
@@ -435,20 +435,18 @@ class CompiledFunction(SparseDerivatives):
         start = variant.arrays[4][variant.a[row]]
         return arrays[start : start + len(variant.out_slots)]
 
-    def _pull(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray,
-              aliased: bool = False) -> np.ndarray:
+    def _pull(self, variant: Variant, vals: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """A reverse sweep at the values `vals` from `seeds`, the output entries' adjoints; the
         adjoints of the rows (array blocks': in the workspace, where only the input rows' are
-        kept but in anomaly mode, which checks them all). `aliased`: the consuming table points
-        the input rows' blocks at zeros of the caller's (alias_adjoints)."""
+        kept but in anomaly mode, which checks them all). A consuming sweep takes the input rows'
+        blocks STALE (which the consuming table may point at the caller's memory: alias_adjoints)
+        and zeroes those it does not reach."""
         space = self._space(variant, keeps_clean=True)
         adj, array_args = space.adj, space.array_args
         variant.sweep("clear_rows")(variant.op, variant.a, variant.input_slots, adj, space.clean, *array_args)
         consume = not anomaly.is_anomaly_enabled()
         if array_args:  # (by the blocks' own offsets: the blocks in the scratch are zero)
-            if not (consume and space.clean and aliased):  # (else only the input rows' own blocks
-                # would be zeroed, which this sweep does not use: 3.8 MB a pullback in ba)
-                kernels.sweeps().clear_adjoints(array_args[0], array_args[2], space.clean)
+            kernels.sweeps().clear_adjoints(array_args[0], array_args[2], not consume, not space.clean)
             if consume:
                 array_args = (space.consuming, *array_args[1:])
         if variant.array_output is not None:
@@ -456,9 +454,12 @@ class CompiledFunction(SparseDerivatives):
         else:
             np.add.at(adj, variant.out_slots, seeds)  # (a value returned twice gets both)
         seeded = () if variant.array_output is None else (variant.array_output,)
-        live = (kernels.live_blocks(array_args[0], variant.op, variant.a, seeded),) if array_args else ()
+        live = () if not array_args else (kernels.live_blocks(array_args[0], variant.op, variant.a, seeded,
+                                                              stale=consume),)
         variant.sweep("reverse")(variant.run_op, variant.a, variant.b, vals, variant.consts, adj, 0,
                                  variant.rows, consume, *array_args, *live)
+        if array_args:  # (the input rows' blocks no rule reached: zero, as input_adjoints reads them)
+            kernels.sweeps().zero_stale(array_args[0], array_args[2], *live)
         space.clean = consume
         return adj
 
@@ -466,7 +467,7 @@ class CompiledFunction(SparseDerivatives):
                    start: int = 0) -> np.ndarray:
         """out[k] = the adjoints of input entries [start, start + out.shape[1]) from a reverse
         sweep seeded with the k-th of `seeds` (the output entries' adjoints), at the values `vals`.
-        Array inputs' adjoints accumulate in out[k] in place (alias_adjoints), but for an input
+        Array inputs' adjoints are written in out[k] in place (alias_adjoints), but for an input
         row the output is (its block holds the seeds) and in anomaly mode (which checks blocks)."""
         space = self._space(variant, keeps_clean=True)
         alias = variant.has_arrays and not (anomaly.is_anomaly_enabled() or _output_is_input(variant))
@@ -476,7 +477,7 @@ class CompiledFunction(SparseDerivatives):
                 own = kernels.sweeps().alias_adjoints(
                     variant.op, variant.a, variant.input_slots, arrays, aadj, out[k], start, True)
             try:
-                self._input_adjoints(variant, self._pull(variant, vals, seed, alias), start + out.shape[1],
+                self._input_adjoints(variant, self._pull(variant, vals, seed), start + out.shape[1],
                                      start, out=out[k])
             finally:
                 if alias:

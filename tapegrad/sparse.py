@@ -203,7 +203,7 @@ class SparseDerivatives:
                 variant.sweep("clear_rows")(variant.op, variant.a, variant.input_slots, rows_adjoints, clean,
                                             *space.array_args)
             for block in adjoints[:2]:
-                kernels.sweeps().clear_adjoints(arrays[0], block, clean)
+                kernels.sweeps().clear_adjoints(arrays[0], block, True, not clean)
             adj[variant.out_slot] = 1.0
             live = (kernels.live_blocks(arrays[0], variant.op, variant.a),) if adjoints else ()
             # consuming: every adjoint zeroed as it is read (see Workspace.clean)

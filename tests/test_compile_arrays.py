@@ -1000,6 +1000,43 @@ def test_value_and_grad_accumulates_array_gradients_in_the_result(rng):
             np.testing.assert_allclose(grads, [expected(p, s, y)[0] for p in xs], rtol=1e-13)
 
 
+def test_a_rule_that_pushes_first_to_a_block_assigns_it(rng):
+    """logsumexp's rule writes the adjoint block of an operand it is the first to push to rather
+    than adding to it. An argument's block, its entries of the returned gradient (or the
+    workspace's, for a pullback), holds what the last call left until then (STALE): whether the
+    rule pushes first or after another, in runs of one segment or across segments, with seeds of
+    any value (zero too), every gradient is right, and an argument no rule reaches gets zeros."""
+    w = np.array([1.0, 0.0, 3.0, -0.5])
+
+    def softmax(x, axis):
+        e = np.exp(x - x.max(axis, keepdims=True))
+        return e / e.sum(axis, keepdims=True)
+
+    cases = {  # f(x, unused), its gradient in x
+        "first": (lambda x, u: tnp.sum(x * x) + tnp.sum(tnp.logsumexp(x, 1) * w),
+                  lambda x: 2 * x + w[:, None] * softmax(x, 1)),
+        "after": (lambda x, u: tnp.sum(tnp.logsumexp(x, 1) * w) + tnp.sum(x * x),
+                  lambda x: 2 * x + w[:, None] * softmax(x, 1)),
+        "across": (lambda x, u: tnp.sum(tnp.logsumexp(x, 0) * w[:3]) + tnp.logsumexp(x[1], 0) * 0.0,
+                   lambda x: w[:3] * softmax(x, 0)),
+        "scaled": (lambda x, u: 3.0 * tnp.logsumexp(x), lambda x: 3.0 * softmax(x, None)),
+        "inner": (lambda x, u: tnp.logsumexp(x.reshape(3, 4) * 2.0), lambda x: 2.0 * softmax(2.0 * x, None)),
+    }
+    for name, (f, grad) in cases.items():
+        cf = tg.compile(f)
+        for scale in (1.0, 30.0, -2.0):  # (points far apart: a leftover adjoint would show)
+            x, unused = scale * rng.normal(size=(4, 3)), rng.normal(size=5)
+            _, (gx, gu) = cf.value_and_grad(x, unused, argnums=(0, 1))
+            np.testing.assert_allclose(gx, grad(x), rtol=1e-13, atol=1e-15, err_msg=name)
+            np.testing.assert_array_equal(gu, np.zeros(5))
+            _, (vx, vu) = cf.vjp((x, unused), 2.0)
+            np.testing.assert_allclose(vx, 2.0 * grad(x), rtol=1e-13, atol=1e-15, err_msg=name)
+            np.testing.assert_array_equal(vu, np.zeros(5))
+            assert _unread_adjoints(cf) == 0.0
+            with tg.detect_anomaly():  # (a sweep that adds to blocks zeroed first)
+                np.testing.assert_allclose(cf.grad(x, unused), grad(x), rtol=1e-13, atol=1e-15, err_msg=name)
+
+
 def test_pullbacks_accumulate_in_their_rows_of_the_result(rng):
     """vjp and jacobian pull each cotangent back into its own row of the result in place: rows do
     not leak into one another, and an output that is an argument itself (its block holds the
