@@ -13,8 +13,9 @@ logsumexp) lies between them and the output. So for each array row, found once p
   alone, and their adjoint tangents stay zero.
 
 kmeans' direction (GradBench) then costs a forward and a reverse sweep over its (n, k) distance
-rows, not four. Scalar rows are always swept (their rules skip zeros as they go); a tape whose
-scalar rows feed an array (``pack``) gets every flag, as does the tangent sweep of a jvp.
+rows, not four. Scalar rows are always swept (their rules skip zeros as they go), but only those
+whose tangents some rule reads need their operands' (the output's own tangent is never read); a
+tape whose scalar rows feed an array (``pack``) gets every flag, as does the tangent sweep of a jvp.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def second_order_plan(op, a, b, code, ax, ay, array_row, pack, operands, curves,
         xa, ya = has_x and active[x[i]], has_y and active[y[i]]
         curved = ((cv & XX) != 0 and xa) or ((cv & (XY | YX)) != 0 and xa and ya) or ((cv & YY) != 0 and ya)
         second = pushed[i] or curved
-        # its tangent rule runs (always for a scalar row): it reads its operands' tangents; its
-        # second-order rule runs: it reads those it curves along
-        tangents = not array or read[i]
+        # its tangent is read: its tangent rule reads its operands' tangents (a scalar row's rule
+        # always runs, but one whose tangent nobody reads may read stale ones); its second-order
+        # rule runs (always for a scalar row): it reads those it curves along
+        tangents = read[i]
         seconds = not array or second
         if has_x:
             pushed[x[i]] |= second

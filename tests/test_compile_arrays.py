@@ -268,16 +268,20 @@ def test_hvp_sweeps_second_order_rules_only_where_curvature_reaches(rng):
     """kmeans' cost: a Hessian-vector product sweeps the tangents that curved rows read (C * C's)
     and second-order rules only between those rows and the inputs. The (n, k) distance rows,
     linear in C or piecewise so (a matmul by data, sums, min), need neither: the second-order
-    sweep gives them their reverse rule alone (kernels.plans). Gradient and H 1 are exact."""
+    sweep gives them their reverse rule alone (kernels.plans), even with a scalar row after them
+    (GradBench adds |P|^2 as a number), whose tangent nobody reads. Gradient and H 1 are exact,
+    whatever the tangents held before (NaN here)."""
     P = rng.random((50, 3))
     C0 = P[-4:] + 0.01
 
     def cost(c):
         C = tnp.asarray(c).reshape(4, 3)
         D = (P * P).sum(1).reshape(-1, 1) - 2.0 * (tg.tensor(P) @ C.T) + (C * C).sum(1).reshape(1, -1)
-        return tnp.amin(D, 1).sum()
+        return tnp.amin(D, 1).sum() + 1.5
 
     cf = tg.compile(cost)
+    cf(C0.ravel())
+    cf._space(cf._last, keeps_clean=True).tangents[1][:] = np.nan
     grad, hv = cf.grad_and_hvp(C0.ravel(), np.ones(12))
     nearest = ((P[:, None] - C0[None]) ** 2).sum(2).argmin(1)
     counts, sums = np.bincount(nearest, minlength=4), np.zeros((4, 3))
