@@ -188,7 +188,11 @@ class ReplayTape(NamedTuple):
     tape with array rows (``len(t.addresses) > 0``) replays with ``gradient_arrays``, which takes
     ``t.arrays, t.addresses, t.adjoints`` too (one workspace: one thread at a time). A tape with
     runs (``t.run_op is not t.op``: an optimized loop, kernels.runs) replays faster with
-    ``gradient_runs`` (``gradient_arrays_runs``) on ``t.run_op`` in place of ``t.op``."""
+    ``gradient_runs`` (``gradient_arrays_runs``) on ``t.run_op`` in place of ``t.op``. In a loop,
+    ``workspace_gradient`` (with the same suffixes) takes two flags after ``grad``: ``clean``, that
+    the last call (which returned -1) left ``adj`` and ``t.adjoints`` zero but for the input rows',
+    and ``consume``, to leave them so: with True, True it skips zeroing them first (on a
+    90 000-row tape, 395 against 430 us a call)."""
 
     op: np.ndarray
     run_op: np.ndarray  # op with its runs marked, for the sweeps ending in _runs (or op itself)
@@ -198,7 +202,7 @@ class ReplayTape(NamedTuple):
     input_slots: np.ndarray
     out_slot: int
     captured: np.ndarray  # values of the tensors f read from outside, appended to the inputs
-    arrays: tuple  # the array table (empty: compiled tapes hold scalar rows only so far)
+    arrays: tuple  # the array table (empty for a tape of scalar rows)
     addresses: np.ndarray  # where each array row's values live
     adjoints: np.ndarray  # the adjoints of the array rows
     arena: np.ndarray  # the memory `addresses` point into (keep the tape alive while using it)

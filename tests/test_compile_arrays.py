@@ -480,6 +480,39 @@ def test_a_gradient_replay_is_right_whatever_the_adjoint_blocks_held(rng):
     np.testing.assert_allclose(cf.batch_grad(np.stack([point, point])), [g] * 2, rtol=1e-12)
 
 
+def test_workspace_gradient_in_an_njit_loop_needs_no_zeroing(rng):
+    """From @njit code, workspace_gradient_arrays with clean (from the second call) and consume
+    gives gradient_arrays' gradient to the bit at every step of a loop: the consuming sweep left
+    the adjoints zero, the input rows' blocks (its entries of grad) are overwritten."""
+    import numba
+
+    f = lambda x: tnp.logsumexp(tnp.asarray(x) * 2.0) + tnp.sum(tnp.sin(x) * x)  # noqa: E731
+    cf = tg.compile(f)
+    points = rng.normal(size=(5, 8))
+    tape = cf.replay_tape(points[0])
+    plain, looped = tg.sweeps().gradient_arrays, tg.sweeps().workspace_gradient_arrays
+
+    @numba.njit
+    def both(points, t):
+        n = t.op.shape[0]
+        vals, adj, out = np.empty(n), np.empty(n), np.empty((2,) + points.shape)
+        clean = False
+        for r in range(points.shape[0]):
+            inputs = np.concatenate((points[r], t.captured))
+            looped(t.op, t.a, t.b, t.consts, inputs, t.input_slots, t.out_slot, vals, adj, out[0, r],
+                   clean, True, t.arrays, t.addresses, t.adjoints)
+            clean = True
+        for r in range(points.shape[0]):
+            inputs = np.concatenate((points[r], t.captured))
+            plain(t.op, t.a, t.b, t.consts, inputs, t.input_slots, t.out_slot, vals, adj, out[1, r],
+                  t.arrays, t.addresses, t.adjoints)
+        return out
+
+    looped_grads, plain_grads = both(points, tape)
+    np.testing.assert_array_equal(looped_grads, plain_grads)
+    np.testing.assert_allclose(looped_grads, [tg.grad(f)(p) for p in points], rtol=1e-13, atol=1e-15)
+
+
 def _unread_adjoints(cf, tangents: bool = False) -> float:
     """The largest |adjoint| (and with `tangents`, tangent of one) in the blocks of the array rows
     of cf's workspace but the input rows' (which the caller reads after a sweep): 0.0 when the

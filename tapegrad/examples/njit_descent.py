@@ -22,7 +22,8 @@ def rosenbrock(x):
     return s
 
 
-gradient = tg.sweeps().gradient  # the compiled replay: usable from @njit code
+# the compiled replay, usable from @njit code: `gradient` in a workspace the last call left clean
+gradient = tg.sweeps().workspace_gradient
 
 
 @numba.njit
@@ -35,11 +36,13 @@ def descend(x0, tape, steps, rate):
     adj = np.empty(tape.op.shape[0])
     grad = np.empty(n)  # d loss / d x
     losses = np.empty(steps)
+    clean = False  # adj is zero (but for the inputs' rows): not before the first sweep
     for step in range(steps):
         inputs = np.concatenate((x, tape.captured))
         if gradient(tape.op, tape.a, tape.b, tape.consts, inputs, tape.input_slots,
-                    tape.out_slot, vals, adj, grad) >= 0:
+                    tape.out_slot, vals, adj, grad, clean, True) >= 0:  # (True: leave it so)
             return x, losses[:step], step  # another branch: back to Python to record it
+        clean = True
         losses[step] = vals[tape.out_slot]
         x -= rate * grad
     return x, losses, -1
