@@ -221,7 +221,7 @@ def array_ops(rng, leaves, lib, extra=()):
             )
         elif kind == "reduce" and len(x.shape):
             axis = int(rng.integers(len(x.shape)))
-            how = rng.choice(["sum", "mean", "max"])
+            how = rng.choice(["sum", "mean", "max", "logsumexp"])
             if lib == "tg":
                 out = getattr(x, how)(axis=axis, keepdims=True)
             else:
@@ -280,10 +280,12 @@ def test_ten_thousand_programs_at_edge_values_match_torch(program):
 @given(st.integers(0, 2**32 - 1))
 def test_random_array_programs_hessian_vector_products_match_torch(seed):
     """array_program's ops as a function of one vector (the four leaves' entries), compiled: its
-    Hessian-vector products equal torch's. The ops may also read a constant array, so that some
-    rows are linear in the vector, some curved along one operand only. The tangent and second-order
-    sweeps skip what the tape's plan (kernels.plans) finds zero; the plan is the same as its
-    uncompiled Python's, which would raise on an index out of bounds."""
+    gradients and vjps at two points in turn (each consuming sweep finds the blocks the one before
+    left: kernels.table.STALE), then its Hessian-vector products equal torch's. The ops may also
+    read a constant array, so that some rows are linear in the vector, some curved along one
+    operand only. The tangent and second-order sweeps skip what the tape's plan (kernels.plans)
+    finds zero; the plan is the same as its uncompiled Python's, which would raise on an index out
+    of bounds."""
     rng = np.random.default_rng(seed)
     sizes = [int(np.prod(s)) for s in SHAPES]
     x, v = rng.uniform(-1.5, 1.5, sum(sizes)), rng.normal(size=sum(sizes))
@@ -303,6 +305,11 @@ def test_random_array_programs_hessian_vector_products_match_torch(seed):
         return f
 
     cf = tg.compile(objective("tg"))
+    for point in (x, -0.5 * x[::-1]):
+        at = torch.tensor(point, requires_grad=True)
+        grad = torch.autograd.grad(objective("torch")(at), at)[0].numpy()
+        np.testing.assert_allclose(cf.value_and_grad(point)[1], grad, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(cf.vjp((point,), 2.0)[1][0], 2.0 * grad, rtol=1e-9, atol=1e-10)
     ours = cf.hvp(x, v)
     theirs = torch.autograd.functional.hvp(objective("torch"), torch.tensor(x), torch.tensor(v))[1].numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
