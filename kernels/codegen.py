@@ -824,7 +824,8 @@ def zero_stale(arr, aadj, live):
 
 @_helper
 def mark_stale(arr, live):
-    """Mark the input rows' blocks STALE: a consuming sweep, which needs them zeroed first no more."""
+    """Mark the input rows' blocks STALE (for a consuming sweep: the blocks need no zeroing first;
+    the caller zeroes those still STALE after it, zero_stale)."""
     for j in range(live.shape[0]):
         if arr[0][j] == ARRAY_INPUT and arr[5][j] > 0:
             live[j] = STALE
@@ -1155,12 +1156,13 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
     leave its block zeroed (the elementwise kernels zero each element as they read it). An input
     row's block is left to its caller, who reads it; array data's is never written, not swept over.
 
-    live[j] (one byte per array row j) is nonzero where row j's block may hold a nonzero: the
-    caller sets it for the blocks it seeded (all others zero when the sweep starts), and a row
-    that pushes its adjoint sets it for its operands. A block row whose byte is zero is skipped
-    unread: a pullback of one output column (a Jacobian's row) does not scan the blocks of every
-    row it never reaches. A rule that ASSIGNS writes the block of an operand it pushes to first
-    (fresh_x, fresh_y) rather than adding to it: no zeroing before, no reading (see first_pushes)."""
+    live[j] (one byte per array row j) is REACHED where row j's block may hold a nonzero: the
+    caller sets it for the blocks it seeded (all others are zero when the sweep starts, or STALE:
+    kernels.table), and a row that pushes its adjoint sets it for its operands. A block row not
+    REACHED is skipped unread: a pullback of one output column (a Jacobian's row) does not scan
+    the blocks of every row it never reaches. A rule that ASSIGNS writes the block of an operand
+    it pushes to first (fresh_x, fresh_y) rather than adding to it: no zeroing before, no reading
+    (see first_pushes)."""
     op, a, vals, adj, consts, arr, vaddr, aadj, live = borrowed(
         (op, a, vals, adj, consts, arr, vaddr, aadj, live)
     )
@@ -1174,7 +1176,7 @@ def array_reverse(i, op, a, vals, adj, consts, arr, vaddr, aadj, consume, live):
         if consume:
             g[:] = 0.0
         return
-    if (op[i] == ARRAY_ROW and live[j] == 0) or not any_nonzero(g):  # nothing to push (a row the
+    if (op[i] == ARRAY_ROW and live[j] != REACHED) or not any_nonzero(g):  # nothing to push (a row the
         return  # seeds do not reach, or reach with zeros: another column's pullback)
     fresh_x, fresh_y = first_pushes(j, op, a, arr, aadj, live, ASSIGNS[c] != 0)
     reach_operands(j, op, a, arr, live)

@@ -450,7 +450,8 @@ class CompiledFunction(SparseDerivatives):
         variant.sweep("clear_rows")(variant.op, variant.a, variant.input_slots, adj, space.clean, *array_args)
         consume = not anomaly.is_anomaly_enabled()
         if array_args:  # (by the blocks' own offsets: the blocks in the scratch are zero)
-            kernels.sweeps().clear_adjoints(array_args[0], array_args[2], not consume, not space.clean)
+            if not (consume and space.clean):
+                kernels.sweeps().clear_adjoints(array_args[0], array_args[2], not consume, not space.clean)
             if consume:
                 array_args = (space.consuming, *array_args[1:])
         if variant.array_output is not None:
